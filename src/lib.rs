@@ -1,0 +1,27 @@
+//! benchtel: telemetry for on-prem hardware test benches.
+//!
+//! # Layout
+//!
+//! - [`config`]: the agent's TOML configuration, environment overrides
+//!   (`OTEL_*`, `BENCHTEL_CONFIG`), secrets from files, and validation that
+//!   collects every mistake before the agent exits with `EX_CONFIG` (78).
+//! - [`outbox`]: the durable SQLite queue every signal passes through, the
+//!   OpenTelemetry SDK exporters that commit into it, and the forwarder that
+//!   drains it to an OTLP/HTTP collector.
+//! - [`telemetry`]: wiring of the OpenTelemetry SDK (resource, meter, logger
+//!   and tracer providers) and the ADR-010 JSON log format.
+//! - [`agent`]: what runs on a bench: sources (heartbeat, host metrics), the
+//!   local `/metrics` and `/healthz` endpoint, and the staged start-up and
+//!   shutdown of the whole pipeline.
+//! - [`systemd`]: `sd_notify` readiness and a watchdog that pings only while
+//!   the pipeline makes progress.
+//!
+//! The binaries in `src/bin/` are thin: they parse the command line and call
+//! into this library.
+#![forbid(unsafe_code)]
+
+pub mod agent;
+pub mod config;
+pub mod outbox;
+pub mod systemd;
+pub mod telemetry;
