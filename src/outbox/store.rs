@@ -1,0 +1,741 @@
+//! SQLite storage of the outbox; see the module essay in `outbox/mod.rs`.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use rusqlite::{Connection, ErrorCode, OptionalExtension, Transaction, params};
+
+const SCHEMA_VERSION: &str = "1";
+/// Rejected records kept for inspection; older ones are pruned (they were
+/// counted when they were rejected).
+const MAX_REJECTED_ROWS: i64 = 1000;
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS records (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    signal INTEGER NOT NULL,
+    created_ms INTEGER NOT NULL,
+    items INTEGER NOT NULL,
+    body BLOB NOT NULL
+);
+CREATE INDEX IF NOT EXISTS records_by_signal ON records (signal, id);
+CREATE TABLE IF NOT EXISTS rejected (
+    id INTEGER PRIMARY KEY,
+    signal INTEGER NOT NULL,
+    created_ms INTEGER NOT NULL,
+    rejected_ms INTEGER NOT NULL,
+    status INTEGER NOT NULL,
+    reason TEXT NOT NULL,
+    items INTEGER NOT NULL,
+    body BLOB NOT NULL
+);
+CREATE TABLE IF NOT EXISTS drops (
+    reason TEXT PRIMARY KEY,
+    records INTEGER NOT NULL,
+    items INTEGER NOT NULL
+);
+";
+
+/// The three OTLP signals, each forwarded in its own order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Signal {
+    Metrics,
+    Logs,
+    Traces,
+}
+
+impl Signal {
+    pub const ALL: [Signal; 3] = [Signal::Metrics, Signal::Logs, Signal::Traces];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Signal::Metrics => "metrics",
+            Signal::Logs => "logs",
+            Signal::Traces => "traces",
+        }
+    }
+
+    /// The OTLP/HTTP path this signal is posted to.
+    pub fn path(self) -> &'static str {
+        match self {
+            Signal::Metrics => "/v1/metrics",
+            Signal::Logs => "/v1/logs",
+            Signal::Traces => "/v1/traces",
+        }
+    }
+
+    fn code(self) -> i64 {
+        match self {
+            Signal::Metrics => 1,
+            Signal::Logs => 2,
+            Signal::Traces => 3,
+        }
+    }
+
+    fn index(self) -> usize {
+        match self {
+            Signal::Metrics => 0,
+            Signal::Logs => 1,
+            Signal::Traces => 2,
+        }
+    }
+
+    fn from_code(code: i64) -> Option<Signal> {
+        Signal::ALL.into_iter().find(|s| s.code() == code)
+    }
+}
+
+/// Why records left the outbox without being delivered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum DropReason {
+    /// The byte bound was hit; the oldest records went first.
+    MaxBytes,
+    /// Older than `max_age`.
+    MaxAge,
+    /// The collector refused the record permanently (non-retryable 4xx).
+    Rejected,
+    /// The collector accepted the request but refused some of its items.
+    PartialSuccess,
+    /// One record alone was larger than the byte bound.
+    TooLarge,
+}
+
+impl DropReason {
+    pub const ALL: [DropReason; 5] = [
+        DropReason::MaxBytes,
+        DropReason::MaxAge,
+        DropReason::Rejected,
+        DropReason::PartialSuccess,
+        DropReason::TooLarge,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DropReason::MaxBytes => "max_bytes",
+            DropReason::MaxAge => "max_age",
+            DropReason::Rejected => "rejected",
+            DropReason::PartialSuccess => "partial_success",
+            DropReason::TooLarge => "too_large",
+        }
+    }
+}
+
+/// SQLite's `synchronous` setting for the outbox.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Synchronous {
+    /// fsync the WAL at every commit: nothing committed is lost on power loss.
+    #[default]
+    Full,
+    /// fsync only at checkpoints: survives a process crash, not power loss.
+    Normal,
+}
+
+#[derive(Debug, Clone)]
+pub struct StoreOptions {
+    pub path: PathBuf,
+    pub max_bytes: u64,
+    pub max_age: Duration,
+    pub synchronous: Synchronous,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum OutboxError {
+    #[error("cannot create the outbox directory {dir}: {source}")]
+    CreateDir {
+        dir: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot move the corrupt outbox {path} aside to {to}: {source}")]
+    Quarantine {
+        path: PathBuf,
+        to: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("outbox {path}: {source}")]
+    Sqlite {
+        path: PathBuf,
+        source: rusqlite::Error,
+    },
+    #[error("outbox {path} is corrupt: {detail}")]
+    Corrupt { path: PathBuf, detail: String },
+    #[error("a {signal} record of {bytes} bytes exceeds the outbox bound of {max_bytes} bytes")]
+    TooLarge {
+        signal: &'static str,
+        bytes: u64,
+        max_bytes: u64,
+    },
+    #[error("the outbox lock was poisoned by a panic in another thread")]
+    Poisoned,
+}
+
+/// A record to commit: one encoded OTLP export request.
+#[derive(Debug, Clone)]
+pub struct NewRecord {
+    pub signal: Signal,
+    pub items: u64,
+    pub body: Vec<u8>,
+}
+
+/// A committed record, as read back for forwarding.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Record {
+    pub id: i64,
+    pub signal: Signal,
+    pub created_ms: i64,
+    pub items: u64,
+    pub body: Vec<u8>,
+}
+
+/// What [`Outbox::open`] found.
+#[derive(Debug, Clone, Default)]
+pub struct OpenReport {
+    /// Where a corrupt database was moved, with what was wrong with it.
+    pub quarantined: Option<(PathBuf, String)>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SignalStats {
+    pub records: u64,
+    pub bytes: u64,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DropCount {
+    pub records: u64,
+    pub items: u64,
+}
+
+/// A snapshot of the outbox for self-telemetry and `outbox status`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Status {
+    pub per_signal: BTreeMap<Signal, SignalStats>,
+    pub oldest_created_ms: Option<i64>,
+    pub drops: BTreeMap<DropReason, DropCount>,
+    pub rejected_kept: u64,
+    /// Corrupt databases moved aside since this process started.
+    pub corruptions: u64,
+}
+
+impl Status {
+    pub fn records(&self) -> u64 {
+        self.per_signal.values().map(|s| s.records).sum()
+    }
+
+    pub fn bytes(&self) -> u64 {
+        self.per_signal.values().map(|s| s.bytes).sum()
+    }
+
+    /// Age of the oldest queued record at `now`; zero when empty.
+    pub fn oldest_age(&self, now: SystemTime) -> Duration {
+        let Some(oldest) = self.oldest_created_ms else {
+            return Duration::ZERO;
+        };
+        let age_ms = unix_ms(now).saturating_sub(oldest).max(0);
+        Duration::from_millis(u64::try_from(age_ms).unwrap_or(0))
+    }
+
+    pub fn dropped(&self, reason: DropReason) -> DropCount {
+        self.drops.get(&reason).copied().unwrap_or_default()
+    }
+}
+
+/// The outbox. Cheap operations under one lock: SQLite serialises writers
+/// anyway, and the lock keeps the cached totals consistent with the file.
+pub struct Outbox {
+    opts: StoreOptions,
+    inner: Mutex<Inner>,
+}
+
+struct Inner {
+    conn: Connection,
+    totals: [SignalStats; 3],
+    corruptions: u64,
+}
+
+impl Outbox {
+    /// Opens (or creates) the outbox, quarantining a corrupt file.
+    pub fn open(opts: StoreOptions) -> Result<(Outbox, OpenReport), OutboxError> {
+        if let Some(dir) = opts.path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|source| OutboxError::CreateDir {
+                dir: dir.to_path_buf(),
+                source,
+            })?;
+        }
+        let mut report = OpenReport::default();
+        let conn = match open_checked(&opts) {
+            Ok(conn) => conn,
+            Err(OutboxError::Corrupt { detail, .. }) => {
+                let moved = quarantine(&opts.path)?;
+                report.quarantined = Some((moved, detail));
+                open_checked(&opts)?
+            }
+            Err(other) => return Err(other),
+        };
+        let totals = load_totals(&conn).map_err(|e| sql_err(&opts.path, e))?;
+        let outbox = Outbox {
+            inner: Mutex::new(Inner {
+                conn,
+                totals,
+                corruptions: u64::from(report.quarantined.is_some()),
+            }),
+            opts,
+        };
+        Ok((outbox, report))
+    }
+
+    pub fn options(&self) -> &StoreOptions {
+        &self.opts
+    }
+
+    /// Commits records in one transaction, enforcing the byte bound; returns
+    /// their ids. Returns only after the commit is durable.
+    pub fn append_batch(&self, records: &[NewRecord]) -> Result<Vec<i64>, OutboxError> {
+        let max_bytes = self.opts.max_bytes;
+        if let Some(big) = records.iter().find(|r| r.body.len() as u64 > max_bytes) {
+            let bytes = big.body.len() as u64;
+            let signal = big.signal.as_str();
+            self.count_drop(DropReason::TooLarge, 1, big.items)?;
+            return Err(OutboxError::TooLarge {
+                signal,
+                bytes,
+                max_bytes,
+            });
+        }
+        let now = unix_ms(SystemTime::now());
+        self.write(|tx, totals| {
+            let mut ids = Vec::with_capacity(records.len());
+            {
+                let mut insert = tx.prepare_cached(
+                    "INSERT INTO records (signal, created_ms, items, body) VALUES (?1, ?2, ?3, ?4)",
+                )?;
+                for r in records {
+                    insert.execute(params![
+                        r.signal.code(),
+                        now,
+                        to_i64(r.items),
+                        r.body.as_slice()
+                    ])?;
+                    ids.push(tx.last_insert_rowid());
+                    let t = &mut totals[r.signal.index()];
+                    t.records += 1;
+                    t.bytes += r.body.len() as u64;
+                }
+            }
+            evict_for_bytes(tx, totals, max_bytes)?;
+            Ok(ids)
+        })
+    }
+
+    pub fn append(&self, record: NewRecord) -> Result<i64, OutboxError> {
+        let ids = self.append_batch(std::slice::from_ref(&record))?;
+        Ok(ids.first().copied().unwrap_or_default())
+    }
+
+    /// The oldest records of `signal` with id greater than `after`, at most
+    /// `max_records` of them and, past the first, at most `max_bytes` in all.
+    pub fn fetch(
+        &self,
+        signal: Signal,
+        after: i64,
+        max_records: usize,
+        max_bytes: u64,
+    ) -> Result<Vec<Record>, OutboxError> {
+        let inner = self.lock()?;
+        let mut stmt = inner
+            .conn
+            .prepare_cached(
+                "SELECT id, created_ms, items, body FROM records
+                 WHERE signal = ?1 AND id > ?2 ORDER BY id LIMIT ?3",
+            )
+            .map_err(|e| self.sql(e))?;
+        let limit = i64::try_from(max_records).unwrap_or(i64::MAX);
+        let mut rows = stmt
+            .query(params![signal.code(), after, limit])
+            .map_err(|e| self.sql(e))?;
+        let mut out = Vec::new();
+        let mut bytes = 0u64;
+        while let Some(row) = rows.next().map_err(|e| self.sql(e))? {
+            let body: Vec<u8> = row.get(3).map_err(|e| self.sql(e))?;
+            if !out.is_empty() && bytes + body.len() as u64 > max_bytes {
+                break;
+            }
+            bytes += body.len() as u64;
+            out.push(Record {
+                id: row.get(0).map_err(|e| self.sql(e))?,
+                signal,
+                created_ms: row.get(1).map_err(|e| self.sql(e))?,
+                items: to_u64(row.get(2).map_err(|e| self.sql(e))?),
+                body,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Deletes delivered records. Ids that are already gone (evicted while
+    /// in flight) are ignored.
+    pub fn ack(&self, signal: Signal, ids: &[i64]) -> Result<(), OutboxError> {
+        self.write(|tx, totals| {
+            let mut del = tx.prepare_cached(
+                "DELETE FROM records WHERE id = ?1 AND signal = ?2 RETURNING length(body)",
+            )?;
+            for id in ids {
+                let len: Option<i64> = del
+                    .query_row(params![id, signal.code()], |r| r.get(0))
+                    .optional()?;
+                if let Some(len) = len {
+                    let t = &mut totals[signal.index()];
+                    t.records -= 1;
+                    t.bytes -= to_u64(len);
+                }
+            }
+            Ok(())
+        })
+    }
+
+    /// Moves permanently refused records aside and counts them.
+    pub fn reject(
+        &self,
+        signal: Signal,
+        ids: &[i64],
+        status: u16,
+        reason: &str,
+    ) -> Result<(), OutboxError> {
+        let now = unix_ms(SystemTime::now());
+        self.write(|tx, totals| {
+            let mut moved = DropCount::default();
+            {
+                let mut mv = tx.prepare_cached(
+                    "INSERT INTO rejected (id, signal, created_ms, rejected_ms, status, reason, items, body)
+                     SELECT id, signal, created_ms, ?2, ?3, ?4, items, body FROM records
+                     WHERE id = ?1 AND signal = ?5",
+                )?;
+                let mut del = tx.prepare_cached(
+                    "DELETE FROM records WHERE id = ?1 AND signal = ?2 RETURNING length(body), items",
+                )?;
+                for id in ids {
+                    mv.execute(params![id, now, status, reason, signal.code()])?;
+                    let gone: Option<(i64, i64)> = del
+                        .query_row(params![id, signal.code()], |r| Ok((r.get(0)?, r.get(1)?)))
+                        .optional()?;
+                    if let Some((len, items)) = gone {
+                        let t = &mut totals[signal.index()];
+                        t.records -= 1;
+                        t.bytes -= to_u64(len);
+                        moved.records += 1;
+                        moved.items += to_u64(items);
+                    }
+                }
+            }
+            add_drop(tx, DropReason::Rejected, moved)?;
+            tx.execute(
+                "DELETE FROM rejected WHERE id NOT IN
+                 (SELECT id FROM rejected ORDER BY id DESC LIMIT ?1)",
+                params![MAX_REJECTED_ROWS],
+            )?;
+            Ok(())
+        })
+    }
+
+    /// Drops records older than `max_age` at `now`; returns how many went.
+    pub fn expire(&self, now: SystemTime) -> Result<DropCount, OutboxError> {
+        let cutoff = unix_ms(now) - i64::try_from(self.opts.max_age.as_millis()).unwrap_or(i64::MAX);
+        self.write(|tx, totals| {
+            let mut gone = DropCount::default();
+            {
+                let mut del = tx.prepare_cached(
+                    "DELETE FROM records WHERE created_ms < ?1 RETURNING signal, length(body), items",
+                )?;
+                let mut rows = del.query(params![cutoff])?;
+                while let Some(row) = rows.next()? {
+                    forget_row(totals, row.get(0)?, row.get(1)?);
+                    gone.records += 1;
+                    gone.items += to_u64(row.get(2)?);
+                }
+            }
+            add_drop(tx, DropReason::MaxAge, gone)?;
+            Ok(gone)
+        })
+    }
+
+    /// Counts a loss that happened outside the table (e.g. items refused in
+    /// a `partial_success` answer).
+    pub fn count_drop(
+        &self,
+        reason: DropReason,
+        records: u64,
+        items: u64,
+    ) -> Result<(), OutboxError> {
+        self.write(|tx, _| add_drop(tx, reason, DropCount { records, items }))
+    }
+
+    pub fn status(&self) -> Result<Status, OutboxError> {
+        let inner = self.lock()?;
+        let oldest: Option<i64> = inner
+            .conn
+            .query_row(
+                "SELECT created_ms FROM records ORDER BY id LIMIT 1",
+                [],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(|e| self.sql(e))?;
+        let mut drops = BTreeMap::new();
+        {
+            let mut stmt = inner
+                .conn
+                .prepare_cached("SELECT reason, records, items FROM drops")
+                .map_err(|e| self.sql(e))?;
+            let mut rows = stmt.query([]).map_err(|e| self.sql(e))?;
+            while let Some(row) = rows.next().map_err(|e| self.sql(e))? {
+                let reason: String = row.get(0).map_err(|e| self.sql(e))?;
+                if let Some(r) = DropReason::ALL.into_iter().find(|r| r.as_str() == reason) {
+                    drops.insert(
+                        r,
+                        DropCount {
+                            records: to_u64(row.get(1).map_err(|e| self.sql(e))?),
+                            items: to_u64(row.get(2).map_err(|e| self.sql(e))?),
+                        },
+                    );
+                }
+            }
+        }
+        let rejected_kept: i64 = inner
+            .conn
+            .query_row("SELECT count(*) FROM rejected", [], |r| r.get(0))
+            .map_err(|e| self.sql(e))?;
+        Ok(Status {
+            per_signal: Signal::ALL
+                .into_iter()
+                .map(|s| (s, inner.totals[s.index()]))
+                .collect(),
+            oldest_created_ms: oldest,
+            drops,
+            rejected_kept: to_u64(rejected_kept),
+            corruptions: inner.corruptions,
+        })
+    }
+
+    /// Queued records and bytes without touching the file (for gauges).
+    pub fn totals(&self) -> Result<SignalStats, OutboxError> {
+        let inner = self.lock()?;
+        Ok(inner
+            .totals
+            .iter()
+            .fold(SignalStats::default(), |acc, t| SignalStats {
+                records: acc.records + t.records,
+                bytes: acc.bytes + t.bytes,
+            }))
+    }
+
+    /// Checkpoints the WAL into the main file, for a clean close.
+    pub fn checkpoint(&self) -> Result<(), OutboxError> {
+        let inner = self.lock()?;
+        inner
+            .conn
+            .execute_batch("PRAGMA wal_checkpoint(TRUNCATE);")
+            .map_err(|e| self.sql(e))
+    }
+
+    fn write<T>(
+        &self,
+        f: impl FnOnce(&Transaction<'_>, &mut [SignalStats; 3]) -> rusqlite::Result<T>,
+    ) -> Result<T, OutboxError> {
+        let mut guard = self.lock()?;
+        let inner = &mut *guard;
+        // Work on a copy so the cached totals change only if the commit does.
+        let mut totals = inner.totals;
+        let tx = inner.conn.transaction().map_err(|e| self.sql(e))?;
+        let out = f(&tx, &mut totals).map_err(|e| self.sql(e))?;
+        tx.commit().map_err(|e| self.sql(e))?;
+        inner.totals = totals;
+        Ok(out)
+    }
+
+    fn lock(&self) -> Result<MutexGuard<'_, Inner>, OutboxError> {
+        self.inner.lock().map_err(|_| OutboxError::Poisoned)
+    }
+
+    fn sql(&self, source: rusqlite::Error) -> OutboxError {
+        sql_err(&self.opts.path, source)
+    }
+}
+
+fn sql_err(path: &Path, source: rusqlite::Error) -> OutboxError {
+    OutboxError::Sqlite {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// Opens the database and proves it usable; any sign of corruption comes
+/// back as [`OutboxError::Corrupt`] so the caller can quarantine the file.
+fn open_checked(opts: &StoreOptions) -> Result<Connection, OutboxError> {
+    let path = &opts.path;
+    let corrupt = |detail: String| OutboxError::Corrupt {
+        path: path.clone(),
+        detail,
+    };
+    let classify = |e: rusqlite::Error| match e.sqlite_error_code() {
+        Some(ErrorCode::NotADatabase | ErrorCode::DatabaseCorrupt) => corrupt(e.to_string()),
+        _ => sql_err(path, e),
+    };
+    let conn = Connection::open(path).map_err(classify)?;
+    let sync = match opts.synchronous {
+        Synchronous::Full => "FULL",
+        Synchronous::Normal => "NORMAL",
+    };
+    conn.execute_batch(&format!(
+        "PRAGMA journal_mode = WAL; PRAGMA synchronous = {sync}; PRAGMA busy_timeout = 5000;"
+    ))
+    .map_err(classify)?;
+    let check: String = conn
+        .query_row("PRAGMA quick_check", [], |r| r.get(0))
+        .map_err(classify)?;
+    if check != "ok" {
+        return Err(corrupt(format!("quick_check: {check}")));
+    }
+    conn.execute_batch(SCHEMA).map_err(classify)?;
+    let version: Option<String> = conn
+        .query_row(
+            "SELECT value FROM meta WHERE key = 'schema_version'",
+            [],
+            |r| r.get(0),
+        )
+        .optional()
+        .map_err(classify)?;
+    match version.as_deref() {
+        None => {
+            conn.execute(
+                "INSERT INTO meta (key, value) VALUES ('schema_version', ?1)",
+                params![SCHEMA_VERSION],
+            )
+            .map_err(classify)?;
+        }
+        Some(SCHEMA_VERSION) => {}
+        Some(other) => return Err(corrupt(format!("unknown schema version {other:?}"))),
+    }
+    Ok(conn)
+}
+
+/// Renames the database and its WAL/SHM files aside; returns the new path.
+fn quarantine(path: &Path) -> Result<PathBuf, OutboxError> {
+    let stamp = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let mut to = PathBuf::from(format!("{}.corrupt-{stamp}", path.display()));
+    let mut n = 1;
+    while to.exists() {
+        to = PathBuf::from(format!("{}.corrupt-{stamp}-{n}", path.display()));
+        n += 1;
+    }
+    std::fs::rename(path, &to).map_err(|source| OutboxError::Quarantine {
+        path: path.to_path_buf(),
+        to: to.clone(),
+        source,
+    })?;
+    for suffix in ["-wal", "-shm"] {
+        let side = PathBuf::from(format!("{}{suffix}", path.display()));
+        if side.exists() {
+            let side_to = PathBuf::from(format!("{}{suffix}", to.display()));
+            std::fs::rename(&side, &side_to).map_err(|source| OutboxError::Quarantine {
+                path: side.clone(),
+                to: side_to.clone(),
+                source,
+            })?;
+        }
+    }
+    Ok(to)
+}
+
+fn load_totals(conn: &Connection) -> rusqlite::Result<[SignalStats; 3]> {
+    let mut totals = [SignalStats::default(); 3];
+    let mut stmt = conn.prepare(
+        "SELECT signal, count(*), coalesce(sum(length(body)), 0) FROM records GROUP BY signal",
+    )?;
+    let mut rows = stmt.query([])?;
+    while let Some(row) = rows.next()? {
+        if let Some(signal) = Signal::from_code(row.get(0)?) {
+            totals[signal.index()] = SignalStats {
+                records: to_u64(row.get(1)?),
+                bytes: to_u64(row.get(2)?),
+            };
+        }
+    }
+    Ok(totals)
+}
+
+/// Deletes the oldest records (of any signal) until the byte bound holds.
+fn evict_for_bytes(
+    tx: &Transaction<'_>,
+    totals: &mut [SignalStats; 3],
+    max_bytes: u64,
+) -> rusqlite::Result<()> {
+    let total: u64 = totals.iter().map(|t| t.bytes).sum();
+    if total <= max_bytes {
+        return Ok(());
+    }
+    let mut excess = total - max_bytes;
+    let mut gone = DropCount::default();
+    let mut last_id = None;
+    {
+        let mut stmt =
+            tx.prepare_cached("SELECT id, signal, length(body), items FROM records ORDER BY id")?;
+        let mut rows = stmt.query([])?;
+        while excess > 0 {
+            let Some(row) = rows.next()? else { break };
+            let len = to_u64(row.get(2)?);
+            forget_row(totals, row.get(1)?, row.get(2)?);
+            excess = excess.saturating_sub(len);
+            gone.records += 1;
+            gone.items += to_u64(row.get(3)?);
+            last_id = Some(row.get::<_, i64>(0)?);
+        }
+    }
+    if let Some(last) = last_id {
+        tx.execute("DELETE FROM records WHERE id <= ?1", params![last])?;
+    }
+    add_drop(tx, DropReason::MaxBytes, gone)
+}
+
+fn forget_row(totals: &mut [SignalStats; 3], signal: i64, len: i64) {
+    if let Some(s) = Signal::from_code(signal) {
+        let t = &mut totals[s.index()];
+        t.records = t.records.saturating_sub(1);
+        t.bytes = t.bytes.saturating_sub(to_u64(len));
+    }
+}
+
+fn add_drop(tx: &Transaction<'_>, reason: DropReason, n: DropCount) -> rusqlite::Result<()> {
+    if n.records == 0 && n.items == 0 {
+        return Ok(());
+    }
+    tx.execute(
+        "INSERT INTO drops (reason, records, items) VALUES (?1, ?2, ?3)
+         ON CONFLICT (reason) DO UPDATE SET
+           records = records + excluded.records, items = items + excluded.items",
+        params![reason.as_str(), to_i64(n.records), to_i64(n.items)],
+    )?;
+    Ok(())
+}
+
+pub(crate) fn unix_ms(t: SystemTime) -> i64 {
+    match t.duration_since(UNIX_EPOCH) {
+        Ok(d) => i64::try_from(d.as_millis()).unwrap_or(i64::MAX),
+        Err(e) => -i64::try_from(e.duration().as_millis()).unwrap_or(i64::MAX),
+    }
+}
+
+fn to_i64(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+fn to_u64(v: i64) -> u64 {
+    u64::try_from(v).unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests;
