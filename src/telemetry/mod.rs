@@ -1,1 +1,180 @@
-//! placeholder
+//! Wiring of the OpenTelemetry SDK: one resource, and meter, logger and
+//! tracer providers whose exporters commit into the outbox. The same meter
+//! provider also feeds the local Prometheus registry behind `/metrics`, so
+//! both views are the same instruments.
+//!
+//! `tracing` is the logging API: events go to stdout (ADR-010 JSON or text)
+//! and, through `opentelemetry-appender-tracing`, into OTel log records.
+
+pub mod context;
+pub mod json_log;
+
+use std::collections::HashSet;
+use std::io::Write;
+use std::time::Duration;
+
+use opentelemetry::metrics::{Meter, MeterProvider};
+use opentelemetry::{Key, KeyValue};
+use opentelemetry_appender_tracing::layer::OpenTelemetryTracingBridge;
+use opentelemetry_sdk::Resource;
+use opentelemetry_sdk::logs::{BatchLogProcessor, SdkLoggerProvider};
+use opentelemetry_sdk::metrics::{PeriodicReader, SdkMeterProvider};
+use opentelemetry_sdk::trace::{BatchSpanProcessor, SdkTracerProvider};
+use tracing_subscriber::EnvFilter;
+use tracing_subscriber::prelude::*;
+
+use crate::outbox::exporter::{LogsExporter, MetricExporter, Sink, SpansExporter};
+
+/// Crates whose debug chatter would otherwise flow into the outbox.
+const QUIET: &str = "hyper=warn,hyper_util=warn,reqwest=warn,h2=warn,rustls=warn,axum=warn";
+
+#[derive(Debug, Clone)]
+pub struct TelemetryOptions {
+    pub service_name: String,
+    /// Resource attributes beyond service.* and host.name: `bench.id`,
+    /// `bench.site`, user labels, `OTEL_RESOURCE_ATTRIBUTES`.
+    pub attributes: Vec<(String, String)>,
+    /// How often the metric reader commits a collection into the outbox.
+    pub export_interval: Duration,
+    /// Also keep a Prometheus registry for the local `/metrics`.
+    pub prometheus: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Json,
+    Text,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum TelemetryError {
+    #[error("cannot build the Prometheus exporter: {0}")]
+    Prometheus(String),
+    #[error("invalid log level {level:?}: {reason}")]
+    LogLevel { level: String, reason: String },
+    #[error("a global tracing subscriber is already installed")]
+    SubscriberTaken,
+}
+
+pub struct Telemetry {
+    pub meters: SdkMeterProvider,
+    pub logs: SdkLoggerProvider,
+    pub traces: SdkTracerProvider,
+    pub registry: Option<prometheus::Registry>,
+}
+
+impl Telemetry {
+    /// Starts the providers. Their exporters commit into `sink`.
+    pub fn start(opts: &TelemetryOptions, sink: Sink) -> Result<Telemetry, TelemetryError> {
+        let resource = resource(opts);
+        let reader = PeriodicReader::builder(MetricExporter::new(sink.clone()))
+            .with_interval(opts.export_interval)
+            .build();
+        let mut meters = SdkMeterProvider::builder()
+            .with_resource(resource.clone())
+            .with_reader(reader);
+        let mut registry = None;
+        if opts.prometheus {
+            let reg = prometheus::Registry::new();
+            let labels: HashSet<Key> = [Key::from("bench.id"), Key::from("bench.site")].into();
+            let exporter = opentelemetry_prometheus::exporter()
+                .with_registry(reg.clone())
+                .with_resource_selector(labels)
+                                .build()
+                .map_err(|e| TelemetryError::Prometheus(e.to_string()))?;
+            meters = meters.with_reader(exporter);
+            registry = Some(reg);
+        }
+        let meters = meters.build();
+        let logs = SdkLoggerProvider::builder()
+            .with_resource(resource.clone())
+            .with_log_processor(BatchLogProcessor::builder(LogsExporter::new(sink.clone())).build())
+            .build();
+        let traces = SdkTracerProvider::builder()
+            .with_resource(resource)
+            .with_span_processor(BatchSpanProcessor::builder(SpansExporter::new(sink)).build())
+            .build();
+        opentelemetry::global::set_tracer_provider(traces.clone());
+        opentelemetry::global::set_meter_provider(meters.clone());
+        Ok(Telemetry {
+            meters,
+            logs,
+            traces,
+            registry,
+        })
+    }
+
+    pub fn meter(&self) -> Meter {
+        self.meters.meter("benchtel")
+    }
+
+    /// Flushes everything the SDK still holds into the outbox and stops the
+    /// providers. Blocks: call it off the async runtime.
+    pub fn shutdown(&self) {
+        for (what, result) in [
+            ("traces", self.traces.force_flush()),
+            ("logs", self.logs.force_flush()),
+            ("metrics", self.meters.force_flush()),
+        ] {
+            if let Err(e) = result {
+                eprintln!("benchtel-agent: flushing {what} into the outbox failed: {e}");
+            }
+        }
+        let _ = self.traces.shutdown();
+        let _ = self.logs.shutdown();
+        let _ = self.meters.shutdown();
+    }
+}
+
+/// The OTel resource every signal carries.
+pub fn resource(opts: &TelemetryOptions) -> Resource {
+    let host = hostname::get()
+        .map(|h| h.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let mut attrs = vec![
+        KeyValue::new("service.version", env!("CARGO_PKG_VERSION")),
+        KeyValue::new("host.name", host),
+    ];
+    attrs.extend(
+        opts.attributes
+            .iter()
+            .map(|(k, v)| KeyValue::new(k.clone(), v.clone())),
+    );
+    Resource::builder_empty()
+        .with_service_name(opts.service_name.clone())
+        .with_attributes(attrs)
+        .build()
+}
+
+/// Installs the global `tracing` subscriber: stdout in `format`, and OTel log
+/// records through `logs` when given.
+pub fn init_logging(
+    format: LogFormat,
+    level: &str,
+    component: &str,
+    logs: Option<&SdkLoggerProvider>,
+) -> Result<(), TelemetryError> {
+    let filter = EnvFilter::try_new(format!("{level},{QUIET}")).map_err(|e| {
+        TelemetryError::LogLevel {
+            level: level.to_string(),
+            reason: e.to_string(),
+        }
+    })?;
+    let (json, text) = match format {
+        LogFormat::Json => (
+            Some(json_log::JsonLayer::new(component, || {
+                Box::new(std::io::stdout()) as Box<dyn Write>
+            })),
+            None,
+        ),
+        LogFormat::Text => (None, Some(tracing_subscriber::fmt::layer().with_target(false))),
+    };
+    let bridge = logs.map(OpenTelemetryTracingBridge::new);
+    let subscriber = tracing_subscriber::registry()
+        .with(filter)
+        .with(json)
+        .with(text)
+        .with(bridge);
+    tracing::subscriber::set_global_default(subscriber).map_err(|_| TelemetryError::SubscriberTaken)
+}
+
