@@ -132,6 +132,9 @@ impl Forwarder {
         opts: ForwarderOptions,
         meter: &Meter,
     ) -> Result<Forwarder, ForwarderError> {
+        // reqwest is built without a default TLS backend; ring builds fast
+        // and small. An error means a provider is already installed: fine.
+        let _ = rustls::crypto::ring::default_provider().install_default();
         let client = reqwest::Client::builder()
             .default_headers(header_map(&opts.headers)?)
             .timeout(opts.timeout)

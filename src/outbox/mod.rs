@@ -50,6 +50,7 @@
 
 pub mod exporter;
 pub mod forwarder;
+pub mod self_metrics;
 mod store;
 
 pub use store::{
