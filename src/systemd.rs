@@ -17,11 +17,14 @@ use tokio_util::sync::CancellationToken;
 /// Slack added to every promise, so scheduling jitter is not a stall.
 const SLACK: Duration = Duration::from_secs(5);
 
+/// A loop's name and the deadline (ms since the epoch) it promised.
+type Promise = (&'static str, Arc<AtomicU64>);
+
 /// The set of loops the watchdog watches.
 #[derive(Clone)]
 pub struct Liveness {
     epoch: Instant,
-    beacons: Arc<Mutex<Vec<(&'static str, Arc<AtomicU64>)>>>,
+    beacons: Arc<Mutex<Vec<Promise>>>,
 }
 
 impl Default for Liveness {
