@@ -46,7 +46,10 @@ async fn metrics(State(state): State<HttpState>) -> impl IntoResponse {
     match TextEncoder::new().encode(&state.registry.gather(), &mut body) {
         Ok(()) => (
             StatusCode::OK,
-            [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+            [(
+                header::CONTENT_TYPE,
+                "text/plain; version=0.0.4; charset=utf-8",
+            )],
             body,
         ),
         Err(e) => (
@@ -69,5 +72,9 @@ async fn healthz(State(state): State<HttpState>) -> impl IntoResponse {
         "outbox_records": totals.records,
         "outbox_bytes": totals.bytes,
     });
-    (code, [(header::CONTENT_TYPE, "application/json")], body.to_string())
+    (
+        code,
+        [(header::CONTENT_TYPE, "application/json")],
+        body.to_string(),
+    )
 }

@@ -1,1 +1,6 @@
-//! placeholder
+//! What runs on a bench: the sources that measure it, the local `/metrics`
+//! endpoint, and the staged start-up and shutdown of the pipeline.
+pub mod http;
+pub mod run;
+pub mod sources;
+pub mod state;

@@ -6,7 +6,8 @@ use std::fmt;
 /// Where the bench stands. The state machine that moves between these from
 /// health-check results lives with the checks; without readiness checks a
 /// bench is `Ready` as soon as the agent runs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
 pub enum BenchState {
     #[default]
     Starting,

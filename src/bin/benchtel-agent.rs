@@ -1,1 +1,199 @@
-fn main() {}
+//! `benchtel-agent`: the bench-side telemetry agent.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use benchtel::config::{self, AgentConfig, ConfigErrors, Env};
+use benchtel::outbox::{DropReason, Outbox};
+use clap::{Parser, Subcommand, ValueEnum};
+use tokio_util::sync::CancellationToken;
+
+#[derive(Parser)]
+#[command(version, about = "Telemetry agent for hardware test benches")]
+struct Cli {
+    /// Configuration file [default: $BENCHTEL_CONFIG, else /etc/benchtel/agent.toml]
+    #[arg(long, global = true)]
+    config: Option<PathBuf>,
+    /// Log format on stdout (overrides log.format)
+    #[arg(long, global = true)]
+    log_format: Option<Format>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Format {
+    Json,
+    Text,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the agent (the default)
+    Run,
+    /// Check the configuration and exit: 0 if valid, 78 if not
+    Validate,
+    /// Inspect the durable outbox
+    Outbox {
+        #[command(subcommand)]
+        command: OutboxCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum OutboxCommand {
+    /// Print depth, bytes, oldest age, per-signal counts and drops
+    Status {
+        /// Print JSON instead of text
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let mut cfg = match config::load(cli.config.as_deref(), &Env::from_process()) {
+        Ok(cfg) => cfg,
+        Err(errors) => return config_failed(&errors),
+    };
+    if let Some(format) = cli.log_format {
+        cfg.log.format = match format {
+            Format::Json => config::LogFormat::Json,
+            Format::Text => config::LogFormat::Text,
+        };
+    }
+    let result = match cli.command.unwrap_or(Command::Run) {
+        Command::Run => run(cfg),
+        Command::Validate => {
+            println!("configuration is valid: {}", cfg.summary());
+            Ok(())
+        }
+        Command::Outbox {
+            command: OutboxCommand::Status { json },
+        } => outbox_status(&cfg, json),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("benchtel-agent: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn config_failed(errors: &ConfigErrors) -> ExitCode {
+    eprintln!(
+        "benchtel-agent: the configuration has {} error(s):",
+        errors.0.len()
+    );
+    for e in &errors.0 {
+        eprintln!("  {e}");
+    }
+    ExitCode::from(u8::try_from(config::EX_CONFIG).unwrap_or(78))
+}
+
+fn run(cfg: AgentConfig) -> anyhow::Result<()> {
+    // One thread is plenty for a bench agent and keeps RSS small; database
+    // work goes to the blocking pool.
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(async {
+        let cancel = CancellationToken::new();
+        tokio::spawn(stop_on_signal(cancel.clone()));
+        benchtel::agent::run::run(cfg, cancel).await
+    })?;
+    Ok(())
+}
+
+async fn stop_on_signal(cancel: CancellationToken) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        eprintln!("benchtel-agent: cannot install signal handlers");
+        return;
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+    cancel.cancel();
+}
+
+fn outbox_status(cfg: &AgentConfig, json: bool) -> anyhow::Result<()> {
+    let opts = benchtel::agent::run::store_options(cfg);
+    let path = opts.path.clone();
+    let (outbox, report) =
+        Outbox::open(opts).with_context(|| format!("cannot open the outbox {}", path.display()))?;
+    if let Some((moved, detail)) = report.quarantined {
+        eprintln!(
+            "outbox {} was corrupt ({detail}); moved to {}",
+            path.display(),
+            moved.display()
+        );
+    }
+    let status = outbox.status()?;
+    let age = status.oldest_age(std::time::SystemTime::now());
+    if json {
+        let per_signal: serde_json::Map<String, serde_json::Value> = status
+            .per_signal
+            .iter()
+            .map(|(s, st)| {
+                (
+                    s.as_str().to_string(),
+                    serde_json::json!({"records": st.records, "bytes": st.bytes}),
+                )
+            })
+            .collect();
+        let drops: serde_json::Map<String, serde_json::Value> = DropReason::ALL
+            .iter()
+            .map(|r| {
+                let d = status.dropped(*r);
+                (
+                    r.as_str().to_string(),
+                    serde_json::json!({"records": d.records, "items": d.items}),
+                )
+            })
+            .collect();
+        let doc = serde_json::json!({
+            "path": path,
+            "records": status.records(),
+            "bytes": status.bytes(),
+            "oldest_age_seconds": age.as_secs_f64(),
+            "signals": per_signal,
+            "dropped": drops,
+            "rejected_kept": status.rejected_kept,
+        });
+        println!("{doc:#}");
+        return Ok(());
+    }
+    println!("outbox      {}", path.display());
+    println!(
+        "queued      {} records, {} bytes, oldest {}",
+        status.records(),
+        status.bytes(),
+        humantime::format_duration(std::time::Duration::from_secs(age.as_secs()))
+    );
+    for (signal, st) in &status.per_signal {
+        println!(
+            "  {:<9} {} records, {} bytes",
+            signal.as_str(),
+            st.records,
+            st.bytes
+        );
+    }
+    println!("dropped (records / items)");
+    for reason in DropReason::ALL {
+        let d = status.dropped(reason);
+        println!("  {:<16} {} / {}", reason.as_str(), d.records, d.items);
+    }
+    println!(
+        "rejected    {} kept for inspection (table `rejected`)",
+        status.rejected_kept
+    );
+    Ok(())
+}

@@ -1,1 +1,269 @@
-//! placeholder
+//! The agent's configuration: `/etc/benchtel/agent.toml` (or `--config`, or
+//! `$BENCHTEL_CONFIG`), the `OTEL_*` environment, and secrets from files.
+//!
+//! Loading collects every mistake before giving up: the file is parsed to a
+//! TOML table first, each section is then deserialised on its own (so one bad
+//! section does not hide the next), and semantic checks run on whatever
+//! parsed. Each error names the file, the key path and the offending value.
+
+mod env;
+mod error;
+mod raw;
+mod secret;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+pub use env::Env;
+pub use error::{ConfigError, ConfigErrors};
+pub use raw::{Compression, LogFormat};
+pub use secret::Secret;
+use url::Url;
+
+pub use crate::agent::sources::host_metrics::Collector;
+pub use crate::outbox::Synchronous;
+pub use raw::{HeartbeatConfig, HostMetricsConfig};
+
+pub const DEFAULT_PATH: &str = "/etc/benchtel/agent.toml";
+/// `EX_CONFIG` from sysexits.h: systemd and shell scripts know it.
+pub const EX_CONFIG: i32 = 78;
+
+/// Where the configuration came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConfigSource {
+    File(PathBuf),
+    /// No file at the default path: built-in defaults.
+    Defaults,
+}
+
+/// The resolved configuration: defaults filled in, environment applied,
+/// secrets read, everything validated.
+#[derive(Debug, Clone)]
+pub struct AgentConfig {
+    pub source: ConfigSource,
+    pub service_name: String,
+    pub bench: BenchConfig,
+    /// From `OTEL_RESOURCE_ATTRIBUTES`; the bench identity wins on a clash.
+    pub resource_attributes: BTreeMap<String, String>,
+    pub otlp: OtlpConfig,
+    pub outbox: OutboxConfig,
+    pub http: HttpConfig,
+    pub log: LogConfig,
+    pub telemetry: TelemetryConfig,
+    pub sources: SourcesConfig,
+    pub state_dir: PathBuf,
+}
+
+#[derive(Debug, Clone)]
+pub struct BenchConfig {
+    pub id: String,
+    pub site: String,
+    pub labels: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct OtlpConfig {
+    pub endpoint: Url,
+    pub headers: Vec<(String, Secret)>,
+    pub timeout: Duration,
+    pub compression: Compression,
+    pub max_request_bytes: u64,
+    pub backoff_min: Duration,
+    pub backoff_max: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct OutboxConfig {
+    pub path: PathBuf,
+    pub max_bytes: u64,
+    pub max_age: Duration,
+    pub synchronous: Synchronous,
+    pub batch_max_records: usize,
+}
+
+#[derive(Debug, Clone)]
+pub struct HttpConfig {
+    pub enabled: bool,
+    pub listen: SocketAddr,
+}
+
+#[derive(Debug, Clone)]
+pub struct LogConfig {
+    pub format: LogFormat,
+    pub level: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct TelemetryConfig {
+    pub export_interval: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct SourcesConfig {
+    pub heartbeat: HeartbeatConfig,
+    pub host_metrics: HostMetricsConfig,
+}
+
+/// Loads and validates the configuration. `explicit` is `--config`.
+pub fn load(explicit: Option<&Path>, env: &Env) -> Result<AgentConfig, ConfigErrors> {
+    let (path, required) = match (explicit, &env.benchtel_config) {
+        (Some(p), _) => (p.to_path_buf(), true),
+        (None, Some(p)) => (PathBuf::from(p), true),
+        (None, None) => (PathBuf::from(DEFAULT_PATH), false),
+    };
+    let file = path.display().to_string();
+    let mut errors = Vec::new();
+    let (raw, source) = match std::fs::read_to_string(&path) {
+        Ok(text) => (
+            raw::parse(&file, &text, &mut errors),
+            ConfigSource::File(path.clone()),
+        ),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && !required => {
+            (raw::RawConfig::default(), ConfigSource::Defaults)
+        }
+        Err(e) => {
+            errors.push(ConfigError::new(
+                &file,
+                "(file)",
+                &file,
+                format!("cannot read the configuration file: {e}"),
+            ));
+            (raw::RawConfig::default(), ConfigSource::File(path.clone()))
+        }
+    };
+    let cfg = resolve(raw, source, &file, env, &mut errors);
+    match cfg {
+        Some(cfg) if errors.is_empty() => Ok(cfg),
+        _ => Err(ConfigErrors(errors)),
+    }
+}
+
+/// Applies defaults, environment and secrets, and checks every value.
+/// `None` only when an error was recorded.
+fn resolve(
+    raw: raw::RawConfig,
+    source: ConfigSource,
+    file: &str,
+    env: &Env,
+    errors: &mut Vec<ConfigError>,
+) -> Option<AgentConfig> {
+    let endpoint = match &env.otel_exporter_otlp_endpoint {
+        Some(e) => raw::Checker {
+            file: "env OTEL_EXPORTER_OTLP_ENDPOINT",
+            errors,
+        }
+        .endpoint("otlp.endpoint", e),
+        None => raw::Checker { file, errors }.endpoint("otlp.endpoint", &raw.otlp.endpoint),
+    };
+    let headers = secret::collect_headers(&raw.otlp, env, file, errors);
+    let resource_attributes = env::resource_attributes(env, errors);
+    let state_dir = env::state_dir(env);
+    let mut check = raw::Checker { file, errors };
+
+    let bench = BenchConfig {
+        id: raw.bench.id.clone().unwrap_or_else(env::hostname),
+        site: raw.bench.site.clone(),
+        labels: raw.bench.labels.clone(),
+    };
+    check.name("bench.id", &bench.id);
+    check.name("bench.site", &bench.site);
+    let o = &raw.otlp;
+    let otlp = OtlpConfig {
+        endpoint: endpoint?,
+        headers,
+        timeout: check.positive("otlp.timeout", o.timeout),
+        compression: o.compression,
+        max_request_bytes: check.at_least("otlp.max_request_bytes", o.max_request_bytes, 1024),
+        backoff_min: check.positive("otlp.backoff_min", o.backoff_min),
+        backoff_max: check.positive("otlp.backoff_max", o.backoff_max),
+    };
+    if otlp.backoff_min > otlp.backoff_max {
+        check.error(
+            "otlp.backoff_min",
+            &format!("\"{}\"", humantime::format_duration(otlp.backoff_min)),
+            format!(
+                "must not exceed otlp.backoff_max (\"{}\")",
+                humantime::format_duration(otlp.backoff_max)
+            ),
+        );
+    }
+    let ob = &raw.outbox;
+    let outbox = OutboxConfig {
+        path: ob
+            .path
+            .clone()
+            .unwrap_or_else(|| state_dir.join("outbox.db")),
+        max_bytes: check.at_least("outbox.max_bytes", ob.max_bytes, 1 << 20),
+        max_age: check.positive("outbox.max_age", ob.max_age),
+        synchronous: ob.synchronous.into(),
+        batch_max_records: ob.batch_max_records.max(1),
+    };
+    check.at_least("outbox.batch_max_records", ob.batch_max_records as u64, 1);
+    let http = HttpConfig {
+        enabled: raw.http.enabled,
+        listen: check.socket_addr("http.listen", &raw.http.listen),
+    };
+    check.log_level("log.level", &raw.log.level);
+    let telemetry = TelemetryConfig {
+        export_interval: check.positive("telemetry.export_interval", raw.telemetry.export_interval),
+    };
+    check.positive("sources.heartbeat.interval", raw.sources.heartbeat.interval);
+    check.positive(
+        "sources.host_metrics.interval",
+        raw.sources.host_metrics.interval,
+    );
+    Some(AgentConfig {
+        source,
+        service_name: env
+            .otel_service_name
+            .clone()
+            .unwrap_or_else(|| "benchtel-agent".into()),
+        bench,
+        resource_attributes,
+        otlp,
+        outbox,
+        http,
+        log: LogConfig {
+            format: raw.log.format,
+            level: raw.log.level.clone(),
+        },
+        telemetry,
+        sources: SourcesConfig {
+            heartbeat: raw.sources.heartbeat,
+            host_metrics: raw.sources.host_metrics,
+        },
+        state_dir,
+    })
+}
+
+impl AgentConfig {
+    /// One readable line: who the bench is, where its state is, where it
+    /// sends. Secrets are counted, never shown.
+    pub fn summary(&self) -> String {
+        let config = match &self.source {
+            ConfigSource::File(p) => p.display().to_string(),
+            ConfigSource::Defaults => format!("none at {DEFAULT_PATH}, built-in defaults"),
+        };
+        let metrics = if self.http.enabled {
+            format!("http://{}/metrics", self.http.listen)
+        } else {
+            "off".into()
+        };
+        format!(
+            "bench={} site={} state={} outbox={} otlp={} ({} headers) metrics={} config={}",
+            self.bench.id,
+            self.bench.site,
+            self.state_dir.display(),
+            self.outbox.path.display(),
+            self.otlp.endpoint,
+            self.otlp.headers.len(),
+            metrics,
+            config
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests;

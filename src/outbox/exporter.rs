@@ -144,7 +144,8 @@ impl LogExporter for LogsExporter {
             .flat_map(|r| &r.scope_logs)
             .map(|s| s.log_records.len() as u64)
             .sum();
-        self.sink.commit(Signal::Logs, items, request.encode_to_vec())
+        self.sink
+            .commit(Signal::Logs, items, request.encode_to_vec())
     }
 
     fn set_resource(&mut self, resource: &Resource) {

@@ -25,7 +25,9 @@ use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceResp
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceResponse;
 use prost::Message;
 use reqwest::StatusCode;
-use reqwest::header::{CONTENT_ENCODING, CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue, RETRY_AFTER};
+use reqwest::header::{
+    CONTENT_ENCODING, CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue, RETRY_AFTER,
+};
 use tokio::sync::Notify;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -95,9 +97,15 @@ pub enum ForwarderError {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
     /// 2xx; `rejected_items` is what a `partial_success` said it refused.
-    Delivered { rejected_items: u64, message: String },
+    Delivered {
+        rejected_items: u64,
+        message: String,
+    },
     /// Try the same records again later, not before `after` if given.
-    Retry { after: Option<Duration>, why: String },
+    Retry {
+        after: Option<Duration>,
+        why: String,
+    },
     /// The receiver will never take these records.
     Permanent { status: u16, why: String },
 }
@@ -167,7 +175,10 @@ impl Forwarder {
             let wait = match step {
                 Ok(Step::Progress) => {
                     if std::mem::take(&mut failing) {
-                        tracing::info!(signal = signal.as_str(), "collector reachable again; forwarding");
+                        tracing::info!(
+                            signal = signal.as_str(),
+                            "collector reachable again; forwarding"
+                        );
                     }
                     lane.reset_backoff(&self.opts);
                     continue;
@@ -218,11 +229,15 @@ impl Forwarder {
 
     /// Reads the next batch of `signal`, sends it and settles the outcome.
     pub async fn step(&self, signal: Signal, lane: &mut Lane) -> Result<Step, ForwarderError> {
-        let limit = if lane.isolating() { 1 } else { self.opts.batch_max_records };
+        let limit = if lane.isolating() {
+            1
+        } else {
+            self.opts.batch_max_records
+        };
         let outbox = self.outbox.clone();
         let max_bytes = self.opts.max_request_bytes;
-        let batch =
-            tokio::task::spawn_blocking(move || outbox.fetch(signal, 0, limit, max_bytes)).await??;
+        let batch = tokio::task::spawn_blocking(move || outbox.fetch(signal, 0, limit, max_bytes))
+            .await??;
         let (Some(first), Some(last)) = (batch.first(), batch.last()) else {
             return Ok(Step::Idle);
         };
@@ -273,7 +288,11 @@ impl Forwarder {
     }
 
     async fn send(&self, signal: Signal, batch: &[Record]) -> Outcome {
-        let url = format!("{}{}", self.opts.endpoint.as_str().trim_end_matches('/'), signal.path());
+        let url = format!(
+            "{}{}",
+            self.opts.endpoint.as_str().trim_end_matches('/'),
+            signal.path()
+        );
         let mut body = Vec::with_capacity(batch.iter().map(|r| r.body.len()).sum());
         for r in batch {
             body.extend_from_slice(&r.body);
@@ -317,7 +336,9 @@ impl Forwarder {
 
     fn count(&self, signal: Signal, outcome: &Outcome) {
         let result = match outcome {
-            Outcome::Delivered { rejected_items: 0, .. } => "ok",
+            Outcome::Delivered {
+                rejected_items: 0, ..
+            } => "ok",
             Outcome::Delivered { .. } => "partial",
             Outcome::Retry { .. } => "retry",
             Outcome::Permanent { .. } => "rejected",
@@ -428,7 +449,9 @@ fn partial_success(signal: Signal, body: &[u8]) -> (u64, String) {
             .and_then(|r| r.partial_success)
             .map(|p| (p.rejected_spans, p.error_message)),
     };
-    decoded.map_or((0, String::new()), |(n, m)| (u64::try_from(n).unwrap_or(0), m))
+    decoded.map_or((0, String::new()), |(n, m)| {
+        (u64::try_from(n).unwrap_or(0), m)
+    })
 }
 
 /// `Retry-After` as delay-seconds or an HTTP date.
@@ -524,14 +547,31 @@ mod tests {
         let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
         assert_eq!(parse_retry_after("7", now), Some(Duration::from_secs(7)));
         let later = httpdate::fmt_http_date(now + Duration::from_secs(30));
-        assert_eq!(parse_retry_after(&later, now), Some(Duration::from_secs(30)));
+        assert_eq!(
+            parse_retry_after(&later, now),
+            Some(Duration::from_secs(30))
+        );
         assert_eq!(parse_retry_after("soon", now), None);
     }
 
     #[test]
     fn classification_follows_otlp_http() {
-        let c = |code: u16| classify(Signal::Logs, StatusCode::from_u16(code).unwrap(), None, false, b"");
-        assert!(matches!(c(200), Outcome::Delivered { rejected_items: 0, .. }));
+        let c = |code: u16| {
+            classify(
+                Signal::Logs,
+                StatusCode::from_u16(code).unwrap(),
+                None,
+                false,
+                b"",
+            )
+        };
+        assert!(matches!(
+            c(200),
+            Outcome::Delivered {
+                rejected_items: 0,
+                ..
+            }
+        ));
         for code in [429, 502, 503, 504, 401, 403, 404] {
             assert!(matches!(c(code), Outcome::Retry { .. }), "{code}");
         }
@@ -573,7 +613,10 @@ mod tests {
             idle_poll: Duration::from_secs(1),
         };
         let mut lane = Lane::new(&opts);
-        assert_eq!(lane.next_delay(Some(Duration::from_secs(30))), Duration::from_secs(30));
+        assert_eq!(
+            lane.next_delay(Some(Duration::from_secs(30))),
+            Duration::from_secs(30)
+        );
         let capped = lane.next_delay(Some(Duration::from_secs(86_400)));
         assert_eq!(capped, MAX_RETRY_AFTER);
         for _ in 0..50 {

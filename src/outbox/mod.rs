@@ -54,6 +54,6 @@ pub mod self_metrics;
 mod store;
 
 pub use store::{
-    DropCount, DropReason, NewRecord, OpenReport, Outbox, OutboxError, Record, Signal,
-    SignalStats, Status, StoreOptions, Synchronous,
+    DropCount, DropReason, NewRecord, OpenReport, Outbox, OutboxError, Record, Signal, SignalStats,
+    Status, StoreOptions, Synchronous,
 };

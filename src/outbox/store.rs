@@ -441,7 +441,8 @@ impl Outbox {
 
     /// Drops records older than `max_age` at `now`; returns how many went.
     pub fn expire(&self, now: SystemTime) -> Result<DropCount, OutboxError> {
-        let cutoff = unix_ms(now) - i64::try_from(self.opts.max_age.as_millis()).unwrap_or(i64::MAX);
+        let cutoff =
+            unix_ms(now) - i64::try_from(self.opts.max_age.as_millis()).unwrap_or(i64::MAX);
         self.write(|tx, totals| {
             let mut gone = DropCount::default();
             {

@@ -163,14 +163,18 @@ mod tests {
 
     fn lines(buf: &Buf) -> Vec<Value> {
         let text = String::from_utf8(buf.0.lock().unwrap().clone()).unwrap();
-        text.lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+        text.lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
     }
 
     #[test]
     fn lines_carry_every_adr_field_and_the_context() {
         let buf = Buf::default();
         let b = buf.clone();
-        let layer = JsonLayer::new("benchtel-agent", move || Box::new(b.clone()) as Box<dyn Write>);
+        let layer = JsonLayer::new("benchtel-agent", move || {
+            Box::new(b.clone()) as Box<dyn Write>
+        });
         let subscriber = tracing_subscriber::registry().with(layer);
         let provider = opentelemetry_sdk::trace::SdkTracerProvider::builder().build();
         let tracer = provider.tracer("test");

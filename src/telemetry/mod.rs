@@ -80,7 +80,7 @@ impl Telemetry {
             let exporter = opentelemetry_prometheus::exporter()
                 .with_registry(reg.clone())
                 .with_resource_selector(labels)
-                                .build()
+                .build()
                 .map_err(|e| TelemetryError::Prometheus(e.to_string()))?;
             meters = meters.with_reader(exporter);
             registry = Some(reg);
@@ -154,12 +154,11 @@ pub fn init_logging(
     component: &str,
     logs: Option<&SdkLoggerProvider>,
 ) -> Result<(), TelemetryError> {
-    let filter = EnvFilter::try_new(format!("{level},{QUIET}")).map_err(|e| {
-        TelemetryError::LogLevel {
+    let filter =
+        EnvFilter::try_new(format!("{level},{QUIET}")).map_err(|e| TelemetryError::LogLevel {
             level: level.to_string(),
             reason: e.to_string(),
-        }
-    })?;
+        })?;
     let (json, text) = match format {
         LogFormat::Json => (
             Some(json_log::JsonLayer::new(component, || {
@@ -167,7 +166,10 @@ pub fn init_logging(
             })),
             None,
         ),
-        LogFormat::Text => (None, Some(tracing_subscriber::fmt::layer().with_target(false))),
+        LogFormat::Text => (
+            None,
+            Some(tracing_subscriber::fmt::layer().with_target(false)),
+        ),
     };
     let bridge = logs.map(OpenTelemetryTracingBridge::new);
     let subscriber = tracing_subscriber::registry()
@@ -177,4 +179,3 @@ pub fn init_logging(
         .with(bridge);
     tracing::subscriber::set_global_default(subscriber).map_err(|_| TelemetryError::SubscriberTaken)
 }
-

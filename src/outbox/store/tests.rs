@@ -40,7 +40,10 @@ fn records_survive_reopen_in_order() {
     let (ob, report) = Outbox::open(opts(dir.path(), 1 << 20)).unwrap();
     assert!(report.quarantined.is_none());
     let logs = ob.fetch(Signal::Logs, 0, 100, u64::MAX).unwrap();
-    assert_eq!(logs.iter().map(tag).collect::<Vec<_>>(), vec![0, 1, 2, 3, 4]);
+    assert_eq!(
+        logs.iter().map(tag).collect::<Vec<_>>(),
+        vec![0, 1, 2, 3, 4]
+    );
     let st = ob.status().unwrap();
     assert_eq!(st.records(), 6);
     assert_eq!(st.per_signal[&Signal::Logs].records, 5);
@@ -55,7 +58,10 @@ fn byte_bound_drops_oldest_and_counts_exactly() {
         ob.append(rec(Signal::Metrics, i, 100)).unwrap();
     }
     let left = ob.fetch(Signal::Metrics, 0, 100, u64::MAX).unwrap();
-    assert_eq!(left.iter().map(tag).collect::<Vec<_>>(), (15..25).collect::<Vec<_>>());
+    assert_eq!(
+        left.iter().map(tag).collect::<Vec<_>>(),
+        (15..25).collect::<Vec<_>>()
+    );
     let st = ob.status().unwrap();
     assert_eq!(st.dropped(DropReason::MaxBytes).records, 15);
     assert_eq!(st.bytes(), 1000);
@@ -67,7 +73,10 @@ fn oversize_record_is_refused_and_counted() {
     let (ob, _) = Outbox::open(opts(dir.path(), 100)).unwrap();
     let err = ob.append(rec(Signal::Traces, 1, 101)).unwrap_err();
     assert!(err.to_string().contains("101 bytes"), "{err}");
-    assert_eq!(ob.status().unwrap().dropped(DropReason::TooLarge).records, 1);
+    assert_eq!(
+        ob.status().unwrap().dropped(DropReason::TooLarge).records,
+        1
+    );
 }
 
 #[test]
@@ -109,7 +118,9 @@ fn fetch_respects_byte_budget_but_returns_at_least_one() {
     assert_eq!(ob.fetch(Signal::Metrics, 0, 10, 250).unwrap().len(), 2);
     assert_eq!(ob.fetch(Signal::Metrics, 0, 10, 1).unwrap().len(), 1);
     let first = ob.fetch(Signal::Metrics, 0, 1, u64::MAX).unwrap();
-    let after = ob.fetch(Signal::Metrics, first[0].id, 10, u64::MAX).unwrap();
+    let after = ob
+        .fetch(Signal::Metrics, first[0].id, 10, u64::MAX)
+        .unwrap();
     assert_eq!(after.iter().map(tag).collect::<Vec<_>>(), vec![1, 2, 3]);
 }
 
@@ -121,13 +132,20 @@ fn garbage_file_is_quarantined_and_a_fresh_outbox_starts() {
     std::fs::write(&path, &garbage).unwrap();
     let (ob, report) = Outbox::open(opts(dir.path(), 1 << 20)).unwrap();
     let (moved, detail) = report.quarantined.expect("corrupt file must be reported");
-    assert_eq!(std::fs::read(&moved).unwrap(), garbage, "bad file kept aside intact");
+    assert_eq!(
+        std::fs::read(&moved).unwrap(),
+        garbage,
+        "bad file kept aside intact"
+    );
     assert!(!detail.is_empty());
     ob.append(rec(Signal::Logs, 1, 10)).unwrap();
     assert_eq!(ob.status().unwrap().corruptions, 1);
     drop(ob);
     let (_, again) = Outbox::open(opts(dir.path(), 1 << 20)).unwrap();
-    assert!(again.quarantined.is_none(), "the fresh outbox must be healthy");
+    assert!(
+        again.quarantined.is_none(),
+        "the fresh outbox must be healthy"
+    );
 }
 
 #[test]
@@ -191,11 +209,16 @@ impl Model {
     }
     fn take(&mut self, signal: Signal, n: usize) -> Vec<u32> {
         let tags: Vec<u32> = self.of(signal).into_iter().take(n).collect();
-        self.queue.retain(|r| !(r.0 == signal && tags.contains(&r.1)));
+        self.queue
+            .retain(|r| !(r.0 == signal && tags.contains(&r.1)));
         tags
     }
     fn of(&self, signal: Signal) -> Vec<u32> {
-        self.queue.iter().filter(|r| r.0 == signal).map(|r| r.1).collect()
+        self.queue
+            .iter()
+            .filter(|r| r.0 == signal)
+            .map(|r| r.1)
+            .collect()
     }
 }
 

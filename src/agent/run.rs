@@ -1,0 +1,256 @@
+//! Start-up and staged shutdown of the agent's pipeline.
+//!
+//! Start: open the outbox, start the SDK and logging, bind `/metrics`, start
+//! the forwarder lanes, tell systemd READY=1, then start the sources.
+//! Stop (SIGTERM/SIGINT): sources stop; the SDK flushes what it holds into
+//! the outbox; the lanes stop and one last forward runs within a deadline;
+//! the database is checkpointed and closed.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::http::{self, HttpState};
+use super::sources::{heartbeat, host_metrics};
+use super::state::BenchState;
+use crate::config::{AgentConfig, Compression};
+use crate::outbox::exporter::Sink;
+use crate::outbox::forwarder::{self, Forwarder, ForwarderOptions, Wakeups};
+use crate::outbox::{self, Outbox, Signal, StoreOptions};
+use crate::systemd::{self, Liveness};
+use crate::telemetry::{self, LogFormat, Telemetry, TelemetryOptions};
+
+/// How long stopped stages may take before they are abandoned.
+const STAGE_DEADLINE: Duration = Duration::from_secs(5);
+/// The last forward attempt at shutdown.
+const FINAL_FORWARD: Duration = Duration::from_secs(5);
+const EXPIRY_EVERY: Duration = Duration::from_secs(60);
+
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    #[error(transparent)]
+    Outbox(#[from] outbox::OutboxError),
+    #[error(transparent)]
+    Forwarder(#[from] forwarder::ForwarderError),
+    #[error(transparent)]
+    Telemetry(#[from] telemetry::TelemetryError),
+    #[error("cannot listen on {addr} for /metrics: {source}")]
+    Listen {
+        addr: std::net::SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("start-up task failed: {0}")]
+    Join(#[from] tokio::task::JoinError),
+}
+
+pub fn store_options(cfg: &AgentConfig) -> StoreOptions {
+    StoreOptions {
+        path: cfg.outbox.path.clone(),
+        max_bytes: cfg.outbox.max_bytes,
+        max_age: cfg.outbox.max_age,
+        synchronous: cfg.outbox.synchronous,
+    }
+}
+
+fn telemetry_options(cfg: &AgentConfig) -> TelemetryOptions {
+    // Resource attributes from the environment first, so the bench's own
+    // identity from the config wins on a clash.
+    let mut attributes: Vec<(String, String)> = cfg
+        .resource_attributes
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    attributes.extend(cfg.bench.labels.iter().map(|(k, v)| (k.clone(), v.clone())));
+    attributes.push(("bench.id".into(), cfg.bench.id.clone()));
+    attributes.push(("bench.site".into(), cfg.bench.site.clone()));
+    TelemetryOptions {
+        service_name: cfg.service_name.clone(),
+        attributes,
+        export_interval: cfg.telemetry.export_interval,
+        prometheus: cfg.http.enabled,
+    }
+}
+
+fn forwarder_options(cfg: &AgentConfig) -> ForwarderOptions {
+    ForwarderOptions {
+        endpoint: cfg.otlp.endpoint.clone(),
+        headers: cfg
+            .otlp
+            .headers
+            .iter()
+            .map(|(k, v)| (k.clone(), v.expose().to_string()))
+            .collect(),
+        timeout: cfg.otlp.timeout,
+        gzip: cfg.otlp.compression == Compression::Gzip,
+        max_request_bytes: cfg.otlp.max_request_bytes,
+        batch_max_records: cfg.outbox.batch_max_records,
+        backoff_min: cfg.otlp.backoff_min,
+        backoff_max: cfg.otlp.backoff_max,
+        idle_poll: Duration::from_secs(1),
+    }
+}
+
+/// Runs the agent until `cancel` fires, then shuts down in stages.
+pub async fn run(cfg: AgentConfig, cancel: CancellationToken) -> Result<(), AgentError> {
+    let opts = store_options(&cfg);
+    let (outbox, report) = tokio::task::spawn_blocking(move || Outbox::open(opts)).await??;
+    let outbox = Arc::new(outbox);
+    let wakeups = Arc::new(Wakeups::default());
+    let telemetry = Telemetry::start(
+        &telemetry_options(&cfg),
+        Sink::new(outbox.clone(), wakeups.clone()),
+    )?;
+    let format = match cfg.log.format {
+        crate::config::LogFormat::Json => LogFormat::Json,
+        crate::config::LogFormat::Text => LogFormat::Text,
+    };
+    telemetry::init_logging(
+        format,
+        &cfg.log.level,
+        &cfg.service_name,
+        Some(&telemetry.logs),
+    )?;
+    if let Some((moved, detail)) = &report.quarantined {
+        tracing::error!(path = %cfg.outbox.path.display(), moved_to = %moved.display(), detail = %detail,
+            "outbox database was corrupt: moved it aside and started a fresh one");
+    }
+    let meter = telemetry.meter();
+    outbox::self_metrics::register(&meter, &outbox);
+    let liveness = Liveness::default();
+
+    let mut senders = JoinSet::new();
+    let senders_cancel = CancellationToken::new();
+    if let (true, Some(registry)) = (cfg.http.enabled, telemetry.registry.clone()) {
+        let listener = tokio::net::TcpListener::bind(cfg.http.listen)
+            .await
+            .map_err(|source| AgentError::Listen {
+                addr: cfg.http.listen,
+                source,
+            })?;
+        let state = HttpState {
+            registry,
+            liveness: liveness.clone(),
+            outbox: outbox.clone(),
+        };
+        let stop = senders_cancel.clone();
+        senders.spawn(async move {
+            if let Err(e) = http::serve(listener, state, stop).await {
+                tracing::error!(error = %e, "/metrics server failed");
+            }
+        });
+    }
+    let forwarder = Arc::new(Forwarder::new(
+        outbox.clone(),
+        wakeups,
+        forwarder_options(&cfg),
+        &meter,
+    )?);
+    for signal in Signal::ALL {
+        let beacon = liveness.beacon(signal.path(), Duration::from_secs(60));
+        senders.spawn(
+            forwarder
+                .clone()
+                .run(signal, beacon, senders_cancel.clone()),
+        );
+    }
+    senders.spawn(forwarder::run_expiry(
+        outbox.clone(),
+        EXPIRY_EVERY,
+        liveness.beacon("outbox expiry", Duration::from_secs(60)),
+        senders_cancel.clone(),
+    ));
+    senders.spawn(systemd::run_watchdog(
+        liveness.clone(),
+        senders_cancel.clone(),
+    ));
+
+    tracing::info!(
+        "benchtel-agent {} started: {}",
+        env!("CARGO_PKG_VERSION"),
+        cfg.summary()
+    );
+    systemd::notify_ready(&cfg.summary());
+
+    let sources_cancel = CancellationToken::new();
+    let (_state_tx, state_rx) = watch::channel(BenchState::Ready);
+    let sources = start_sources(&cfg, &telemetry, state_rx, &sources_cancel);
+
+    cancel.cancelled().await;
+    tracing::info!("shutting down: stopping sources");
+    systemd::notify_stopping();
+    stop_stage(sources, &sources_cancel).await;
+    let telemetry = Arc::new(telemetry);
+    let t = telemetry.clone();
+    if tokio::time::timeout(
+        STAGE_DEADLINE,
+        tokio::task::spawn_blocking(move || t.shutdown()),
+    )
+    .await
+    .is_err()
+    {
+        eprintln!(
+            "benchtel-agent: the SDK did not flush into the outbox within {STAGE_DEADLINE:?}"
+        );
+    }
+    senders_cancel.cancel();
+    stop_stage(senders, &senders_cancel).await;
+    if let Err(e) = forwarder.flush(Instant::now() + FINAL_FORWARD).await {
+        eprintln!("benchtel-agent: final forward failed: {e}");
+    }
+    let status = outbox.status()?;
+    let ob = outbox.clone();
+    tokio::task::spawn_blocking(move || ob.checkpoint()).await??;
+    eprintln!(
+        "benchtel-agent: stopped; {} records ({} bytes) stay in the outbox for the next start",
+        status.records(),
+        status.bytes()
+    );
+    Ok(())
+}
+
+fn start_sources(
+    cfg: &AgentConfig,
+    telemetry: &Telemetry,
+    state: watch::Receiver<BenchState>,
+    cancel: &CancellationToken,
+) -> JoinSet<()> {
+    let mut set = JoinSet::new();
+    let hb = &cfg.sources.heartbeat;
+    if hb.enabled {
+        set.spawn(heartbeat::run(
+            hb.clone(),
+            telemetry.meter(),
+            state,
+            cancel.clone(),
+        ));
+    }
+    let hm = &cfg.sources.host_metrics;
+    if hm.enabled {
+        set.spawn(host_metrics::run(
+            hm.clone(),
+            telemetry.meter(),
+            cancel.clone(),
+        ));
+    }
+    set
+}
+
+/// Cancels a stage and waits for its tasks, abandoning them at the deadline.
+async fn stop_stage(mut set: JoinSet<()>, cancel: &CancellationToken) {
+    cancel.cancel();
+    let drained = tokio::time::timeout(STAGE_DEADLINE, async {
+        while set.join_next().await.is_some() {}
+    })
+    .await;
+    if drained.is_err() {
+        tracing::warn!(
+            left = set.len(),
+            "stage did not stop within its deadline; aborting it"
+        );
+        set.abort_all();
+    }
+}

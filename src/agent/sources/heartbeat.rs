@@ -1,0 +1,240 @@
+//! The heartbeat: proof of life at a fixed interval, with enough context
+//! (boot id, uptime, run id, sequence number) for a watcher to tell a
+//! reboot, an agent restart and a lost beat apart.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use opentelemetry::KeyValue;
+use opentelemetry::metrics::{Counter, Gauge, Meter};
+use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
+use tokio::time::MissedTickBehavior;
+use tokio_util::sync::CancellationToken;
+
+use crate::agent::state::BenchState;
+
+/// `[sources.heartbeat]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Send heartbeats at all.
+    pub enabled: bool,
+    /// Time between heartbeats.
+    #[serde(with = "humantime_serde")]
+    pub interval: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            enabled: true,
+            interval: Duration::from_secs(10),
+        }
+    }
+}
+
+/// One heartbeat, as logged and (later) published over MQTT.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Beat {
+    pub seq: u64,
+    pub run_id: String,
+    pub boot_id: String,
+    pub uptime_s: u64,
+    pub state: BenchState,
+    pub agent_version: &'static str,
+    pub sent_at: String,
+}
+
+/// The kernel's id for this boot: it changes when the bench reboots.
+pub fn boot_id() -> Option<String> {
+    std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
+        .ok()
+        .map(|s| s.trim().to_string())
+}
+
+/// Time since the kernel booted.
+pub fn uptime() -> Option<Duration> {
+    let text = std::fs::read_to_string("/proc/uptime").ok()?;
+    let secs: f64 = text.split_whitespace().next()?.parse().ok()?;
+    Some(Duration::from_secs_f64(secs))
+}
+
+pub struct Heartbeat {
+    seq: u64,
+    run_id: String,
+    boot_id: String,
+    beats: Counter<u64>,
+    state: Gauge<i64>,
+}
+
+impl Heartbeat {
+    pub fn new(meter: &Meter) -> Heartbeat {
+        let start = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0);
+        Heartbeat {
+            seq: 0,
+            // Sequence numbers restart with the process; the run id tells
+            // runs apart.
+            run_id: format!("{start:x}-{}", std::process::id()),
+            boot_id: boot_id().unwrap_or_default(),
+            beats: meter
+                .u64_counter("bench_heartbeats")
+                .with_description("Heartbeats sent by the bench agent")
+                .build(),
+            state: meter
+                .i64_gauge("bench_state")
+                .with_description("1 for the bench's current state, 0 for the others")
+                .build(),
+        }
+    }
+
+    /// Produces the next beat and records it in the instruments.
+    pub fn next_beat(&mut self, state: BenchState) -> Beat {
+        self.seq += 1;
+        self.beats.add(1, &[]);
+        for s in BenchState::ALL {
+            self.state
+                .record(i64::from(s == state), &[KeyValue::new("state", s.as_str())]);
+        }
+        Beat {
+            seq: self.seq,
+            run_id: self.run_id.clone(),
+            boot_id: self.boot_id.clone(),
+            uptime_s: uptime().map_or(0, |u| u.as_secs()),
+            state,
+            agent_version: env!("CARGO_PKG_VERSION"),
+            sent_at: humantime::format_rfc3339_millis(SystemTime::now()).to_string(),
+        }
+    }
+}
+
+/// Beats every `interval` (the first at once) until cancelled.
+pub async fn run(
+    cfg: Config,
+    meter: Meter,
+    state: watch::Receiver<BenchState>,
+    cancel: CancellationToken,
+) {
+    let mut hb = Heartbeat::new(&meter);
+    let mut tick = tokio::time::interval(cfg.interval);
+    tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let beat = hb.next_beat(*state.borrow());
+        tracing::info!(
+            seq = beat.seq,
+            run_id = %beat.run_id,
+            boot_id = %beat.boot_id,
+            uptime_s = beat.uptime_s,
+            state = beat.state.as_str(),
+            agent_version = beat.agent_version,
+            sent_at = %beat.sent_at,
+            "heartbeat"
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use opentelemetry::metrics::MeterProvider;
+    use opentelemetry_sdk::metrics::data::{AggregatedMetrics, MetricData, ResourceMetrics};
+    use opentelemetry_sdk::metrics::{InMemoryMetricExporter, PeriodicReader, SdkMeterProvider};
+
+    use super::*;
+
+    fn provider() -> (SdkMeterProvider, InMemoryMetricExporter) {
+        let exporter = InMemoryMetricExporter::default();
+        let reader = PeriodicReader::builder(exporter.clone()).build();
+        (
+            SdkMeterProvider::builder().with_reader(reader).build(),
+            exporter,
+        )
+    }
+
+    fn last(exporter: &InMemoryMetricExporter) -> ResourceMetrics {
+        exporter.get_finished_metrics().unwrap().pop().unwrap()
+    }
+
+    fn heartbeats(rm: &ResourceMetrics) -> u64 {
+        rm.scope_metrics()
+            .flat_map(|s| s.metrics())
+            .filter(|m| m.name() == "bench_heartbeats")
+            .map(|m| match m.data() {
+                AggregatedMetrics::U64(MetricData::Sum(s)) => {
+                    s.data_points().map(|p| p.value()).sum()
+                }
+                _ => 0,
+            })
+            .sum()
+    }
+
+    fn state_of(rm: &ResourceMetrics) -> Vec<(String, i64)> {
+        let mut out: Vec<(String, i64)> = rm
+            .scope_metrics()
+            .flat_map(|s| s.metrics())
+            .filter(|m| m.name() == "bench_state")
+            .flat_map(|m| match m.data() {
+                AggregatedMetrics::I64(MetricData::Gauge(g)) => g
+                    .data_points()
+                    .map(|p| {
+                        let s = p.attributes().next().map(|kv| kv.value.to_string());
+                        (s.unwrap_or_default(), p.value())
+                    })
+                    .collect::<Vec<_>>(),
+                _ => vec![],
+            })
+            .collect();
+        out.sort();
+        out
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn beats_on_the_interval_and_follows_the_state() {
+        let (provider, exporter) = provider();
+        let (tx, rx) = watch::channel(BenchState::Starting);
+        let cancel = CancellationToken::new();
+        let cfg = Config {
+            enabled: true,
+            interval: Duration::from_secs(10),
+        };
+        let task = tokio::spawn(run(cfg, provider.meter("t"), rx, cancel.clone()));
+        tokio::time::sleep(Duration::from_secs(95)).await;
+        provider.force_flush().unwrap();
+        let rm = last(&exporter);
+        assert_eq!(heartbeats(&rm), 10, "beats at 0, 10, … 90 s");
+        assert!(state_of(&rm).contains(&("starting".into(), 1)));
+        tx.send(BenchState::Ready).unwrap();
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        provider.force_flush().unwrap();
+        let rm = last(&exporter);
+        assert_eq!(heartbeats(&rm), 11);
+        let st = state_of(&rm);
+        assert!(st.contains(&("ready".into(), 1)), "{st:?}");
+        assert!(st.contains(&("starting".into(), 0)), "{st:?}");
+        cancel.cancel();
+        tokio::time::timeout(Duration::from_secs(1), task)
+            .await
+            .expect("cancel stops the loop promptly")
+            .unwrap();
+    }
+
+    #[test]
+    fn beats_carry_sequence_run_and_boot() {
+        let (provider, _) = provider();
+        let mut hb = Heartbeat::new(&provider.meter("t"));
+        let a = hb.next_beat(BenchState::Ready);
+        let b = hb.next_beat(BenchState::Degraded);
+        assert_eq!((a.seq, b.seq), (1, 2));
+        assert_eq!(a.run_id, b.run_id);
+        assert_eq!(a.boot_id, boot_id().unwrap());
+        assert_eq!(b.state, BenchState::Degraded);
+        let json = serde_json::to_value(&b).unwrap();
+        assert_eq!(json["state"], "degraded");
+        assert!(uptime().unwrap() > Duration::ZERO);
+    }
+}

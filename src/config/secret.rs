@@ -1,0 +1,130 @@
+//! Secrets (OTLP headers today, broker passwords later): read from files or
+//! the environment, and never printed.
+
+use std::fmt;
+use std::path::Path;
+
+use super::env::Env;
+use super::error::ConfigError;
+use super::raw::RawOtlp;
+
+/// A value that must not reach logs, errors or `validate` output.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Secret {
+        Secret(value.into())
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+impl fmt::Display for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+/// The credential file systemd's `LoadCredential=otlp-headers:…` provides.
+pub const CREDENTIAL_NAME: &str = "otlp-headers";
+
+/// OTLP headers from, in rising precedence: `otlp.headers`,
+/// `otlp.headers_file`, `$CREDENTIALS_DIRECTORY/otlp-headers`,
+/// `OTEL_EXPORTER_OTLP_HEADERS`.
+pub fn collect_headers(
+    raw: &RawOtlp,
+    env: &Env,
+    file: &str,
+    errors: &mut Vec<ConfigError>,
+) -> Vec<(String, Secret)> {
+    let mut headers: Vec<(String, Secret)> = Vec::new();
+    let mut put = |k: &str, v: &str| {
+        let k = k.trim().to_ascii_lowercase();
+        headers.retain(|(name, _)| *name != k);
+        headers.push((k, Secret::new(v.trim())));
+    };
+    for (k, v) in &raw.headers {
+        put(k, v);
+    }
+    if let Some(path) = &raw.headers_file {
+        match read_header_file(path) {
+            Ok(pairs) => pairs.iter().for_each(|(k, v)| put(k, v)),
+            Err(e) => errors.push(ConfigError::new(
+                file,
+                "otlp.headers_file",
+                &format!("{:?}", path.display().to_string()),
+                format!("cannot read the headers file: {e}"),
+            )),
+        }
+    }
+    if let Some(dir) = &env.credentials_directory {
+        let path = Path::new(dir).join(CREDENTIAL_NAME);
+        if path.exists() {
+            match read_header_file(&path) {
+                Ok(pairs) => pairs.iter().for_each(|(k, v)| put(k, v)),
+                Err(e) => errors.push(ConfigError::new(
+                    "env CREDENTIALS_DIRECTORY",
+                    CREDENTIAL_NAME,
+                    &path.display().to_string(),
+                    format!("cannot read the credential: {e}"),
+                )),
+            }
+        }
+    }
+    if let Some(list) = &env.otel_exporter_otlp_headers {
+        for item in list.split(',').filter(|s| !s.trim().is_empty()) {
+            match item.split_once('=') {
+                Some((k, v)) if !k.trim().is_empty() => put(&decode(k), &decode(v)),
+                _ => errors.push(ConfigError::new(
+                    "env OTEL_EXPORTER_OTLP_HEADERS",
+                    "(list item)",
+                    "<redacted>",
+                    "each item must be key=value",
+                )),
+            }
+        }
+    }
+    headers
+}
+
+/// `Key: value` or `key=value` lines; `#` starts a comment line.
+fn read_header_file(path: &Path) -> std::io::Result<Vec<(String, String)>> {
+    let text = std::fs::read_to_string(path)?;
+    let mut out = Vec::new();
+    for (n, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let split = match (line.find(':'), line.find('=')) {
+            (Some(c), Some(e)) => Some(c.min(e)),
+            (Some(i), None) | (None, Some(i)) => Some(i),
+            (None, None) => None,
+        };
+        let Some(i) = split else {
+            // The line is not echoed: it may hold a secret.
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!("line {} is not `name: value` or `name=value`", n + 1),
+            ));
+        };
+        out.push((line[..i].to_string(), line[i + 1..].to_string()));
+    }
+    Ok(out)
+}
+
+/// Percent-decoding, as the OTel spec asks for `OTEL_*` lists.
+pub(super) fn decode(s: &str) -> String {
+    percent_encoding::percent_decode_str(s.trim())
+        .decode_utf8_lossy()
+        .into_owned()
+}
