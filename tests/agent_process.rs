@@ -1,0 +1,557 @@
+//! The real `benchtel-agent` binary as a process: against a real OTLP
+//! collector (rotel), killed with SIGKILL while it forwards a backlog, with
+//! a byte bound it must enforce, with a corrupt database, and stopped with
+//! SIGTERM.
+
+mod support;
+
+use std::collections::BTreeSet;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{Signal as Sig, kill};
+use nix::unistd::Pid;
+use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
+use opentelemetry_proto::tonic::common::v1::any_value::Value;
+use opentelemetry_proto::tonic::logs::v1::LogRecord;
+use prost::Message;
+use support::receiver::{Receiver, Reply};
+
+const AGENT: &str = env!("CARGO_BIN_EXE_benchtel-agent");
+
+struct Agent {
+    child: Child,
+    stdout: PathBuf,
+}
+
+impl Agent {
+    fn start(dir: &Path, config: &Path) -> Agent {
+        let stdout = dir.join(format!("agent-{}.log", now_ns()));
+        let child = Command::new(AGENT)
+            .arg("--config")
+            .arg(config)
+            .env_remove("BENCHTEL_CONFIG")
+            .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
+            .env_remove("OTEL_EXPORTER_OTLP_HEADERS")
+            .env_remove("OTEL_RESOURCE_ATTRIBUTES")
+            .env_remove("OTEL_SERVICE_NAME")
+            .env_remove("NOTIFY_SOCKET")
+            .env_remove("WATCHDOG_USEC")
+            .env("STATE_DIRECTORY", dir.join("state"))
+            .stdout(std::fs::File::create(&stdout).unwrap())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        Agent { child, stdout }
+    }
+
+    fn output(&self) -> String {
+        std::fs::read_to_string(&self.stdout).unwrap_or_default()
+    }
+
+    fn kill9(mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+
+    /// SIGTERM, then the exit status and stderr.
+    fn terminate(mut self) -> (std::process::ExitStatus, String) {
+        kill(Pid::from_raw(self.child.id() as i32), Sig::SIGTERM).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                let mut err = String::new();
+                self.child
+                    .stderr
+                    .take()
+                    .unwrap()
+                    .read_to_string(&mut err)
+                    .unwrap();
+                return (status, err);
+            }
+            assert!(Instant::now() < deadline, "agent ignored SIGTERM");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn is_running(&mut self) -> bool {
+        self.child.try_wait().unwrap().is_none()
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn now_ns() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos()
+}
+
+/// A config for tests: fast heartbeats and exports, short backoff.
+fn config(dir: &Path, endpoint: &str, extra: &str) -> PathBuf {
+    let path = dir.join("agent.toml");
+    let text = format!(
+        r#"
+[bench]
+id = "test-bench"
+site = "lab"
+
+[otlp]
+endpoint = "{endpoint}"
+timeout = "2s"
+backoff_min = "20ms"
+backoff_max = "300ms"
+
+[outbox]
+path = "{outbox}"
+batch_max_records = 4
+
+[http]
+listen = "127.0.0.1:{port}"
+
+[telemetry]
+export_interval = "200ms"
+
+[sources.heartbeat]
+interval = "10ms"
+
+[sources.host_metrics]
+enabled = false
+{extra}
+"#,
+        outbox = dir.join("outbox.db").display(),
+        port = support::free_port(),
+    );
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+fn wait_for(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn attr(rec: &LogRecord, key: &str) -> Option<String> {
+    rec.attributes
+        .iter()
+        .find(|kv| kv.key == key)
+        .and_then(|kv| kv.value.as_ref())
+        .and_then(|v| v.value.as_ref())
+        .map(|v| match v {
+            Value::StringValue(s) => s.clone(),
+            Value::IntValue(i) => i.to_string(),
+            other => format!("{other:?}"),
+        })
+}
+
+/// (run_id, seq) of every heartbeat log record in `records`.
+fn heartbeats<'a>(records: impl IntoIterator<Item = &'a LogRecord>) -> BTreeSet<(String, u64)> {
+    records
+        .into_iter()
+        .filter_map(|r| {
+            let run = attr(r, "run_id")?;
+            let seq = attr(r, "seq")?.parse().ok()?;
+            Some((run, seq))
+        })
+        .collect()
+}
+
+/// The heartbeats committed in the outbox file right now.
+fn committed_heartbeats(db: &Path) -> BTreeSet<(String, u64)> {
+    let conn = rusqlite::Connection::open(db).unwrap();
+    let mut stmt = conn
+        .prepare("SELECT body FROM records WHERE signal = 2")
+        .unwrap();
+    let bodies: Vec<Vec<u8>> = stmt
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    let requests: Vec<ExportLogsServiceRequest> = bodies
+        .iter()
+        .map(|b| ExportLogsServiceRequest::decode(b.as_slice()).unwrap())
+        .collect();
+    heartbeats(
+        requests
+            .iter()
+            .flat_map(|r| &r.resource_logs)
+            .flat_map(|r| &r.scope_logs)
+            .flat_map(|s| &s.log_records),
+    )
+}
+
+fn outbox_count(db: &Path) -> i64 {
+    let conn = rusqlite::Connection::open(db).unwrap();
+    conn.query_row("SELECT count(*) FROM records", [], |r| r.get(0))
+        .unwrap()
+}
+
+#[test]
+fn a_real_collector_accepts_what_the_agent_sends() {
+    let rotel = support::rotel::Rotel::start();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path(), &rotel.endpoint(), "");
+    let agent = Agent::start(dir.path(), &cfg);
+    for needle in ["bench_heartbeats", "heartbeat", "test-bench"] {
+        assert!(
+            rotel.wait_for_output(needle, Duration::from_secs(30)),
+            "rotel never printed {needle:?}; rotel said:\n{}\nagent said:\n{}",
+            rotel.output(),
+            agent.output()
+        );
+    }
+    let (status, stderr) = agent.terminate();
+    assert!(status.success(), "{status:?}: {stderr}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_at_random_moments_loses_no_committed_record() {
+    let receiver = Receiver::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("outbox.db");
+    let cfg = config(dir.path(), &receiver.endpoint(), "");
+    // Build a backlog with the collector down.
+    receiver.stop().await;
+    let agent = Agent::start(dir.path(), &cfg);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    agent.kill9();
+    receiver.restart().await;
+    // A slow collector keeps the agent busy forwarding when it is killed.
+    receiver.script(vec![
+        Reply::Delay(
+            Duration::from_millis(15),
+            Box::new(Reply::Ok)
+        );
+        100_000
+    ]);
+    let mut committed = BTreeSet::new();
+    let mut rng = now_ns() as u64 | 1;
+    for _ in 0..20 {
+        committed.extend(committed_heartbeats(&db));
+        let agent = Agent::start(dir.path(), &cfg);
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        // The kill moment, not an assertion: anywhere from start-up to
+        // well into forwarding.
+        tokio::time::sleep(Duration::from_millis(50 + rng % 700)).await;
+        agent.kill9();
+    }
+    committed.extend(committed_heartbeats(&db));
+    assert!(
+        committed.len() > 100,
+        "too small a backlog to mean anything: {}",
+        committed.len()
+    );
+    receiver.script(vec![]);
+    let agent = Agent::start(dir.path(), &cfg);
+    let db2 = db.clone();
+    tokio::task::spawn_blocking(move || {
+        wait_for("the backlog to drain", Duration::from_secs(120), || {
+            outbox_count(&db2) < 20
+        })
+    })
+    .await
+    .unwrap();
+    let (status, stderr) = agent.terminate();
+    assert!(status.success(), "{stderr}");
+    let received = heartbeats(receiver.log_records().iter());
+    let lost: Vec<_> = committed.difference(&received).collect();
+    assert!(
+        lost.is_empty(),
+        "{} of {} committed heartbeats never arrived, e.g. {:?}",
+        lost.len(),
+        committed.len(),
+        lost.iter().take(5).collect::<Vec<_>>()
+    );
+}
+
+#[test]
+fn the_byte_bound_drops_the_oldest_and_counts_them_exactly() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("outbox.db");
+    // Nothing listens there: everything stays in the outbox.
+    let endpoint = format!("http://127.0.0.1:{}", support::free_port());
+    let cfg = config(dir.path(), &endpoint, "");
+    let text = std::fs::read_to_string(&cfg).unwrap().replace(
+        "batch_max_records = 4",
+        "batch_max_records = 4\nmax_bytes = 1048576",
+    );
+    std::fs::write(&cfg, text).unwrap();
+    let mut agent = Agent::start(dir.path(), &cfg);
+    let status = |db: &Path| {
+        let out = Command::new(AGENT)
+            .args(["outbox", "status", "--json", "--config"])
+            .arg(&cfg)
+            .env("STATE_DIRECTORY", dir.path().join("state"))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let _ = db;
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()
+    };
+    wait_for("the byte bound to be hit", Duration::from_secs(120), || {
+        status(&db)["dropped"]["max_bytes"]["records"]
+            .as_u64()
+            .unwrap()
+            > 0
+    });
+    let rss_at_bound = rss_kib(agent.child.id());
+    // Keep going well past the bound.
+    let first_drops = status(&db)["dropped"]["max_bytes"]["records"]
+        .as_u64()
+        .unwrap();
+    wait_for("many more drops", Duration::from_secs(120), || {
+        status(&db)["dropped"]["max_bytes"]["records"]
+            .as_u64()
+            .unwrap()
+            > first_drops + 200
+    });
+    assert!(agent.is_running());
+    let rss_later = rss_kib(agent.child.id());
+    agent.kill9();
+    // Exact: every record ever appended is either still queued or counted.
+    let conn = rusqlite::Connection::open(&db).unwrap();
+    let appended: i64 = conn
+        .query_row(
+            "SELECT seq FROM sqlite_sequence WHERE name = 'records'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    let queued: i64 = conn
+        .query_row("SELECT count(*) FROM records", [], |r| r.get(0))
+        .unwrap();
+    let bytes: i64 = conn
+        .query_row("SELECT sum(length(body)) FROM records", [], |r| r.get(0))
+        .unwrap();
+    let s = status(&db);
+    assert_eq!(
+        s["dropped"]["max_bytes"]["records"].as_i64().unwrap(),
+        appended - queued
+    );
+    assert!(bytes <= 1_048_576);
+    assert_eq!(s["bytes"].as_i64().unwrap(), bytes);
+    // Flat memory: well past the bound, RSS has not run away.
+    assert!(
+        rss_later < rss_at_bound * 2,
+        "RSS grew from {rss_at_bound} KiB to {rss_later} KiB"
+    );
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap()
+}
+
+#[test]
+fn a_corrupt_database_is_set_aside_and_the_agent_runs_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("outbox.db");
+    let garbage: Vec<u8> = (0..100_000u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8)
+        .collect();
+    std::fs::write(&db, &garbage).unwrap();
+    let endpoint = format!("http://127.0.0.1:{}", support::free_port());
+    let cfg = config(dir.path(), &endpoint, "");
+    let mut agent = Agent::start(dir.path(), &cfg);
+    wait_for("the error log line", Duration::from_secs(30), || {
+        agent.output().contains("corrupt")
+    });
+    let line = agent
+        .output()
+        .lines()
+        .find(|l| l.contains("corrupt"))
+        .unwrap()
+        .to_string();
+    let json: serde_json::Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(json["level"], "ERROR");
+    let moved = json["context"]["moved_to"].as_str().unwrap().to_string();
+    assert_eq!(
+        std::fs::read(&moved).unwrap(),
+        garbage,
+        "the bad file is kept as it was"
+    );
+    wait_for(
+        "new records in the fresh outbox",
+        Duration::from_secs(30),
+        || outbox_count(&db) > 0,
+    );
+    assert!(agent.is_running());
+    let (status, stderr) = agent.terminate();
+    assert!(status.success(), "{stderr}");
+    // The next start finds a healthy database: no quarantine loop.
+    let agent = Agent::start(dir.path(), &cfg);
+    wait_for("the start-up line", Duration::from_secs(30), || {
+        agent.output().contains("started")
+    });
+    assert!(!agent.output().contains("corrupt"), "{}", agent.output());
+    let (status, _) = agent.terminate();
+    assert!(status.success());
+}
+
+#[test]
+fn sigterm_flushes_into_the_outbox_and_forwards_before_exit() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let receiver = rt.block_on(Receiver::start());
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path(), &receiver.endpoint(), "");
+    // Long intervals: only the shutdown flush can deliver the metrics.
+    let text = std::fs::read_to_string(&cfg)
+        .unwrap()
+        .replace("export_interval = \"200ms\"", "export_interval = \"1h\"");
+    std::fs::write(&cfg, text).unwrap();
+    let agent = Agent::start(dir.path(), &cfg);
+    wait_for("the start-up line", Duration::from_secs(30), || {
+        agent.output().contains("started")
+    });
+    assert!(receiver.metric_points("bench_heartbeats").is_empty());
+    let (status, stderr) = agent.terminate();
+    assert!(status.success(), "{stderr}");
+    let points = receiver.metric_points("bench_heartbeats");
+    assert!(
+        !points.is_empty(),
+        "the final flush did not deliver metrics: {stderr}"
+    );
+    assert_eq!(outbox_count(&dir.path().join("outbox.db")), 0);
+}
+
+#[test]
+fn bad_configs_exit_78_naming_the_key_and_the_value() {
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/invalid");
+    let mut seen = 0;
+    for entry in std::fs::read_dir(&fixtures).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_none_or(|e| e != "toml") {
+            continue;
+        }
+        let text = std::fs::read_to_string(&path).unwrap();
+        let expected: Vec<&str> = text
+            .lines()
+            .filter_map(|l| l.strip_prefix("# expect:"))
+            .map(str::trim)
+            .collect();
+        assert!(
+            !expected.is_empty(),
+            "{} has no `# expect:` lines",
+            path.display()
+        );
+        for args in [vec!["validate"], vec![]] {
+            let out = Command::new(AGENT)
+                .args(&args)
+                .arg("--config")
+                .arg(&path)
+                .env_remove("BENCHTEL_CONFIG")
+                .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
+                .output()
+                .unwrap();
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(out.status.code(), Some(78), "{}: {stderr}", path.display());
+            assert!(
+                stderr.contains(&*path.to_string_lossy()),
+                "{}: file not named: {stderr}",
+                path.display()
+            );
+            for want in &expected {
+                assert!(
+                    stderr.contains(want),
+                    "{}: {want:?} not in: {stderr}",
+                    path.display()
+                );
+            }
+        }
+        seen += 1;
+    }
+    assert!(seen >= 6, "only {seen} invalid fixtures");
+}
+
+#[test]
+fn validate_accepts_the_shipped_examples_and_hides_secrets() {
+    let dir = tempfile::tempdir().unwrap();
+    let secret = dir.path().join("headers");
+    std::fs::write(&secret, "authorization=Bearer sup3r-s3cret-t0ken\n").unwrap();
+    let cfg = dir.path().join("agent.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[bench]\nid = \"b1\"\n[otlp]\nheaders_file = \"{}\"\n",
+            secret.display()
+        ),
+    )
+    .unwrap();
+    let out = Command::new(AGENT)
+        .args(["validate", "--config"])
+        .arg(&cfg)
+        .env("OTEL_EXPORTER_OTLP_HEADERS", "x-api-key=an0ther-s3cret")
+        .output()
+        .unwrap();
+    let all = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{all}");
+    assert!(all.contains("bench=b1"), "{all}");
+    assert!(
+        !all.contains("sup3r-s3cret") && !all.contains("an0ther-s3cret"),
+        "{all}"
+    );
+}
+
+#[test]
+fn with_no_config_at_all_it_starts_on_defaults_and_says_where_things_are() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path().join("home");
+    let port = support::free_port();
+    let child = Command::new(AGENT)
+        .env_clear()
+        .env("HOME", &home)
+        .env("PATH", std::env::var("PATH").unwrap())
+        .env("STATE_DIRECTORY", dir.path().join("state"))
+        .env(
+            "OTEL_EXPORTER_OTLP_ENDPOINT",
+            format!("http://127.0.0.1:{port}"),
+        )
+        .stdout(std::fs::File::create(dir.path().join("out.log")).unwrap())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let agent = Agent {
+        child,
+        stdout: dir.path().join("out.log"),
+    };
+    wait_for("the start-up line", Duration::from_secs(30), || {
+        agent.output().contains("started")
+    });
+    let line = agent
+        .output()
+        .lines()
+        .find(|l| l.contains("started"))
+        .unwrap()
+        .to_string();
+    let state = dir.path().join("state");
+    assert!(line.contains(&*state.to_string_lossy()), "{line}");
+    assert!(line.contains(&format!("127.0.0.1:{port}")), "{line}");
+    assert!(state.join("outbox.db").exists());
+    let (status, stderr) = agent.terminate();
+    assert!(status.success(), "{stderr}");
+}
