@@ -40,6 +40,9 @@ impl Agent {
             .env_remove("NOTIFY_SOCKET")
             .env_remove("WATCHDOG_USEC")
             .env("STATE_DIRECTORY", dir.join("state"))
+            // The SDK's batch log processor commits every 100 ms instead of
+            // every second, so short tests see many commits.
+            .env("OTEL_BLRP_SCHEDULE_DELAY", "100")
             .stdout(std::fs::File::create(&stdout).unwrap())
             .stderr(Stdio::piped())
             .spawn()
@@ -224,7 +227,7 @@ async fn kill_9_at_random_moments_loses_no_committed_record() {
     // Build a backlog with the collector down.
     receiver.stop().await;
     let agent = Agent::start(dir.path(), &cfg);
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
     agent.kill9();
     receiver.restart().await;
     // A slow collector keeps the agent busy forwarding when it is killed.
@@ -250,12 +253,22 @@ async fn kill_9_at_random_moments_loses_no_committed_record() {
     }
     committed.extend(committed_heartbeats(&db));
     assert!(
-        committed.len() > 100,
+        committed.len() > 300,
         "too small a backlog to mean anything: {}",
         committed.len()
     );
     receiver.script(vec![]);
     let agent = Agent::start(dir.path(), &cfg);
+    let out = agent.stdout.clone();
+    tokio::task::spawn_blocking(move || {
+        wait_for("the start-up line", Duration::from_secs(30), || {
+            std::fs::read_to_string(&out)
+                .unwrap_or_default()
+                .contains("started")
+        })
+    })
+    .await
+    .unwrap();
     let db2 = db.clone();
     tokio::task::spawn_blocking(move || {
         wait_for("the backlog to drain", Duration::from_secs(120), || {
@@ -284,10 +297,13 @@ fn the_byte_bound_drops_the_oldest_and_counts_them_exactly() {
     // Nothing listens there: everything stays in the outbox.
     let endpoint = format!("http://127.0.0.1:{}", support::free_port());
     let cfg = config(dir.path(), &endpoint, "");
-    let text = std::fs::read_to_string(&cfg).unwrap().replace(
-        "batch_max_records = 4",
-        "batch_max_records = 4\nmax_bytes = 1048576",
-    );
+    let text = std::fs::read_to_string(&cfg)
+        .unwrap()
+        .replace(
+            "batch_max_records = 4",
+            "batch_max_records = 4\nmax_bytes = 1048576",
+        )
+        .replace("export_interval = \"200ms\"", "export_interval = \"20ms\"");
     std::fs::write(&cfg, text).unwrap();
     let mut agent = Agent::start(dir.path(), &cfg);
     let status = |db: &Path| {

@@ -101,27 +101,23 @@ fn run(cfg: AgentConfig) -> anyhow::Result<()> {
         .build()
         .context("cannot start the async runtime")?;
     runtime.block_on(async {
+        use tokio::signal::unix::{SignalKind, signal};
+        // Installed before anything else, so a stop during start-up is
+        // still a clean stop.
+        let mut term = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
+        let mut int = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
         let cancel = CancellationToken::new();
-        tokio::spawn(stop_on_signal(cancel.clone()));
-        benchtel::agent::run::run(cfg, cancel).await
-    })?;
-    Ok(())
-}
-
-async fn stop_on_signal(cancel: CancellationToken) {
-    use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) else {
-        eprintln!("benchtel-agent: cannot install signal handlers");
-        return;
-    };
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
-    }
-    cancel.cancel();
+        let stop = cancel.clone();
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+            stop.cancel();
+        });
+        benchtel::agent::run::run(cfg, cancel).await?;
+        anyhow::Ok(())
+    })
 }
 
 fn outbox_status(cfg: &AgentConfig, json: bool) -> anyhow::Result<()> {
