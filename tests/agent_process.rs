@@ -306,37 +306,32 @@ fn the_byte_bound_drops_the_oldest_and_counts_them_exactly() {
         .replace("export_interval = \"200ms\"", "export_interval = \"20ms\"");
     std::fs::write(&cfg, text).unwrap();
     let mut agent = Agent::start(dir.path(), &cfg);
-    let status = |db: &Path| {
+    // `outbox status --json`, or None while the agent has not yet made it.
+    let try_status = || {
         let out = Command::new(AGENT)
             .args(["outbox", "status", "--json", "--config"])
             .arg(&cfg)
             .env("STATE_DIRECTORY", dir.path().join("state"))
             .output()
             .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let _ = db;
-        serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()
+        out.status
+            .success()
+            .then(|| serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap())
+    };
+    let status = |_: &Path| try_status().expect("outbox status failed");
+    let drops = || {
+        try_status().map_or(0, |s| {
+            s["dropped"]["max_bytes"]["records"].as_u64().unwrap()
+        })
     };
     wait_for("the byte bound to be hit", Duration::from_secs(120), || {
-        status(&db)["dropped"]["max_bytes"]["records"]
-            .as_u64()
-            .unwrap()
-            > 0
+        drops() > 0
     });
     let rss_at_bound = rss_kib(agent.child.id());
     // Keep going well past the bound.
-    let first_drops = status(&db)["dropped"]["max_bytes"]["records"]
-        .as_u64()
-        .unwrap();
+    let first_drops = drops();
     wait_for("many more drops", Duration::from_secs(120), || {
-        status(&db)["dropped"]["max_bytes"]["records"]
-            .as_u64()
-            .unwrap()
-            > first_drops + 200
+        drops() > first_drops + 200
     });
     assert!(agent.is_running());
     let rss_later = rss_kib(agent.child.id());

@@ -123,15 +123,7 @@ fn run(cfg: AgentConfig) -> anyhow::Result<()> {
 fn outbox_status(cfg: &AgentConfig, json: bool) -> anyhow::Result<()> {
     let opts = benchtel::agent::run::store_options(cfg);
     let path = opts.path.clone();
-    let (outbox, report) =
-        Outbox::open(opts).with_context(|| format!("cannot open the outbox {}", path.display()))?;
-    if let Some((moved, detail)) = report.quarantined {
-        eprintln!(
-            "outbox {} was corrupt ({detail}); moved to {}",
-            path.display(),
-            moved.display()
-        );
-    }
+    let outbox = Outbox::open_read_only(opts)?;
     let status = outbox.status()?;
     let age = status.oldest_age(std::time::SystemTime::now());
     if json {

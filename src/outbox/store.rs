@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use rusqlite::{Connection, ErrorCode, OptionalExtension, Transaction, params};
+use rusqlite::{Connection, ErrorCode, OpenFlags, OptionalExtension, Transaction, params};
 
 const SCHEMA_VERSION: &str = "1";
 /// Rejected records kept for inspection; older ones are pruned (they were
@@ -284,6 +284,24 @@ impl Outbox {
             opts,
         };
         Ok((outbox, report))
+    }
+
+    /// Opens an existing outbox for inspection only, beside a running
+    /// agent: no schema changes, no quarantine, no writes.
+    pub fn open_read_only(opts: StoreOptions) -> Result<Outbox, OutboxError> {
+        let conn = Connection::open_with_flags(&opts.path, OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .map_err(|e| sql_err(&opts.path, e))?;
+        conn.busy_timeout(Duration::from_secs(5))
+            .map_err(|e| sql_err(&opts.path, e))?;
+        let totals = load_totals(&conn).map_err(|e| sql_err(&opts.path, e))?;
+        Ok(Outbox {
+            inner: Mutex::new(Inner {
+                conn,
+                totals,
+                corruptions: 0,
+            }),
+            opts,
+        })
     }
 
     pub fn options(&self) -> &StoreOptions {
@@ -589,7 +607,7 @@ fn open_checked(opts: &StoreOptions) -> Result<Connection, OutboxError> {
         Synchronous::Normal => "NORMAL",
     };
     conn.execute_batch(&format!(
-        "PRAGMA journal_mode = WAL; PRAGMA synchronous = {sync}; PRAGMA busy_timeout = 5000;"
+        "PRAGMA busy_timeout = 5000; PRAGMA journal_mode = WAL; PRAGMA synchronous = {sync};"
     ))
     .map_err(classify)?;
     let check: String = conn
