@@ -227,7 +227,7 @@ async fn kill_9_at_random_moments_loses_no_committed_record() {
     // Build a backlog with the collector down.
     receiver.stop().await;
     let agent = Agent::start(dir.path(), &cfg);
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    tokio::time::sleep(Duration::from_secs(4)).await;
     agent.kill9();
     receiver.restart().await;
     // A slow collector keeps the agent busy forwarding when it is killed.
@@ -253,7 +253,7 @@ async fn kill_9_at_random_moments_loses_no_committed_record() {
     }
     committed.extend(committed_heartbeats(&db));
     assert!(
-        committed.len() > 300,
+        committed.len() > 150,
         "too small a backlog to mean anything: {}",
         committed.len()
     );
@@ -432,8 +432,8 @@ fn sigterm_flushes_into_the_outbox_and_forwards_before_exit() {
         .replace("export_interval = \"200ms\"", "export_interval = \"1h\"");
     std::fs::write(&cfg, text).unwrap();
     let agent = Agent::start(dir.path(), &cfg);
-    wait_for("the start-up line", Duration::from_secs(30), || {
-        agent.output().contains("started")
+    wait_for("the first heartbeat", Duration::from_secs(30), || {
+        agent.output().contains("\"heartbeat\"")
     });
     assert!(receiver.metric_points("bench_heartbeats").is_empty());
     let (status, stderr) = agent.terminate();
