@@ -566,3 +566,99 @@ fn with_no_config_at_all_it_starts_on_defaults_and_says_where_things_are() {
     let (status, stderr) = agent.terminate();
     assert!(status.success(), "{stderr}");
 }
+
+#[test]
+fn local_metrics_and_healthz_carry_the_bench_labels() {
+    let dir = tempfile::tempdir().unwrap();
+    let endpoint = format!("http://127.0.0.1:{}", support::free_port());
+    let cfg = config(dir.path(), &endpoint, "");
+    let listen = std::fs::read_to_string(&cfg)
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("listen = "))
+        .unwrap()
+        .trim_matches('"')
+        .to_string();
+    let agent = Agent::start(dir.path(), &cfg);
+    let get = |path: &str| -> Option<(u16, String)> {
+        use std::io::Write;
+        let mut s = std::net::TcpStream::connect(&listen).ok()?;
+        write!(s, "GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").ok()?;
+        let mut text = String::new();
+        s.read_to_string(&mut text).ok()?;
+        let code = text.split_whitespace().nth(1)?.parse().ok()?;
+        Some((code, text))
+    };
+    wait_for(
+        "bench_heartbeats_total on /metrics",
+        Duration::from_secs(30),
+        || get("/metrics").is_some_and(|(_, t)| t.contains("bench_heartbeats_total")),
+    );
+    let (code, metrics) = get("/metrics").unwrap();
+    assert_eq!(code, 200);
+    let line = metrics
+        .lines()
+        .find(|l| l.starts_with("bench_heartbeats_total{"))
+        .unwrap();
+    assert!(line.contains("bench_id=\"test-bench\""), "{line}");
+    assert!(line.contains("bench_site=\"lab\""), "{line}");
+    for name in [
+        "bench_state{",
+        "benchtel_outbox_records",
+        "benchtel_outbox_bytes",
+        "benchtel_outbox_oldest_age_seconds",
+        "benchtel_outbox_dropped_total{",
+    ] {
+        assert!(metrics.contains(name), "{name} missing from:\n{metrics}");
+    }
+    let (code, health) = get("/healthz").unwrap();
+    assert_eq!(code, 200, "{health}");
+    assert!(health.contains("\"status\":\"ok\""), "{health}");
+    let (status, _) = agent.terminate();
+    assert!(status.success());
+}
+
+#[test]
+fn tells_systemd_it_is_ready_and_pings_the_watchdog() {
+    use std::os::unix::net::UnixDatagram;
+    let dir = tempfile::tempdir().unwrap();
+    let sock_path = dir.path().join("notify.sock");
+    let sock = UnixDatagram::bind(&sock_path).unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let endpoint = format!("http://127.0.0.1:{}", support::free_port());
+    let cfg = config(dir.path(), &endpoint, "");
+    let child = Command::new(AGENT)
+        .arg("--config")
+        .arg(&cfg)
+        .env("STATE_DIRECTORY", dir.path().join("state"))
+        .env("NOTIFY_SOCKET", &sock_path)
+        .env("WATCHDOG_USEC", "1000000")
+        .env_remove("WATCHDOG_PID")
+        .stdout(std::fs::File::create(dir.path().join("out.log")).unwrap())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let agent = Agent {
+        child,
+        stdout: dir.path().join("out.log"),
+    };
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !(seen.iter().any(|m: &String| m.contains("READY=1"))
+        && seen.iter().filter(|m| m.contains("WATCHDOG=1")).count() >= 2)
+    {
+        let n = sock.recv(&mut buf).expect("no notification within 30 s");
+        seen.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+    }
+    let ready = seen.iter().position(|m| m.contains("READY=1")).unwrap();
+    assert!(seen[ready].contains("STATUS=bench=test-bench"), "{seen:?}");
+    let (status, _) = agent.terminate();
+    assert!(status.success());
+    sock.set_nonblocking(true).unwrap();
+    let mut rest = Vec::new();
+    while let Ok(n) = sock.recv(&mut buf) {
+        rest.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+    }
+    assert!(rest.iter().any(|m| m.contains("STOPPING=1")), "{rest:?}");
+}
