@@ -3,6 +3,7 @@
 # RSS and CPU seconds from /proc after DURATION seconds of idle running.
 #
 #   benches/footprint.sh [DURATION]        (default 300 s)
+#   OPT_LEVEL=z benches/footprint.sh 60    (the agent built at another opt-level)
 #
 # Peers (Debian packages, installed when missing and run as root):
 #   prometheus-node-exporter  default collectors, --web.listen-address=127.0.0.1:PORT
@@ -21,13 +22,20 @@ fi
 command -v prometheus-node-exporter >/dev/null || { echo "install prometheus-node-exporter (apt)"; exit 1; }
 [ -x /usr/sbin/collectd ] || { echo "install collectd-core (apt)"; exit 1; }
 
-cargo build --release --locked --bin benchtel-agent >&2
-ls -l target/release/benchtel-agent | awk '{print "benchtel-agent binary: " $5 " bytes"}'
+bin=target/release/benchtel-agent
+if [ -n "${OPT_LEVEL:-}" ]; then
+  CARGO_PROFILE_RELEASE_OPT_LEVEL=$OPT_LEVEL CARGO_TARGET_DIR=target/opt-$OPT_LEVEL \
+    cargo build --release --locked --bin benchtel-agent >&2
+  bin=target/opt-$OPT_LEVEL/release/benchtel-agent
+else
+  cargo build --release --locked --bin benchtel-agent >&2
+fi
+ls -l "$bin" | awk -v o="${OPT_LEVEL:-3}" '{print "benchtel-agent binary (opt-level " o "): " $5 " bytes"}'
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
 STATE_DIRECTORY="$work/state" OTEL_EXPORTER_OTLP_ENDPOINT="http://127.0.0.1:$(free_port)" \
-  target/release/benchtel-agent >"$work/agent.log" 2>&1 &
+  "$bin" >"$work/agent.log" 2>&1 &
 agent=$!
 
 prometheus-node-exporter --web.listen-address="127.0.0.1:$(free_port)" >"$work/ne.log" 2>&1 &

@@ -28,9 +28,8 @@ struct Agent {
 
 impl Agent {
     fn start(dir: &Path, config: &Path) -> Agent {
-        let stdout = dir.join(format!("agent-{}.log", now_ns()));
-        let child = Command::new(AGENT)
-            .arg("--config")
+        let mut cmd = Command::new(AGENT);
+        cmd.arg("--config")
             .arg(config)
             .env_remove("BENCHTEL_CONFIG")
             .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
@@ -42,7 +41,14 @@ impl Agent {
             .env("STATE_DIRECTORY", dir.join("state"))
             // The SDK's batch log processor commits every 100 ms instead of
             // every second, so short tests see many commits.
-            .env("OTEL_BLRP_SCHEDULE_DELAY", "100")
+            .env("OTEL_BLRP_SCHEDULE_DELAY", "100");
+        Agent::spawn(cmd, dir)
+    }
+
+    /// Spawns `cmd` with stdout to a file in `dir` and stderr piped.
+    fn spawn(mut cmd: Command, dir: &Path) -> Agent {
+        let stdout = dir.join(format!("agent-{}.log", now_ns()));
+        let child = cmd
             .stdout(std::fs::File::create(&stdout).unwrap())
             .stderr(Stdio::piped())
             .spawn()
@@ -52,6 +58,18 @@ impl Agent {
 
     fn output(&self) -> String {
         std::fs::read_to_string(&self.stdout).unwrap_or_default()
+    }
+
+    /// Waits for a stdout line containing `needle` and returns it.
+    fn wait_line(&self, needle: &str) -> String {
+        wait_for(needle, Duration::from_secs(30), || {
+            self.output().contains(needle)
+        });
+        let out = self.output();
+        out.lines()
+            .find(|l| l.contains(needle))
+            .unwrap()
+            .to_string()
     }
 
     fn kill9(mut self) {
@@ -385,15 +403,7 @@ fn a_corrupt_database_is_set_aside_and_the_agent_runs_on() {
     let endpoint = format!("http://127.0.0.1:{}", support::free_port());
     let cfg = config(dir.path(), &endpoint, "");
     let mut agent = Agent::start(dir.path(), &cfg);
-    wait_for("the error log line", Duration::from_secs(30), || {
-        agent.output().contains("corrupt")
-    });
-    let line = agent
-        .output()
-        .lines()
-        .find(|l| l.contains("corrupt"))
-        .unwrap()
-        .to_string();
+    let line = agent.wait_line("corrupt");
     let json: serde_json::Value = serde_json::from_str(&line).unwrap();
     assert_eq!(json["level"], "ERROR");
     let moved = json["context"]["moved_to"].as_str().unwrap().to_string();
@@ -412,9 +422,7 @@ fn a_corrupt_database_is_set_aside_and_the_agent_runs_on() {
     assert!(status.success(), "{stderr}");
     // The next start finds a healthy database: no quarantine loop.
     let agent = Agent::start(dir.path(), &cfg);
-    wait_for("the start-up line", Duration::from_secs(30), || {
-        agent.output().contains("started")
-    });
+    agent.wait_line("started");
     assert!(!agent.output().contains("corrupt"), "{}", agent.output());
     let (status, _) = agent.terminate();
     assert!(status.success());
@@ -533,32 +541,22 @@ fn with_no_config_at_all_it_starts_on_defaults_and_says_where_things_are() {
     let dir = tempfile::tempdir().unwrap();
     let home = dir.path().join("home");
     let port = support::free_port();
-    let child = Command::new(AGENT)
-        .env_clear()
+    // Built-in defaults include /metrics on 127.0.0.1:9464.
+    assert!(
+        std::net::TcpListener::bind("127.0.0.1:9464").is_ok(),
+        "port 9464 is taken by another program; this test runs the agent on its built-in defaults"
+    );
+    let mut cmd = Command::new(AGENT);
+    cmd.env_clear()
         .env("HOME", &home)
         .env("PATH", std::env::var("PATH").unwrap())
         .env("STATE_DIRECTORY", dir.path().join("state"))
         .env(
             "OTEL_EXPORTER_OTLP_ENDPOINT",
             format!("http://127.0.0.1:{port}"),
-        )
-        .stdout(std::fs::File::create(dir.path().join("out.log")).unwrap())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let agent = Agent {
-        child,
-        stdout: dir.path().join("out.log"),
-    };
-    wait_for("the start-up line", Duration::from_secs(30), || {
-        agent.output().contains("started")
-    });
-    let line = agent
-        .output()
-        .lines()
-        .find(|l| l.contains("started"))
-        .unwrap()
-        .to_string();
+        );
+    let agent = Agent::spawn(cmd, dir.path());
+    let line = agent.wait_line("started");
     let state = dir.path().join("state");
     assert!(line.contains(&*state.to_string_lossy()), "{line}");
     assert!(line.contains(&format!("127.0.0.1:{port}")), "{line}");
@@ -628,21 +626,14 @@ fn tells_systemd_it_is_ready_and_pings_the_watchdog() {
         .unwrap();
     let endpoint = format!("http://127.0.0.1:{}", support::free_port());
     let cfg = config(dir.path(), &endpoint, "");
-    let child = Command::new(AGENT)
-        .arg("--config")
+    let mut cmd = Command::new(AGENT);
+    cmd.arg("--config")
         .arg(&cfg)
         .env("STATE_DIRECTORY", dir.path().join("state"))
         .env("NOTIFY_SOCKET", &sock_path)
         .env("WATCHDOG_USEC", "1000000")
-        .env_remove("WATCHDOG_PID")
-        .stdout(std::fs::File::create(dir.path().join("out.log")).unwrap())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let agent = Agent {
-        child,
-        stdout: dir.path().join("out.log"),
-    };
+        .env_remove("WATCHDOG_PID");
+    let agent = Agent::spawn(cmd, dir.path());
     let mut seen = Vec::new();
     let mut buf = [0u8; 4096];
     while !(seen.iter().any(|m: &String| m.contains("READY=1"))
