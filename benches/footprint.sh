@@ -8,6 +8,8 @@
 # Peers (Debian packages, installed when missing and run as root):
 #   prometheus-node-exporter  default collectors, --web.listen-address=127.0.0.1:PORT
 #   collectd (collectd-core)  cpu, memory, load, interface, disk, df, write_prometheus; interval 10 s
+# All three serve /metrics, and all three are scraped every 15 s during the
+# run, as a Prometheus would (node_exporter does nothing unless scraped).
 # benchtel-agent: release build, no config file (built-in defaults), OTLP to a
 # port where nothing listens (so it also exercises the outbox and backoff).
 set -euo pipefail
@@ -16,8 +18,10 @@ DURATION=${1:-300}
 work=$(mktemp -d)
 trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$work"' EXIT
 
-if [ "$(id -u)" = 0 ] && { ! command -v prometheus-node-exporter >/dev/null || [ ! -x /usr/sbin/collectd ]; }; then
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus-node-exporter collectd-core >/dev/null
+if [ "$(id -u)" = 0 ]; then
+  # collectd-core does not pull its plugins' libraries (write_prometheus).
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+    prometheus-node-exporter collectd-core libprotobuf-c1 libmicrohttpd12 curl >/dev/null
 fi
 command -v prometheus-node-exporter >/dev/null || { echo "install prometheus-node-exporter (apt)"; exit 1; }
 [ -x /usr/sbin/collectd ] || { echo "install collectd-core (apt)"; exit 1; }
@@ -30,7 +34,7 @@ if [ -n "${OPT_LEVEL:-}" ]; then
 else
   cargo build --release --locked --bin benchtel-agent >&2
 fi
-ls -l "$bin" | awk -v o="${OPT_LEVEL:-3}" '{print "benchtel-agent binary (opt-level " o "): " $5 " bytes"}'
+ls -l "$bin" | awk -v o="${OPT_LEVEL:-as in Cargo.toml}" '{print "benchtel-agent binary (opt-level " o "): " $5 " bytes"}'
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
@@ -38,9 +42,11 @@ STATE_DIRECTORY="$work/state" OTEL_EXPORTER_OTLP_ENDPOINT="http://127.0.0.1:$(fr
   "$bin" >"$work/agent.log" 2>&1 &
 agent=$!
 
-prometheus-node-exporter --web.listen-address="127.0.0.1:$(free_port)" >"$work/ne.log" 2>&1 &
+ne_port=$(free_port)
+prometheus-node-exporter --web.listen-address="127.0.0.1:$ne_port" >"$work/ne.log" 2>&1 &
 ne=$!
 
+cd_port=$(free_port)
 cat >"$work/collectd.conf" <<CONF
 Interval 10
 BaseDir "$work"
@@ -55,13 +61,22 @@ LoadPlugin disk
 LoadPlugin df
 LoadPlugin write_prometheus
 <Plugin write_prometheus>
-  Port "$(free_port)"
+  Port "$cd_port"
 </Plugin>
 CONF
 /usr/sbin/collectd -f -C "$work/collectd.conf" >"$work/collectd.log" 2>&1 &
 cd_pid=$!
 
-sleep "$DURATION"
+end=$((SECONDS + DURATION))
+while [ $SECONDS -lt $end ]; do
+  for port in 9464 "$ne_port" "$cd_port"; do
+    curl -s -o /dev/null "http://127.0.0.1:$port/metrics" || true
+  done
+  sleep 15
+done
+for p in "$agent" "$ne" "$cd_pid"; do
+  [ -d "/proc/$p" ] || { echo "process $p died; logs in $work:"; tail -5 "$work"/*.log; exit 1; }
+done
 tick=$(getconf CLK_TCK)
 report() { # name pid
   local rss cpu
