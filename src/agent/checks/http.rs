@@ -1,0 +1,126 @@
+//! `type = "http"`: an instrument's or a service's HTTP endpoint answers
+//! with the expected status (and body).
+
+use serde::Deserialize;
+
+use super::{Code, Outcome};
+
+/// Bodies are read up to this size for `body_regex`.
+const MAX_BODY: usize = 64 * 1024;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub url: url::Url,
+    /// HTTP method.
+    #[serde(default = "get")]
+    pub method: String,
+    /// Statuses that count as success.
+    #[serde(default = "ok200")]
+    pub expect_status: Vec<u16>,
+    /// The body must match this regular expression.
+    #[serde(default, with = "serde_regex")]
+    pub body_regex: Option<regex::Regex>,
+    /// Accept any TLS certificate (self-signed lab instruments).
+    #[serde(default)]
+    pub insecure: bool,
+}
+
+fn get() -> String {
+    "GET".into()
+}
+fn ok200() -> Vec<u16> {
+    vec![200]
+}
+
+impl Config {
+    pub async fn run(&self) -> Outcome {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let client = match reqwest::Client::builder()
+            .danger_accept_invalid_certs(self.insecure)
+            .build()
+        {
+            Ok(c) => c,
+            Err(e) => return Outcome::fail(Code::Error, e.to_string()),
+        };
+        let method = match reqwest::Method::from_bytes(self.method.as_bytes()) {
+            Ok(m) => m,
+            Err(_) => return Outcome::fail(Code::Error, format!("bad method {:?}", self.method)),
+        };
+        let mut resp = match client.request(method, self.url.clone()).send().await {
+            Ok(r) => r,
+            Err(e) if e.is_timeout() => return Outcome::fail(Code::Timeout, e.to_string()),
+            Err(e) if e.is_connect() => {
+                return Outcome::fail(Code::ConnectionFailed, format!("{}: {e}", self.url));
+            }
+            Err(e) => return Outcome::fail(Code::Error, format!("{}: {e}", self.url)),
+        };
+        let status = resp.status().as_u16();
+        if !self.expect_status.contains(&status) {
+            return Outcome::fail(Code::Mismatch, format!("HTTP {status}"));
+        }
+        let Some(re) = &self.body_regex else {
+            return Outcome::ok(format!("HTTP {status}"));
+        };
+        let mut body = Vec::new();
+        while let Ok(Some(chunk)) = resp.chunk().await {
+            body.extend_from_slice(&chunk);
+            if body.len() >= MAX_BODY {
+                break;
+            }
+        }
+        if re.is_match(&String::from_utf8_lossy(&body)) {
+            Outcome::ok(format!("HTTP {status}, body matches"))
+        } else {
+            Outcome::fail(
+                Code::Mismatch,
+                format!("HTTP {status}, body does not match {re}"),
+            )
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::Router;
+    use axum::http::StatusCode;
+    use axum::routing::get;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn status_body_and_refusal() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let app = Router::new()
+            .route("/ok", get(|| async { "psu: output on" }))
+            .route(
+                "/down",
+                get(|| async { (StatusCode::SERVICE_UNAVAILABLE, "x") }),
+            );
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        let cfg = |path: &str, re: Option<&str>| Config {
+            url: format!("http://{addr}{path}").parse().unwrap(),
+            method: "GET".into(),
+            expect_status: vec![200],
+            body_regex: re.map(|r| regex::Regex::new(r).unwrap()),
+            insecure: false,
+        };
+        assert_eq!(cfg("/ok", None).run().await.code, Code::Ok);
+        assert_eq!(cfg("/ok", Some("output on")).run().await.code, Code::Ok);
+        assert_eq!(
+            cfg("/ok", Some("output off")).run().await.code,
+            Code::Mismatch
+        );
+        assert_eq!(cfg("/down", None).run().await.code, Code::Mismatch);
+        let closed = crate::agent::checks::tcp::Config {
+            address: "127.0.0.1:1".into(),
+        };
+        assert_eq!(closed.run().await.code, Code::ConnectionFailed);
+        let refused = Config {
+            url: "http://127.0.0.1:1/".parse().unwrap(),
+            ..cfg("/ok", None)
+        };
+        assert_eq!(refused.run().await.code, Code::ConnectionFailed);
+    }
+}

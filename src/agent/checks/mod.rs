@@ -1,0 +1,328 @@
+//! Health checks: is the bench usable? One module per kind, a closed enum of
+//! kinds, and one scheduling loop shared by all of them.
+//!
+//! Every run ends in a structured [`Code`], not just pass/fail. A check's
+//! verdict (up/down) changes only after `fail_after` consecutive failures or
+//! `recover_after` consecutive successes, so one glitch does not flap the
+//! bench; only verdict changes are logged and sent to the readiness state
+//! machine, while every run is counted and traced.
+
+pub mod exec;
+pub mod file;
+pub mod http;
+pub mod tcp;
+
+use std::hash::{Hash, Hasher};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use opentelemetry::KeyValue;
+use opentelemetry::metrics::{Counter, Gauge, Meter};
+use opentelemetry::trace::{Span, Status, Tracer};
+use serde::{Deserialize, Serialize};
+use tokio::sync::{Semaphore, mpsc};
+use tokio_util::sync::CancellationToken;
+
+/// The result of one run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Code {
+    Ok,
+    /// No answer within the timeout.
+    Timeout,
+    /// The thing checked is not there (file, device, program).
+    Missing,
+    /// Held by another program (EBUSY).
+    Busy,
+    /// It answered, but not as expected (status, exit code, body, age).
+    Mismatch,
+    /// Refused or unreachable.
+    ConnectionFailed,
+    Error,
+}
+
+impl Code {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Code::Ok => "ok",
+            Code::Timeout => "timeout",
+            Code::Missing => "missing",
+            Code::Busy => "busy",
+            Code::Mismatch => "mismatch",
+            Code::ConnectionFailed => "connection_failed",
+            Code::Error => "error",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outcome {
+    pub code: Code,
+    /// What was seen, for the log and the span (never a secret).
+    pub detail: String,
+}
+
+impl Outcome {
+    pub fn ok(detail: impl Into<String>) -> Outcome {
+        Outcome {
+            code: Code::Ok,
+            detail: detail.into(),
+        }
+    }
+
+    pub fn fail(code: Code, detail: impl Into<String>) -> Outcome {
+        Outcome {
+            code,
+            detail: detail.into(),
+        }
+    }
+}
+
+/// The kinds of check, chosen by `type = "…"`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Kind {
+    Exec(exec::Config),
+    Http(http::Config),
+    Tcp(tcp::Config),
+    File(file::Config),
+}
+
+/// One `[[checks]]` entry.
+#[derive(Debug, Clone, Deserialize)]
+pub struct CheckConfig {
+    /// Unique name; the `check` label.
+    pub name: String,
+    /// Time between runs.
+    #[serde(default = "default_interval", with = "humantime_serde")]
+    pub interval: Duration,
+    /// A run that takes longer ends as `timeout`.
+    #[serde(default = "default_timeout", with = "humantime_serde")]
+    pub timeout: Duration,
+    /// Consecutive failures before the check is down.
+    #[serde(default = "one")]
+    pub fail_after: u32,
+    /// Consecutive successes before it is up again.
+    #[serde(default = "one")]
+    pub recover_after: u32,
+    /// Whether the bench is ready only while this check is up.
+    #[serde(default = "yes")]
+    pub affects_ready: bool,
+    #[serde(flatten)]
+    pub kind: Kind,
+}
+
+fn default_interval() -> Duration {
+    Duration::from_secs(30)
+}
+fn default_timeout() -> Duration {
+    Duration::from_secs(5)
+}
+fn one() -> u32 {
+    1
+}
+fn yes() -> bool {
+    true
+}
+
+impl Kind {
+    async fn run(&self, timeout: Duration) -> Outcome {
+        let run = async {
+            match self {
+                Kind::Exec(c) => c.run(timeout).await,
+                Kind::Http(c) => c.run().await,
+                Kind::Tcp(c) => c.run().await,
+                Kind::File(c) => c.run(),
+            }
+        };
+        // Exec enforces its own deadline so it can kill the process group;
+        // this outer one is the backstop for every kind.
+        match tokio::time::timeout(timeout + Duration::from_secs(1), run).await {
+            Ok(outcome) => outcome,
+            Err(_) => Outcome::fail(Code::Timeout, format!("no result within {timeout:?}")),
+        }
+    }
+}
+
+/// A verdict change, sent to the readiness state machine.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Verdict {
+    pub check: String,
+    pub up: bool,
+    pub affects_ready: bool,
+}
+
+/// Consecutive-result hysteresis of one check.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Hysteresis {
+    pub up: Option<bool>,
+    fails: u32,
+    oks: u32,
+}
+
+impl Hysteresis {
+    /// Feeds one result; returns the new verdict if it changed.
+    pub fn feed(&mut self, ok: bool, fail_after: u32, recover_after: u32) -> Option<bool> {
+        if ok {
+            self.oks += 1;
+            self.fails = 0;
+        } else {
+            self.fails += 1;
+            self.oks = 0;
+        }
+        let next = match self.up {
+            Some(true) | None if !ok && self.fails >= fail_after.max(1) => Some(false),
+            Some(false) | None if ok && self.oks >= recover_after.max(1) => Some(true),
+            other => other,
+        };
+        if next != self.up {
+            self.up = next;
+            return next;
+        }
+        None
+    }
+}
+
+struct Instruments {
+    up: Gauge<i64>,
+    failures: Counter<u64>,
+    duration: opentelemetry::metrics::Histogram<f64>,
+}
+
+/// Runs every check on its own schedule until cancelled, at most
+/// `max_concurrent` at a time.
+pub async fn run_all(
+    checks: Vec<CheckConfig>,
+    max_concurrent: usize,
+    meter: Meter,
+    verdicts: mpsc::Sender<Verdict>,
+    cancel: CancellationToken,
+) {
+    let instruments = Arc::new(Instruments {
+        up: meter
+            .i64_gauge("bench_health_check_up")
+            .with_description("1 while a health check is up, 0 while it is down")
+            .build(),
+        failures: meter
+            .u64_counter("bench_health_failures")
+            .with_description("Failed health-check runs, by check and result code")
+            .build(),
+        duration: meter
+            .f64_histogram("bench_health_check_duration")
+            .with_unit("s")
+            .with_description("Duration of health-check runs")
+            .build(),
+    });
+    let permits = Arc::new(Semaphore::new(max_concurrent.max(1)));
+    let mut set = tokio::task::JoinSet::new();
+    for check in checks {
+        set.spawn(run_one(
+            check,
+            permits.clone(),
+            instruments.clone(),
+            verdicts.clone(),
+            cancel.clone(),
+        ));
+    }
+    while set.join_next().await.is_some() {}
+}
+
+/// Spreads first runs over the interval by name, so fifty checks with the
+/// same interval do not fire in the same millisecond, and stays stable
+/// across restarts.
+pub fn first_delay(name: &str, interval: Duration) -> Duration {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    name.hash(&mut h);
+    let ms = interval.as_millis().max(1) as u64;
+    Duration::from_millis(h.finish() % ms)
+}
+
+async fn run_one(
+    check: CheckConfig,
+    permits: Arc<Semaphore>,
+    instruments: Arc<Instruments>,
+    verdicts: mpsc::Sender<Verdict>,
+    cancel: CancellationToken,
+) {
+    let tracer = opentelemetry::global::tracer("benchtel");
+    let label = [KeyValue::new("check", check.name.clone())];
+    let mut state = Hysteresis::default();
+    let mut next = tokio::time::Instant::now() + first_delay(&check.name, check.interval);
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = tokio::time::sleep_until(next) => {}
+        }
+        next += check.interval;
+        let Ok(_permit) = permits.acquire().await else {
+            return;
+        };
+        let mut span = tracer.start(format!("check {}", check.name));
+        let started = Instant::now();
+        let outcome = check.kind.run(check.timeout).await;
+        let took = started.elapsed().as_secs_f64();
+        span.set_attribute(KeyValue::new("check", check.name.clone()));
+        span.set_attribute(KeyValue::new("code", outcome.code.as_str()));
+        if outcome.code != Code::Ok {
+            span.set_status(Status::error(outcome.detail.clone()));
+            instruments.failures.add(
+                1,
+                &[
+                    label[0].clone(),
+                    KeyValue::new("code", outcome.code.as_str()),
+                ],
+            );
+        }
+        span.end();
+        instruments.duration.record(took, &label);
+        let ok = outcome.code == Code::Ok;
+        if let Some(up) = state.feed(ok, check.fail_after, check.recover_after) {
+            instruments.up.record(i64::from(up), &label);
+            if up {
+                tracing::info!(check = %check.name, code = outcome.code.as_str(), detail = %outcome.detail, "health check up");
+            } else {
+                tracing::warn!(check = %check.name, code = outcome.code.as_str(), detail = %outcome.detail, "health check down");
+            }
+            let v = Verdict {
+                check: check.name.clone(),
+                up,
+                affects_ready: check.affects_ready,
+            };
+            if verdicts.send(v).await.is_err() {
+                return;
+            }
+        } else if let Some(up) = state.up {
+            instruments.up.record(i64::from(up), &label);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hysteresis_needs_consecutive_results() {
+        let mut h = Hysteresis::default();
+        assert_eq!(h.feed(true, 3, 2), None, "one success is not enough");
+        assert_eq!(h.feed(true, 3, 2), Some(true));
+        assert_eq!(h.feed(false, 3, 2), None);
+        assert_eq!(h.feed(false, 3, 2), None);
+        assert_eq!(h.feed(true, 3, 2), None, "a success resets the failures");
+        assert_eq!(h.feed(false, 3, 2), None);
+        assert_eq!(h.feed(false, 3, 2), None);
+        assert_eq!(h.feed(false, 3, 2), Some(false));
+        assert_eq!(h.feed(true, 3, 2), None);
+        assert_eq!(h.feed(true, 3, 2), Some(true));
+    }
+
+    #[test]
+    fn first_runs_spread_over_the_interval() {
+        let interval = Duration::from_secs(1);
+        let delays: std::collections::BTreeSet<_> = (0..50)
+            .map(|i| first_delay(&format!("check-{i}"), interval))
+            .collect();
+        assert!(delays.len() > 40, "{delays:?}");
+        assert!(delays.iter().all(|d| *d < interval));
+    }
+}
