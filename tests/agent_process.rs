@@ -383,6 +383,19 @@ fn the_byte_bound_drops_the_oldest_and_counts_them_exactly() {
     );
 }
 
+/// The value of the first sample of `name` carrying all `labels`.
+fn sample(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    text.lines()
+        .filter(|l| l.starts_with(&format!("{name}{{")))
+        .find(|l| {
+            labels
+                .iter()
+                .all(|(k, v)| l.contains(&format!("{k}=\"{v}\"")))
+        })
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
 fn rss_kib(pid: u32) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .unwrap()
@@ -652,4 +665,96 @@ fn tells_systemd_it_is_ready_and_pings_the_watchdog() {
         rest.push(String::from_utf8_lossy(&buf[..n]).into_owned());
     }
     assert!(rest.iter().any(|m| m.contains("STOPPING=1")), "{rest:?}");
+}
+
+#[test]
+fn checks_drive_readiness_and_reach_metrics() {
+    let dir = tempfile::tempdir().unwrap();
+    let endpoint = format!("http://127.0.0.1:{}", support::free_port());
+    // The instrument comes up only after a while: its port is free for now.
+    let instrument_port = support::free_port();
+    let checks = format!(
+        r#"
+[[checks]]
+name = "instrument"
+type = "tcp"
+address = "127.0.0.1:{instrument_port}"
+interval = "100ms"
+timeout = "1s"
+
+[[checks]]
+name = "flaky-tool"
+type = "exec"
+command = "false"
+interval = "100ms"
+fail_after = 3
+affects_ready = false
+"#
+    );
+    let cfg = config(dir.path(), &endpoint, &checks);
+    let listen = std::fs::read_to_string(&cfg)
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("listen = "))
+        .unwrap()
+        .trim_matches('"')
+        .to_string();
+    let metrics = || -> String {
+        use std::io::Write;
+        let Ok(mut s) = std::net::TcpStream::connect(&listen) else {
+            return String::new();
+        };
+        let _ = write!(s, "GET /metrics HTTP/1.0\r\n\r\n");
+        let mut text = String::new();
+        let _ = s.read_to_string(&mut text);
+        text
+    };
+    let agent = Agent::start(dir.path(), &cfg);
+    agent.wait_line("started");
+    let started = Instant::now();
+    let refused = [("check", "instrument"), ("code", "connection_failed")];
+    wait_for(
+        "the instrument check to fail",
+        Duration::from_secs(30),
+        || sample(&metrics(), "bench_health_failures_total", &refused).is_some(),
+    );
+    let text = metrics();
+    let starting = [("bench_id", "test-bench"), ("state", "starting")];
+    assert_eq!(sample(&text, "bench_state", &starting), Some(1.0), "{text}");
+    // The instrument's boot time, not an assertion.
+    std::thread::sleep(Duration::from_millis(1500));
+    let _instrument = std::net::TcpListener::bind(("127.0.0.1", instrument_port)).unwrap();
+    let up_at = started.elapsed().as_secs_f64();
+    agent.wait_line("\"to\":\"ready\"");
+    wait_for(
+        "bench_state ready on /metrics",
+        Duration::from_secs(30),
+        || sample(&metrics(), "bench_state", &[("state", "ready")]) == Some(1.0),
+    );
+    let text = metrics();
+    let ready = sample(
+        &text,
+        "bench_ready_time_seconds",
+        &[("from", "agent_start")],
+    )
+    .unwrap();
+    // Ready within a check interval (plus scheduling) of the instrument
+    // coming up, counted from agent start (a little before `started`).
+    assert!(
+        ready >= up_at - 0.5 && ready <= up_at + 2.0,
+        "ready after {ready} s, instrument up at {up_at} s"
+    );
+    let boot = sample(&text, "bench_ready_time_seconds", &[("from", "boot")]).unwrap();
+    assert!(boot > ready, "{text}");
+    let up = |check| sample(&text, "bench_health_check_up", &[("check", check)]);
+    assert_eq!(up("instrument"), Some(1.0), "{text}");
+    // The failing check does not affect readiness but is down and counted.
+    assert_eq!(up("flaky-tool"), Some(0.0), "{text}");
+    let failed = [("check", "flaky-tool"), ("code", "mismatch")];
+    assert!(
+        sample(&text, "bench_health_failures_total", &failed).unwrap() >= 3.0,
+        "{text}"
+    );
+    let (status, _) = agent.terminate();
+    assert!(status.success());
 }

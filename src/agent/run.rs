@@ -9,12 +9,14 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use super::checks;
 use super::http::{self, HttpState};
+use super::readiness::Readiness;
 use super::sources::{heartbeat, host_metrics};
 use super::state::BenchState;
 use crate::config::{AgentConfig, Compression};
@@ -176,8 +178,7 @@ pub async fn run(cfg: AgentConfig, cancel: CancellationToken) -> Result<(), Agen
     systemd::notify_ready(&cfg.summary());
 
     let sources_cancel = CancellationToken::new();
-    let (_state_tx, state_rx) = watch::channel(BenchState::Ready);
-    let sources = start_sources(&cfg, &telemetry, state_rx, &sources_cancel);
+    let sources = start_sources(&cfg, &telemetry, &sources_cancel);
 
     cancel.cancelled().await;
     tracing::info!("shutting down: stopping sources");
@@ -215,10 +216,31 @@ pub async fn run(cfg: AgentConfig, cancel: CancellationToken) -> Result<(), Agen
 fn start_sources(
     cfg: &AgentConfig,
     telemetry: &Telemetry,
-    state: watch::Receiver<BenchState>,
     cancel: &CancellationToken,
 ) -> JoinSet<()> {
     let mut set = JoinSet::new();
+    let (state_tx, state) = watch::channel(BenchState::Starting);
+    let boot_offset = heartbeat::uptime().unwrap_or_default();
+    let readiness = Readiness::new(
+        cfg.checks
+            .iter()
+            .filter(|c| c.affects_ready)
+            .map(|c| c.name.clone()),
+        &telemetry.meter(),
+        state_tx,
+        boot_offset,
+    );
+    let (verdict_tx, verdicts) = mpsc::channel(64);
+    set.spawn(readiness.run(verdicts, cancel.clone()));
+    if !cfg.checks.is_empty() {
+        set.spawn(checks::run_all(
+            cfg.checks.clone(),
+            cfg.bench.max_concurrent_checks,
+            telemetry.meter(),
+            verdict_tx,
+            cancel.clone(),
+        ));
+    }
     let hb = &cfg.sources.heartbeat;
     if hb.enabled {
         set.spawn(heartbeat::run(

@@ -22,6 +22,7 @@ pub use raw::{Compression, LogFormat};
 pub use secret::Secret;
 use url::Url;
 
+pub use crate::agent::checks::CheckConfig;
 pub use crate::agent::sources::host_metrics::Collector;
 pub use crate::outbox::Synchronous;
 pub use raw::{HeartbeatConfig, HostMetricsConfig};
@@ -53,6 +54,8 @@ pub struct AgentConfig {
     pub log: LogConfig,
     pub telemetry: TelemetryConfig,
     pub sources: SourcesConfig,
+    /// `[[checks]]`: health checks.
+    pub checks: Vec<CheckConfig>,
     pub state_dir: PathBuf,
 }
 
@@ -61,6 +64,7 @@ pub struct BenchConfig {
     pub id: String,
     pub site: String,
     pub labels: BTreeMap<String, String>,
+    pub max_concurrent_checks: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -166,6 +170,11 @@ fn resolve(
         id: raw.bench.id.clone().unwrap_or_else(env::hostname),
         site: raw.bench.site.clone(),
         labels: raw.bench.labels.clone(),
+        max_concurrent_checks: check.at_least(
+            "bench.max_concurrent_checks",
+            raw.bench.max_concurrent_checks as u64,
+            1,
+        ) as usize,
     };
     check.name("bench.id", &bench.id);
     check.name("bench.site", &bench.site);
@@ -209,6 +218,7 @@ fn resolve(
     let telemetry = TelemetryConfig {
         export_interval: check.positive("telemetry.export_interval", raw.telemetry.export_interval),
     };
+    check_checks(&mut check, &raw.checks);
     check.positive("sources.heartbeat.interval", raw.sources.heartbeat.interval);
     check.positive(
         "sources.host_metrics.interval",
@@ -234,8 +244,29 @@ fn resolve(
             heartbeat: raw.sources.heartbeat,
             host_metrics: raw.sources.host_metrics,
         },
+        checks: raw.checks,
         state_dir,
     })
+}
+
+/// Names unique and label-safe, timings positive, thresholds at least 1.
+fn check_checks(check: &mut raw::Checker<'_>, checks: &[CheckConfig]) {
+    let mut seen = std::collections::BTreeSet::new();
+    for (i, c) in checks.iter().enumerate() {
+        let key = |k: &str| format!("checks[{i}].{k}");
+        check.name(&key("name"), &c.name);
+        if !seen.insert(c.name.as_str()) {
+            check.error(
+                &key("name"),
+                &format!("{:?}", c.name),
+                "another check has this name",
+            );
+        }
+        check.positive(&key("interval"), c.interval);
+        check.positive(&key("timeout"), c.timeout);
+        check.at_least(&key("fail_after"), u64::from(c.fail_after), 1);
+        check.at_least(&key("recover_after"), u64::from(c.recover_after), 1);
+    }
 }
 
 impl AgentConfig {

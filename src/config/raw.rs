@@ -11,6 +11,7 @@ use serde::de::DeserializeOwned;
 use url::Url;
 
 use super::error::ConfigError;
+use crate::agent::checks::CheckConfig;
 use crate::agent::sources::{heartbeat, host_metrics};
 pub use heartbeat::Config as HeartbeatConfig;
 pub use host_metrics::Config as HostMetricsConfig;
@@ -24,6 +25,7 @@ pub struct RawConfig {
     pub log: RawLog,
     pub telemetry: RawTelemetry,
     pub sources: RawSources,
+    pub checks: Vec<CheckConfig>,
 }
 
 /// `[bench]`: who this bench is.
@@ -36,6 +38,8 @@ pub struct RawBench {
     pub site: String,
     /// Extra resource attributes for every signal.
     pub labels: BTreeMap<String, String>,
+    /// Most health checks running at the same moment.
+    pub max_concurrent_checks: usize,
 }
 
 impl Default for RawBench {
@@ -44,6 +48,7 @@ impl Default for RawBench {
             id: None,
             site: "default".into(),
             labels: BTreeMap::new(),
+            max_concurrent_checks: 8,
         }
     }
 }
@@ -248,11 +253,12 @@ pub fn parse(file: &str, text: &str, errors: &mut Vec<ConfigError>) -> RawConfig
             "log" => s.parse_into(&mut raw.log),
             "telemetry" => s.parse_into(&mut raw.telemetry),
             "sources" => s.parse_into(&mut raw.sources),
+            "checks" => s.parse_into(&mut raw.checks),
             _ => errors.push(ConfigError::new(
                 file,
                 name,
                 &show(value),
-                "unknown key; expected one of bench, otlp, outbox, http, log, telemetry, sources",
+                "unknown key; expected one of bench, otlp, outbox, http, log, telemetry, sources, checks",
             )),
         }
     }
@@ -274,6 +280,8 @@ impl Section<'_> {
                 let inner = e.path().to_string();
                 let key = if inner == "." || inner.is_empty() {
                     self.name.to_string()
+                } else if inner.starts_with('[') {
+                    format!("{}{inner}", self.name)
                 } else {
                     format!("{}.{inner}", self.name)
                 };
@@ -290,10 +298,14 @@ impl Section<'_> {
 }
 
 fn lookup<'v>(value: &'v toml::Value, path: &str) -> Option<&'v toml::Value> {
-    path.split('.')
+    path.replace('[', ".[")
+        .split('.')
         .filter(|p| !p.is_empty())
+        .map(str::to_string)
+        .collect::<Vec<_>>()
+        .iter()
         .try_fold(value, |v, part| match v {
-            toml::Value::Table(t) => t.get(part),
+            toml::Value::Table(t) => t.get(part.as_str()),
             toml::Value::Array(a) => part
                 .trim_start_matches('[')
                 .trim_end_matches(']')
@@ -304,9 +316,20 @@ fn lookup<'v>(value: &'v toml::Value, path: &str) -> Option<&'v toml::Value> {
         })
 }
 
+/// A value as written; a table inline and one level deep, so an error in
+/// an array entry (e.g. one `[[checks]]`) still shows the offending part.
 fn show(value: &toml::Value) -> String {
     match value {
-        toml::Value::Table(_) => "{…}".into(),
+        toml::Value::Table(t) => {
+            let items: Vec<String> = t
+                .iter()
+                .map(|(k, v)| match v {
+                    toml::Value::Table(_) => format!("{k} = {{…}}"),
+                    other => format!("{k} = {other}"),
+                })
+                .collect();
+            format!("{{ {} }}", items.join(", "))
+        }
         other => other.to_string(),
     }
 }

@@ -80,6 +80,7 @@ impl Telemetry {
             let exporter = opentelemetry_prometheus::exporter()
                 .with_registry(reg.clone())
                 .with_resource_selector(labels)
+                .scope_info_enabled(false)
                 .build()
                 .map_err(|e| TelemetryError::Prometheus(e.to_string()))?;
             meters = meters.with_reader(exporter);
