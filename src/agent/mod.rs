@@ -2,6 +2,7 @@
 //! endpoint, and the staged start-up and shutdown of the pipeline.
 pub mod checks;
 pub mod http;
+pub mod probes;
 pub mod readiness;
 pub mod run;
 pub mod sources;

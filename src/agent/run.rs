@@ -120,6 +120,7 @@ pub async fn run(cfg: AgentConfig, cancel: CancellationToken) -> Result<(), Agen
         tracing::error!(path = %cfg.outbox.path.display(), moved_to = %moved.display(), detail = %detail,
             "outbox database was corrupt: moved it aside and started a fresh one");
     }
+    warn_unstable_ports(&cfg);
     let meter = telemetry.meter();
     outbox::self_metrics::register(&meter, &outbox);
     let liveness = Liveness::default();
@@ -259,6 +260,18 @@ fn start_sources(
         ));
     }
     set
+}
+
+/// `/dev/ttyUSB3` is whichever adapter enumerated fourth: say so.
+fn warn_unstable_ports(cfg: &AgentConfig) {
+    for c in &cfg.checks {
+        if let checks::Kind::SerialExpect(p) = &c.kind
+            && crate::agent::probes::serial::is_unstable_path(&p.port)
+        {
+            tracing::warn!(check = %c.name, port = %p.port.display(),
+                "serial port named by enumeration order; use /dev/serial/by-id/… or by-path so a replug cannot swap boards");
+        }
+    }
 }
 
 /// Cancels a stage and waits for its tasks, abandoning them at the deadline.

@@ -2,6 +2,7 @@
 //! in-test OTLP/HTTP receiver. Each test file uses only part of them.
 #![allow(dead_code)]
 
+pub mod firmware;
 pub mod receiver;
 pub mod rotel;
 

@@ -55,11 +55,13 @@ impl Code {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Outcome {
     pub code: Code,
     /// What was seen, for the log and the span (never a secret).
     pub detail: String,
+    /// Values read by probes (`bench_probe_value{probe,value}`).
+    pub values: Vec<(String, f64)>,
 }
 
 impl Outcome {
@@ -67,6 +69,7 @@ impl Outcome {
         Outcome {
             code: Code::Ok,
             detail: detail.into(),
+            values: Vec::new(),
         }
     }
 
@@ -74,6 +77,7 @@ impl Outcome {
         Outcome {
             code,
             detail: detail.into(),
+            values: Vec::new(),
         }
     }
 }
@@ -86,6 +90,7 @@ pub enum Kind {
     Http(http::Config),
     Tcp(tcp::Config),
     File(file::Config),
+    SerialExpect(crate::agent::probes::serial::expect::Config),
 }
 
 /// One `[[checks]]` entry.
@@ -133,6 +138,7 @@ impl Kind {
                 Kind::Http(c) => c.run().await,
                 Kind::Tcp(c) => c.run().await,
                 Kind::File(c) => c.run(),
+                Kind::SerialExpect(c) => c.run(timeout).await,
             }
         };
         // Exec enforces its own deadline so it can kill the process group;
@@ -185,6 +191,7 @@ impl Hysteresis {
 
 struct Instruments {
     up: Gauge<i64>,
+    values: Gauge<f64>,
     failures: Counter<u64>,
     duration: opentelemetry::metrics::Histogram<f64>,
 }
@@ -199,6 +206,10 @@ pub async fn run_all(
     cancel: CancellationToken,
 ) {
     let instruments = Arc::new(Instruments {
+        values: meter
+            .f64_gauge("bench_probe_value")
+            .with_description("Values read by probes, e.g. a firmware version or a signal level")
+            .build(),
         up: meter
             .i64_gauge("bench_health_check_up")
             .with_description("1 while a health check is up, 0 while it is down")
@@ -275,6 +286,13 @@ async fn run_one(
         }
         span.end();
         instruments.duration.record(took, &label);
+        for (name, v) in &outcome.values {
+            let attrs = [
+                KeyValue::new("probe", check.name.clone()),
+                KeyValue::new("value", name.clone()),
+            ];
+            instruments.values.record(*v, &attrs);
+        }
         let ok = outcome.code == Code::Ok;
         if let Some(up) = state.feed(ok, check.fail_after, check.recover_after) {
             instruments.up.record(i64::from(up), &label);

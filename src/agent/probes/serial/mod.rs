@@ -1,0 +1,89 @@
+//! Serial-console probes over `tokio-serial`: opening a port with the
+//! bench's settings, and turning open failures into result codes (a port
+//! held by another program is `busy`, a vanished USB adapter is `missing`).
+
+pub mod expect;
+
+use std::path::Path;
+use std::time::Duration;
+
+use serde::Deserialize;
+use tokio_serial::{SerialPortBuilderExt, SerialStream};
+
+use crate::agent::checks::{Code, Outcome};
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Parity {
+    #[default]
+    None,
+    Odd,
+    Even,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FlowControl {
+    #[default]
+    None,
+    Software,
+    Hardware,
+}
+
+/// How to open a port.
+#[derive(Debug, Clone)]
+pub struct PortSettings<'a> {
+    pub path: &'a Path,
+    pub baud: u32,
+    pub parity: Parity,
+    pub flow_control: FlowControl,
+    /// Wait after opening, then drop what arrived: many boards print a
+    /// burst (or garbage) when the adapter's DTR toggles.
+    pub settle: Duration,
+}
+
+pub async fn open(s: &PortSettings<'_>) -> Result<SerialStream, Outcome> {
+    let parity = match s.parity {
+        Parity::None => tokio_serial::Parity::None,
+        Parity::Odd => tokio_serial::Parity::Odd,
+        Parity::Even => tokio_serial::Parity::Even,
+    };
+    let flow = match s.flow_control {
+        FlowControl::None => tokio_serial::FlowControl::None,
+        FlowControl::Software => tokio_serial::FlowControl::Software,
+        FlowControl::Hardware => tokio_serial::FlowControl::Hardware,
+    };
+    let port = tokio_serial::new(s.path.to_string_lossy(), s.baud)
+        .parity(parity)
+        .flow_control(flow)
+        .open_native_async()
+        .map_err(|e| open_error(s.path, &e))?;
+    if !s.settle.is_zero() {
+        tokio::time::sleep(s.settle).await;
+    }
+    use tokio_serial::SerialPort;
+    let _ = port.clear(tokio_serial::ClearBuffer::Input);
+    Ok(port)
+}
+
+fn open_error(path: &Path, e: &tokio_serial::Error) -> Outcome {
+    let detail = format!("{}: {e}", path.display());
+    let code = match e.kind() {
+        tokio_serial::ErrorKind::NoDevice => Code::Missing,
+        tokio_serial::ErrorKind::Io(std::io::ErrorKind::NotFound) => Code::Missing,
+        tokio_serial::ErrorKind::Io(std::io::ErrorKind::ResourceBusy) => Code::Busy,
+        _ if e.description.contains("busy") => Code::Busy,
+        _ if !path.exists() => Code::Missing,
+        _ => Code::Error,
+    };
+    Outcome::fail(code, detail)
+}
+
+/// A bare `/dev/ttyUSB3` changes with plug order; `/dev/serial/by-id/…` or
+/// `by-path` does not.
+pub fn is_unstable_path(path: &Path) -> bool {
+    let name = path.to_string_lossy();
+    ["/dev/ttyUSB", "/dev/ttyACM"]
+        .iter()
+        .any(|p| name.starts_with(p))
+}
