@@ -77,3 +77,65 @@ async fn a_vanished_adapter_is_missing() {
     let out = probe(&fw.port(), "").run(Duration::from_secs(5)).await;
     assert_eq!(out.code, Code::Ok, "{out:?}");
 }
+
+/// `benchtel-agent probe NAME` and `probes list`, as an engineer wiring a
+/// bench runs them.
+#[test]
+fn the_probe_command_runs_one_probe_once() {
+    let fw = Firmware::start(Behaviour::ZephyrShell);
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("agent.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            r#"
+[bench]
+id = "b1"
+
+[[checks]]
+name = "zephyr-version"
+type = "serial_expect"
+port = "{}"
+send = "version"
+expect = 'Zephyr version (?P<major>\d+)'
+
+[[checks]]
+name = "dut-log"
+type = "file"
+path = "/nonexistent/dut.log"
+affects_ready = false
+"#,
+            fw.port().display()
+        ),
+    )
+    .unwrap();
+    let agent = env!("CARGO_BIN_EXE_benchtel-agent");
+    let run = |args: &[&str]| {
+        std::process::Command::new(agent)
+            .args(args)
+            .arg("--config")
+            .arg(&cfg)
+            .env("STATE_DIRECTORY", dir.path())
+            .output()
+            .unwrap()
+    };
+    let ok = run(&["probe", "zephyr-version"]);
+    let text = String::from_utf8_lossy(&ok.stdout);
+    assert!(ok.status.success(), "{text}");
+    assert!(
+        text.contains("zephyr-version ok") && text.contains("major = 3"),
+        "{text}"
+    );
+    let bad = run(&["probe", "dut-log"]);
+    assert_eq!(bad.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&bad.stdout).contains("dut-log missing"));
+    let unknown = run(&["probe", "nope"]);
+    assert_eq!(unknown.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&unknown.stderr).contains("zephyr-version"));
+    let list = run(&["probes", "list"]);
+    let text = String::from_utf8_lossy(&list.stdout);
+    assert!(
+        text.contains("serial_expect") && text.contains("dut-log"),
+        "{text}"
+    );
+}

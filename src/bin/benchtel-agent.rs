@@ -39,6 +39,23 @@ enum Command {
         #[command(subcommand)]
         command: OutboxCommand,
     },
+    /// Run one configured check or probe once and print the result: exit 0
+    /// if it passed, 1 if not (what to run while wiring a bench)
+    Probe {
+        /// The check's `name`
+        name: String,
+    },
+    /// Configured checks and probes
+    Probes {
+        #[command(subcommand)]
+        command: ProbesCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum ProbesCommand {
+    /// List them with their type, interval and whether they gate readiness
+    List,
 }
 
 #[derive(Subcommand)]
@@ -72,6 +89,13 @@ fn main() -> ExitCode {
         Command::Outbox {
             command: OutboxCommand::Status { json },
         } => outbox_status(&cfg, json),
+        Command::Probe { name } => return probe_once(&cfg, &name),
+        Command::Probes {
+            command: ProbesCommand::List,
+        } => {
+            list_probes(&cfg);
+            Ok(())
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -118,6 +142,62 @@ fn run(cfg: AgentConfig) -> anyhow::Result<()> {
         benchtel::agent::run::run(cfg, cancel).await?;
         anyhow::Ok(())
     })
+}
+
+fn list_probes(cfg: &AgentConfig) {
+    if cfg.checks.is_empty() {
+        println!("no [[checks]] configured in {}", cfg.summary());
+        return;
+    }
+    println!(
+        "{:<24} {:<14} {:>9} {:>9}  ready",
+        "name", "type", "interval", "timeout"
+    );
+    for c in &cfg.checks {
+        println!(
+            "{:<24} {:<14} {:>9} {:>9}  {}",
+            c.name,
+            c.kind.type_name(),
+            humantime::format_duration(c.interval).to_string(),
+            humantime::format_duration(c.timeout).to_string(),
+            if c.affects_ready { "yes" } else { "no" }
+        );
+    }
+}
+
+fn probe_once(cfg: &AgentConfig, name: &str) -> ExitCode {
+    let Some(check) = cfg.checks.iter().find(|c| c.name == name) else {
+        let known: Vec<&str> = cfg.checks.iter().map(|c| c.name.as_str()).collect();
+        eprintln!("benchtel-agent: no check named {name:?}; configured: {known:?}");
+        return ExitCode::from(2);
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("benchtel-agent: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let started = std::time::Instant::now();
+    let outcome = runtime.block_on(check.run_once());
+    println!(
+        "{} {} in {:.3} s: {}",
+        check.name,
+        outcome.code.as_str(),
+        started.elapsed().as_secs_f64(),
+        outcome.detail
+    );
+    for (k, v) in &outcome.values {
+        println!("  {k} = {v}");
+    }
+    if outcome.code == benchtel::agent::checks::Code::Ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
 }
 
 fn outbox_status(cfg: &AgentConfig, json: bool) -> anyhow::Result<()> {

@@ -11,6 +11,7 @@ pub mod exec;
 pub mod file;
 pub mod http;
 pub mod tcp;
+pub mod usb;
 
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
@@ -90,6 +91,7 @@ pub enum Kind {
     Http(http::Config),
     Tcp(tcp::Config),
     File(file::Config),
+    Usb(usb::Config),
     SerialExpect(crate::agent::probes::serial::expect::Config),
 }
 
@@ -131,6 +133,18 @@ fn yes() -> bool {
 }
 
 impl Kind {
+    /// The `type` as written in the config.
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            Kind::Exec(_) => "exec",
+            Kind::Http(_) => "http",
+            Kind::Tcp(_) => "tcp",
+            Kind::File(_) => "file",
+            Kind::Usb(_) => "usb",
+            Kind::SerialExpect(_) => "serial_expect",
+        }
+    }
+
     async fn run(&self, timeout: Duration) -> Outcome {
         let run = async {
             match self {
@@ -138,6 +152,7 @@ impl Kind {
                 Kind::Http(c) => c.run().await,
                 Kind::Tcp(c) => c.run().await,
                 Kind::File(c) => c.run(),
+                Kind::Usb(c) => c.run(),
                 Kind::SerialExpect(c) => c.run(timeout).await,
             }
         };
@@ -147,6 +162,13 @@ impl Kind {
             Ok(outcome) => outcome,
             Err(_) => Outcome::fail(Code::Timeout, format!("no result within {timeout:?}")),
         }
+    }
+}
+
+impl CheckConfig {
+    /// One run, as the scheduler would do it (for `benchtel-agent probe`).
+    pub async fn run_once(&self) -> Outcome {
+        self.kind.run(self.timeout).await
     }
 }
 
