@@ -21,6 +21,8 @@ use opentelemetry::KeyValue;
 use opentelemetry::metrics::{Counter, Gauge, Meter};
 use opentelemetry::trace::{Span, Status, Tracer};
 use serde::{Deserialize, Serialize};
+
+use crate::agent::probes::gpio::{self, chardev::Chardev};
 use tokio::sync::{Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 
@@ -93,6 +95,9 @@ pub enum Kind {
     File(file::Config),
     Usb(usb::Config),
     SerialExpect(crate::agent::probes::serial::expect::Config),
+    GpioLevel(gpio::LevelConfig),
+    GpioEdges(gpio::EdgesConfig),
+    GpioStuck(gpio::StuckConfig),
 }
 
 /// One `[[checks]]` entry.
@@ -142,6 +147,9 @@ impl Kind {
             Kind::File(_) => "file",
             Kind::Usb(_) => "usb",
             Kind::SerialExpect(_) => "serial_expect",
+            Kind::GpioLevel(_) => "gpio_level",
+            Kind::GpioEdges(_) => "gpio_edges",
+            Kind::GpioStuck(_) => "gpio_stuck",
         }
     }
 
@@ -154,6 +162,13 @@ impl Kind {
                 Kind::File(c) => c.run(),
                 Kind::Usb(c) => c.run(),
                 Kind::SerialExpect(c) => c.run(timeout).await,
+                Kind::GpioLevel(c) => gpio::probe_level(&Chardev, c),
+                Kind::GpioEdges(c) => {
+                    blocking(c.clone(), |c| gpio::probe_edges(&Chardev, &c)).await
+                }
+                Kind::GpioStuck(c) => {
+                    blocking(c.clone(), |c| gpio::probe_stuck(&Chardev, &c)).await
+                }
             }
         };
         // Exec enforces its own deadline so it can kill the process group;
@@ -170,6 +185,13 @@ impl CheckConfig {
     pub async fn run_once(&self) -> Outcome {
         self.kind.run(self.timeout).await
     }
+}
+
+/// Runs a blocking probe (waiting on GPIO edges) off the async runtime.
+async fn blocking<C: Send + 'static>(cfg: C, f: fn(C) -> Outcome) -> Outcome {
+    tokio::task::spawn_blocking(move || f(cfg))
+        .await
+        .unwrap_or_else(|e| Outcome::fail(Code::Error, format!("probe task failed: {e}")))
 }
 
 /// A verdict change, sent to the readiness state machine.

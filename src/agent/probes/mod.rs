@@ -2,4 +2,5 @@
 //! per probe kind. Probes run as health checks (`type = "serial_expect"`),
 //! so they share the checks' scheduling, hysteresis and readiness.
 
+pub mod gpio;
 pub mod serial;
