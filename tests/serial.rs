@@ -139,3 +139,48 @@ affects_ready = false
         "{text}"
     );
 }
+
+fn watcher(port: &std::path::Path) -> benchtel::agent::probes::serial::watch::Config {
+    toml::from_str(&format!(
+        r#"
+port = "{}"
+reset = "U-Boot SPL"
+fatal = "Kernel panic"
+milestones = [
+  {{ name = "spl", pattern = "U-Boot SPL", within = "2s" }},
+  {{ name = "kernel", pattern = "Starting kernel", within = "5s" }},
+  {{ name = "login", pattern = "login:", within = "10s" }},
+]
+"#,
+        port.display()
+    ))
+    .unwrap()
+}
+
+#[tokio::test]
+async fn watch_follows_a_boot_to_the_login_prompt() {
+    use benchtel::agent::probes::serial::watch::run_once;
+    let fw = Firmware::start(Behaviour::Hang);
+    let cfg = watcher(&fw.port());
+    let probe = tokio::spawn(async move { run_once(&cfg, Duration::from_secs(10)).await });
+    // Let the probe open the port before the board prints.
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    fw.print("U-Boot SPL 2024.01\r\nTrying to boot from MMC1\r\n");
+    fw.print("Starting kernel ...\r\n[    0.000000] Linux version 6.6\r\n");
+    fw.print("\r\nbench login: \r\n");
+    let out = probe.await.unwrap();
+    assert_eq!(out.code, Code::Ok, "{out:?}");
+}
+
+#[tokio::test]
+async fn watch_reports_a_panic_with_the_console() {
+    use benchtel::agent::probes::serial::watch::run_once;
+    let fw = Firmware::start(Behaviour::Hang);
+    let cfg = watcher(&fw.port());
+    let probe = tokio::spawn(async move { run_once(&cfg, Duration::from_secs(10)).await });
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    fw.print("U-Boot SPL 2024.01\r\nStarting kernel ...\r\nKernel panic - not syncing: VFS\r\n");
+    let out = probe.await.unwrap();
+    assert_eq!(out.code, Code::Mismatch, "{out:?}");
+    assert!(out.detail.contains("Starting kernel"), "{}", out.detail);
+}

@@ -22,6 +22,7 @@ pub enum Behaviour {
 pub struct Firmware {
     socat: Child,
     dir: tempfile::TempDir,
+    console: std::fs::File,
 }
 
 impl Firmware {
@@ -41,9 +42,19 @@ impl Firmware {
             assert!(Instant::now() < deadline, "socat made no pty pair");
             std::thread::sleep(Duration::from_millis(10));
         }
-        let fw = Firmware { socat: child, dir };
+        let console = std::fs::File::options().write(true).open(&sim).unwrap();
+        let fw = Firmware {
+            socat: child,
+            dir,
+            console,
+        };
         fw.play(behaviour, &sim);
         fw
+    }
+
+    /// Prints on the console unprompted, as a booting board does.
+    pub fn print(&self, text: &str) {
+        (&self.console).write_all(text.as_bytes()).unwrap();
     }
 
     /// The device path a probe opens.

@@ -23,6 +23,7 @@ use opentelemetry::trace::{Span, Status, Tracer};
 use serde::{Deserialize, Serialize};
 
 use crate::agent::probes::gpio::{self, chardev::Chardev};
+use crate::agent::probes::serial::watch;
 use tokio::sync::{Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 
@@ -95,6 +96,7 @@ pub enum Kind {
     File(file::Config),
     Usb(usb::Config),
     SerialExpect(crate::agent::probes::serial::expect::Config),
+    SerialWatch(watch::Config),
     GpioLevel(gpio::LevelConfig),
     GpioEdges(gpio::EdgesConfig),
     GpioStuck(gpio::StuckConfig),
@@ -147,6 +149,7 @@ impl Kind {
             Kind::File(_) => "file",
             Kind::Usb(_) => "usb",
             Kind::SerialExpect(_) => "serial_expect",
+            Kind::SerialWatch(_) => "serial_watch",
             Kind::GpioLevel(_) => "gpio_level",
             Kind::GpioEdges(_) => "gpio_edges",
             Kind::GpioStuck(_) => "gpio_stuck",
@@ -162,6 +165,7 @@ impl Kind {
                 Kind::File(c) => c.run(),
                 Kind::Usb(c) => c.run(),
                 Kind::SerialExpect(c) => c.run(timeout).await,
+                Kind::SerialWatch(c) => watch::run_once(c, timeout).await,
                 Kind::GpioLevel(c) => gpio::probe_level(&Chardev, c),
                 Kind::GpioEdges(c) => {
                     blocking(c.clone(), |c| gpio::probe_edges(&Chardev, &c)).await
@@ -234,6 +238,7 @@ impl Hysteresis {
 }
 
 struct Instruments {
+    boot: opentelemetry::metrics::Histogram<f64>,
     up: Gauge<i64>,
     values: Gauge<f64>,
     failures: Counter<u64>,
@@ -250,6 +255,11 @@ pub async fn run_all(
     cancel: CancellationToken,
 ) {
     let instruments = Arc::new(Instruments {
+        boot: meter
+            .f64_histogram("bench_boot_milestone")
+            .with_unit("s")
+            .with_description("Time from a reset marker on the console to each boot milestone")
+            .build(),
         values: meter
             .f64_gauge("bench_probe_value")
             .with_description("Values read by probes, e.g. a firmware version or a signal level")
@@ -271,6 +281,16 @@ pub async fn run_all(
     let permits = Arc::new(Semaphore::new(max_concurrent.max(1)));
     let mut set = tokio::task::JoinSet::new();
     for check in checks {
+        if let Kind::SerialWatch(w) = &check.kind {
+            set.spawn(run_watch(
+                check.name.clone(),
+                w.clone(),
+                instruments.clone(),
+                verdicts.clone(),
+                cancel.clone(),
+            ));
+            continue;
+        }
         set.spawn(run_one(
             check,
             permits.clone(),
@@ -356,6 +376,63 @@ async fn run_one(
         } else if let Some(up) = state.up {
             instruments.up.record(i64::from(up), &label);
         }
+    }
+}
+
+/// A console watcher runs for as long as the agent does, re-opening the
+/// port with backoff when the adapter disappears (itself a failure).
+async fn run_watch(
+    name: String,
+    cfg: watch::Config,
+    instruments: Arc<Instruments>,
+    verdicts: mpsc::Sender<Verdict>,
+    cancel: CancellationToken,
+) {
+    let label = [KeyValue::new("check", name.clone())];
+    let mut tracker = watch::BootTracker::new(cfg.clone());
+    let mut up: Option<bool> = None;
+    let mut retry = Duration::from_secs(1);
+    let judge = |ok: bool, code: Code, detail: &str, up: &mut Option<bool>| {
+        if !ok {
+            instruments
+                .failures
+                .add(1, &[label[0].clone(), KeyValue::new("code", code.as_str())]);
+            tracing::warn!(check = %name, code = code.as_str(), detail = %detail, "serial watch failure");
+        }
+        if *up != Some(ok) {
+            *up = Some(ok);
+            instruments.up.record(i64::from(ok), &label);
+            let _ = verdicts.try_send(Verdict {
+                check: name.clone(),
+                up: ok,
+                affects_ready: true,
+            });
+        }
+    };
+    loop {
+        let why = tokio::select! {
+            _ = cancel.cancelled() => return,
+            why = watch::follow(&cfg, &mut tracker, |e, t| {
+                match e {
+                    watch::Event::Milestone { name: m, after } => {
+                        let attrs = [KeyValue::new("probe", label[0].value.to_string()), KeyValue::new("milestone", m.clone())];
+                        instruments.boot.record(after.as_secs_f64(), &attrs);
+                        retry = Duration::from_secs(1);
+                    }
+                    watch::Event::Booted => judge(true, Code::Ok, "booted", &mut up),
+                    e => if let Some(code) = e.failure() {
+                        judge(false, code, &format!("{e:?}; last console lines: {:?}", t.last_lines()), &mut up);
+                    },
+                }
+                false
+            }) => why,
+        };
+        judge(false, Code::Missing, &why, &mut up);
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = tokio::time::sleep(retry) => {}
+        }
+        retry = (retry * 2).min(Duration::from_secs(30));
     }
 }
 

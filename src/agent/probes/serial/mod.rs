@@ -3,6 +3,7 @@
 //! held by another program is `busy`, a vanished USB adapter is `missing`).
 
 pub mod expect;
+pub mod watch;
 
 use std::path::Path;
 use std::time::Duration;

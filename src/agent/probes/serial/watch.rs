@@ -1,0 +1,379 @@
+//! `type = "serial_watch"`: tails the console and follows each boot. A
+//! reset marker starts a boot; ordered milestones (`U-Boot SPL` → `Starting
+//! kernel` → `Linux version` → `login:`) each have a deadline counted from
+//! the reset; fatal patterns (`Kernel panic`, `Oops`) fail the boot at
+//! once; N resets within a window is a boot loop, a state of its own, not a
+//! generic timeout. The time from reset to each milestone goes to
+//! `bench_boot_milestone_seconds{probe,milestone}`.
+
+use std::collections::VecDeque;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use regex::Regex;
+use serde::Deserialize;
+use tokio::io::AsyncReadExt;
+use tokio::time::Instant;
+
+use super::{FlowControl, Parity, PortSettings};
+use crate::agent::checks::Code;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Milestone {
+    pub name: String,
+    #[serde(with = "serde_regex")]
+    pub pattern: Regex,
+    /// Deadline, counted from the reset marker.
+    #[serde(with = "humantime_serde")]
+    pub within: Duration,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub port: PathBuf,
+    #[serde(default = "b115200")]
+    pub baud: u32,
+    #[serde(default)]
+    pub parity: Parity,
+    #[serde(default)]
+    pub flow_control: FlowControl,
+    /// A line matching this starts a boot (e.g. `U-Boot SPL`).
+    #[serde(with = "serde_regex")]
+    pub reset: Regex,
+    /// In order; the last one means booted.
+    pub milestones: Vec<Milestone>,
+    /// Fails the boot at once.
+    #[serde(default, with = "serde_regex")]
+    pub fatal: Option<Regex>,
+    /// This many resets within `boot_loop_window` is a boot loop.
+    #[serde(default = "three")]
+    pub boot_loop_resets: usize,
+    #[serde(default = "five_min", with = "humantime_serde")]
+    pub boot_loop_window: Duration,
+    /// Console lines attached to a failure.
+    #[serde(default = "twenty")]
+    pub keep_lines: usize,
+}
+
+fn b115200() -> u32 {
+    115_200
+}
+fn three() -> usize {
+    3
+}
+fn five_min() -> Duration {
+    Duration::from_secs(300)
+}
+fn twenty() -> usize {
+    20
+}
+
+/// What the tracker saw.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Event {
+    Reset,
+    Milestone { name: String, after: Duration },
+    Booted,
+    Missed { name: String, within: Duration },
+    Fatal { line: String },
+    BootLoop { resets: usize },
+}
+
+impl Event {
+    /// The result code of a failing event; `None` for progress.
+    pub fn failure(&self) -> Option<Code> {
+        match self {
+            Event::Missed { .. } => Some(Code::Timeout),
+            Event::Fatal { .. } | Event::BootLoop { .. } => Some(Code::Mismatch),
+            _ => None,
+        }
+    }
+}
+
+/// Follows boots line by line; pure, so it is tested on a paused clock.
+pub struct BootTracker {
+    cfg: Config,
+    boot_started: Option<Instant>,
+    next: usize,
+    resets: VecDeque<Instant>,
+    looping: bool,
+    lines: VecDeque<String>,
+}
+
+impl BootTracker {
+    pub fn new(cfg: Config) -> BootTracker {
+        BootTracker {
+            cfg,
+            boot_started: None,
+            next: 0,
+            resets: VecDeque::new(),
+            looping: false,
+            lines: VecDeque::new(),
+        }
+    }
+
+    pub fn last_lines(&self) -> String {
+        self.lines.iter().cloned().collect::<Vec<_>>().join("\n")
+    }
+
+    pub fn line(&mut self, text: &str, now: Instant) -> Vec<Event> {
+        self.lines.push_back(text.to_string());
+        if self.lines.len() > self.cfg.keep_lines {
+            self.lines.pop_front();
+        }
+        let mut events = Vec::new();
+        if self.cfg.reset.is_match(text) {
+            events.extend(self.reset(now));
+        }
+        if let Some(fatal) = &self.cfg.fatal
+            && fatal.is_match(text)
+        {
+            events.push(Event::Fatal {
+                line: text.to_string(),
+            });
+            self.boot_started = None;
+        }
+        if let (Some(start), Some(m)) = (self.boot_started, self.cfg.milestones.get(self.next))
+            && m.pattern.is_match(text)
+        {
+            events.push(Event::Milestone {
+                name: m.name.clone(),
+                after: now - start,
+            });
+            self.next += 1;
+            if self.next == self.cfg.milestones.len() {
+                self.boot_started = None;
+                self.resets.clear();
+                self.looping = false;
+                events.push(Event::Booted);
+            }
+        }
+        events
+    }
+
+    fn reset(&mut self, now: Instant) -> Vec<Event> {
+        self.boot_started = Some(now);
+        self.next = 0;
+        self.resets.push_back(now);
+        while self
+            .resets
+            .front()
+            .is_some_and(|t| now - *t > self.cfg.boot_loop_window)
+        {
+            self.resets.pop_front();
+        }
+        let mut events = vec![Event::Reset];
+        if self.resets.len() >= self.cfg.boot_loop_resets && !self.looping {
+            self.looping = true;
+            events.push(Event::BootLoop {
+                resets: self.resets.len(),
+            });
+        }
+        events
+    }
+
+    /// Deadline checks; call when time passes without console output.
+    pub fn tick(&mut self, now: Instant) -> Vec<Event> {
+        let (Some(start), Some(m)) = (self.boot_started, self.cfg.milestones.get(self.next)) else {
+            return Vec::new();
+        };
+        if now - start <= m.within {
+            return Vec::new();
+        }
+        self.boot_started = None;
+        vec![Event::Missed {
+            name: m.name.clone(),
+            within: m.within,
+        }]
+    }
+
+    /// When the next deadline falls, if a boot is under way.
+    pub fn next_deadline(&self) -> Option<Instant> {
+        let start = self.boot_started?;
+        Some(start + self.cfg.milestones.get(self.next)?.within)
+    }
+}
+
+/// Reads the console until it closes or fails, or `on_event` returns true;
+/// every event goes to `on_event`. Returns why it stopped.
+pub async fn follow(
+    cfg: &Config,
+    tracker: &mut BootTracker,
+    mut on_event: impl FnMut(&Event, &BootTracker) -> bool,
+) -> String {
+    let settings = PortSettings {
+        path: &cfg.port,
+        baud: cfg.baud,
+        parity: cfg.parity,
+        flow_control: cfg.flow_control,
+        settle: Duration::ZERO,
+    };
+    let mut port = match super::open(&settings).await {
+        Ok(p) => p,
+        Err(outcome) => return outcome.detail,
+    };
+    let mut buf = [0u8; 4096];
+    let mut partial = String::new();
+    loop {
+        let deadline = tracker.next_deadline();
+        let read = async {
+            match deadline {
+                Some(d) => tokio::time::timeout_at(d, port.read(&mut buf)).await.ok(),
+                None => Some(port.read(&mut buf).await),
+            }
+        };
+        match read.await {
+            None => {
+                for e in tracker.tick(Instant::now()) {
+                    if on_event(&e, tracker) {
+                        return "stopped".into();
+                    }
+                }
+            }
+            Some(Ok(0)) => return "the port closed".into(),
+            Some(Err(e)) => return format!("read failed: {e}"),
+            Some(Ok(n)) => {
+                partial.push_str(&String::from_utf8_lossy(&buf[..n]));
+                while let Some(i) = partial.find('\n') {
+                    let line: String = partial.drain(..=i).collect();
+                    let line = line.trim_end_matches(['\r', '\n']);
+                    for e in tracker.line(line, Instant::now()) {
+                        if on_event(&e, tracker) {
+                            return "stopped".into();
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// One boot, for `benchtel-agent probe`: waits up to `timeout` for the
+/// board to boot or fail.
+pub async fn run_once(cfg: &Config, timeout: Duration) -> crate::agent::checks::Outcome {
+    use crate::agent::checks::Outcome;
+    let mut tracker = BootTracker::new(cfg.clone());
+    let mut verdict: Option<Outcome> = None;
+    let followed = tokio::time::timeout(
+        timeout,
+        follow(cfg, &mut tracker, |e, t| {
+            verdict = match e {
+                Event::Booted => Some(Outcome::ok("booted")),
+                e => e.failure().map(|code| {
+                    Outcome::fail(
+                        code,
+                        format!("{e:?}; last console lines: {:?}", t.last_lines()),
+                    )
+                }),
+            };
+            verdict.is_some()
+        }),
+    )
+    .await;
+    match (verdict, followed) {
+        (Some(v), _) => v,
+        (None, Ok(why)) => Outcome::fail(Code::Missing, why),
+        (None, Err(_)) => Outcome::fail(
+            Code::Timeout,
+            format!(
+                "no boot seen within {timeout:?}; last console lines: {:?}",
+                tracker.last_lines()
+            ),
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg() -> Config {
+        toml::from_str(
+            r#"
+port = "/dev/null"
+reset = "U-Boot SPL"
+fatal = "Kernel panic|Oops"
+milestones = [
+  { name = "spl", pattern = "U-Boot SPL", within = "2s" },
+  { name = "kernel", pattern = "Starting kernel", within = "10s" },
+  { name = "login", pattern = "login:", within = "60s" },
+]
+"#,
+        )
+        .unwrap()
+    }
+
+    async fn at(t: &mut BootTracker, secs: u64, line: &str) -> Vec<Event> {
+        tokio::time::sleep(Duration::from_secs(secs)).await;
+        t.line(line, Instant::now())
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_good_boot_reaches_every_milestone_with_its_time() {
+        let mut t = BootTracker::new(cfg());
+        let e = at(&mut t, 0, "U-Boot SPL 2024.01").await;
+        assert_eq!(e[0], Event::Reset);
+        assert!(
+            matches!(&e[1], Event::Milestone { name, after } if name == "spl" && after.is_zero())
+        );
+        let e = at(&mut t, 4, "Starting kernel ...").await;
+        assert_eq!(
+            e,
+            vec![Event::Milestone {
+                name: "kernel".into(),
+                after: Duration::from_secs(4)
+            }]
+        );
+        let e = at(&mut t, 20, "bench login:").await;
+        assert!(e.contains(&Event::Booted), "{e:?}");
+        assert_eq!(t.tick(Instant::now() + Duration::from_secs(600)), vec![]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_missed_deadline_and_a_panic_fail_the_boot() {
+        let mut t = BootTracker::new(cfg());
+        at(&mut t, 0, "U-Boot SPL").await;
+        tokio::time::sleep(Duration::from_secs(11)).await;
+        let e = t.tick(Instant::now());
+        assert_eq!(
+            e,
+            vec![Event::Missed {
+                name: "kernel".into(),
+                within: Duration::from_secs(10)
+            }]
+        );
+        assert_eq!(e[0].failure(), Some(Code::Timeout));
+        at(&mut t, 1, "U-Boot SPL").await;
+        let e = at(&mut t, 3, "Kernel panic - not syncing").await;
+        assert!(matches!(&e[0], Event::Fatal { .. }));
+        assert!(t.last_lines().contains("Kernel panic"));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn three_resets_in_five_minutes_is_a_boot_loop() {
+        let mut t = BootTracker::new(cfg());
+        assert!(
+            !at(&mut t, 0, "U-Boot SPL")
+                .await
+                .iter()
+                .any(|e| matches!(e, Event::BootLoop { .. }))
+        );
+        at(&mut t, 60, "U-Boot SPL").await;
+        let e = at(&mut t, 60, "U-Boot SPL").await;
+        assert!(e.contains(&Event::BootLoop { resets: 3 }), "{e:?}");
+        // Reported once per loop, not on every further reset.
+        let e = at(&mut t, 60, "U-Boot SPL").await;
+        assert!(!e.iter().any(|e| matches!(e, Event::BootLoop { .. })));
+        // Resets spread out are not a loop.
+        let mut t = BootTracker::new(cfg());
+        for _ in 0..5 {
+            let e = at(&mut t, 200, "U-Boot SPL").await;
+            assert!(
+                !e.iter().any(|e| matches!(e, Event::BootLoop { .. })),
+                "{e:?}"
+            );
+        }
+    }
+}
