@@ -758,3 +758,74 @@ affects_ready = false
     let (status, _) = agent.terminate();
     assert!(status.success());
 }
+
+#[test]
+fn context_and_maintenance_commands_reach_the_running_agent() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let receiver = rt.block_on(Receiver::start());
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path(), &receiver.endpoint(), "");
+    let agent = Agent::start(dir.path(), &cfg);
+    agent.wait_line("started");
+    let cli = |args: &[&str]| {
+        let out = Command::new(AGENT)
+            .args(args)
+            .arg("--config")
+            .arg(&cfg)
+            .env("STATE_DIRECTORY", dir.path().join("state"))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    cli(&[
+        "context",
+        "set",
+        "--execution-id",
+        "ex-42",
+        "--task-id",
+        "t-7",
+        "--correlation-id",
+        "c-9",
+    ]);
+    let line = agent.wait_line("\"execution_id\":\"ex-42\"");
+    let json: serde_json::Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(json["task_id"], "t-7");
+    assert_eq!(json["correlation_id"], "c-9");
+    // The OTel log records carry it too.
+    wait_for(
+        "a stamped log record at the collector",
+        Duration::from_secs(30),
+        || {
+            receiver.log_records().iter().any(|r| {
+                attr(r, "execution_id").as_deref() == Some("ex-42")
+                    && attr(r, "task_id").as_deref() == Some("t-7")
+            })
+        },
+    );
+    cli(&["maintenance", "on"]);
+    agent.wait_line("\"state\":\"maintenance\"");
+    cli(&["maintenance", "off"]);
+    cli(&["context", "clear"]);
+    agent.wait_line("execution context cleared");
+    // A malformed request is refused with a reason; the agent stays up.
+    let sock = dir.path().join("state/control.sock");
+    let mode = std::fs::metadata(&sock).unwrap().permissions();
+    assert_eq!(
+        std::os::unix::fs::PermissionsExt::mode(&mode) & 0o777,
+        0o600
+    );
+    let mut s = std::os::unix::net::UnixStream::connect(&sock).unwrap();
+    std::io::Write::write_all(&mut s, b"{\"cmd\":\"reboot-everything\"}\n").unwrap();
+    let mut answer = String::new();
+    s.read_to_string(&mut answer).unwrap();
+    assert!(
+        answer.contains("\"ok\":false") && answer.contains("bad request"),
+        "{answer}"
+    );
+    let (status, stderr) = agent.terminate();
+    assert!(status.success(), "{stderr}");
+}

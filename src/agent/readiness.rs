@@ -128,15 +128,24 @@ impl Readiness {
         Some((from, to))
     }
 
-    /// Applies verdicts until cancelled.
-    pub async fn run(mut self, mut verdicts: mpsc::Receiver<Verdict>, cancel: CancellationToken) {
+    /// Applies verdicts and maintenance commands until cancelled.
+    pub async fn run(
+        mut self,
+        mut verdicts: mpsc::Receiver<Verdict>,
+        mut maintenance: mpsc::Receiver<bool>,
+        cancel: CancellationToken,
+    ) {
         loop {
             tokio::select! {
                 _ = cancel.cancelled() => return,
-                v = verdicts.recv() => match v {
-                    Some(v) => { self.on_verdict(&v); }
-                    None => return,
-                },
+                Some(on) = maintenance.recv() => { self.set_maintenance(on); }
+                Some(v) = verdicts.recv() => { self.on_verdict(&v); }
+                // Both closed (no checks, control socket gone): nothing
+                // more can change the state.
+                else => {
+                    cancel.cancelled().await;
+                    return;
+                }
             }
         }
     }

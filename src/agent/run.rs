@@ -14,11 +14,11 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::checks;
 use super::http::{self, HttpState};
 use super::readiness::Readiness;
 use super::sources::{heartbeat, host_metrics};
 use super::state::BenchState;
+use super::{checks, control};
 use crate::config::{AgentConfig, Compression};
 use crate::outbox::exporter::Sink;
 use crate::outbox::forwarder::{self, Forwarder, ForwarderOptions, Wakeups};
@@ -45,6 +45,8 @@ pub enum AgentError {
         addr: std::net::SocketAddr,
         source: std::io::Error,
     },
+    #[error(transparent)]
+    Control(#[from] control::ControlError),
     #[error("start-up task failed: {0}")]
     Join(#[from] tokio::task::JoinError),
 }
@@ -170,6 +172,13 @@ pub async fn run(cfg: AgentConfig, cancel: CancellationToken) -> Result<(), Agen
         liveness.clone(),
         senders_cancel.clone(),
     ));
+    let (maintenance_tx, maintenance) = mpsc::channel(4);
+    let control = control::bind(&cfg.control_socket)?;
+    senders.spawn(control::serve(
+        control,
+        maintenance_tx,
+        senders_cancel.clone(),
+    ));
 
     tracing::info!(
         "benchtel-agent {} started: {}",
@@ -179,7 +188,7 @@ pub async fn run(cfg: AgentConfig, cancel: CancellationToken) -> Result<(), Agen
     systemd::notify_ready(&cfg.summary());
 
     let sources_cancel = CancellationToken::new();
-    let sources = start_sources(&cfg, &telemetry, &sources_cancel);
+    let sources = start_sources(&cfg, &telemetry, maintenance, &sources_cancel);
 
     cancel.cancelled().await;
     tracing::info!("shutting down: stopping sources");
@@ -217,6 +226,7 @@ pub async fn run(cfg: AgentConfig, cancel: CancellationToken) -> Result<(), Agen
 fn start_sources(
     cfg: &AgentConfig,
     telemetry: &Telemetry,
+    maintenance: mpsc::Receiver<bool>,
     cancel: &CancellationToken,
 ) -> JoinSet<()> {
     let mut set = JoinSet::new();
@@ -232,7 +242,7 @@ fn start_sources(
         boot_offset,
     );
     let (verdict_tx, verdicts) = mpsc::channel(64);
-    set.spawn(readiness.run(verdicts, cancel.clone()));
+    set.spawn(readiness.run(verdicts, maintenance, cancel.clone()));
     if !cfg.checks.is_empty() {
         set.spawn(checks::run_all(
             cfg.checks.clone(),

@@ -4,8 +4,10 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
+use benchtel::agent::control::Request;
 use benchtel::config::{self, AgentConfig, ConfigErrors, Env};
 use benchtel::outbox::{DropReason, Outbox};
+use benchtel::telemetry::context::ExecutionContext;
 use clap::{Parser, Subcommand, ValueEnum};
 use tokio_util::sync::CancellationToken;
 
@@ -50,6 +52,30 @@ enum Command {
         #[command(subcommand)]
         command: ProbesCommand,
     },
+    /// Tell the running agent which execution it works for; stamped on all
+    /// its telemetry until cleared
+    Context {
+        #[command(subcommand)]
+        command: ContextCommand,
+    },
+    /// Put the bench into maintenance, or take it out
+    Maintenance {
+        #[arg(value_parser = ["on", "off"])]
+        state: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum ContextCommand {
+    Set {
+        #[arg(long)]
+        execution_id: Option<String>,
+        #[arg(long)]
+        task_id: Option<String>,
+        #[arg(long)]
+        correlation_id: Option<String>,
+    },
+    Clear,
 }
 
 #[derive(Subcommand)]
@@ -90,6 +116,22 @@ fn main() -> ExitCode {
             command: OutboxCommand::Status { json },
         } => outbox_status(&cfg, json),
         Command::Probe { name } => return probe_once(&cfg, &name),
+        Command::Context { command } => control(
+            &cfg,
+            match command {
+                ContextCommand::Set {
+                    execution_id,
+                    task_id,
+                    correlation_id,
+                } => Request::ContextSet(ExecutionContext {
+                    execution_id,
+                    task_id,
+                    correlation_id,
+                }),
+                ContextCommand::Clear => Request::ContextClear,
+            },
+        ),
+        Command::Maintenance { state } => control(&cfg, Request::Maintenance { on: state == "on" }),
         Command::Probes {
             command: ProbesCommand::List,
         } => {
@@ -142,6 +184,15 @@ fn run(cfg: AgentConfig) -> anyhow::Result<()> {
         benchtel::agent::run::run(cfg, cancel).await?;
         anyhow::Ok(())
     })
+}
+
+fn control(cfg: &AgentConfig, req: Request) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(benchtel::agent::control::send(&cfg.control_socket, &req))?;
+    Ok(())
 }
 
 fn list_probes(cfg: &AgentConfig) {

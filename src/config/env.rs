@@ -17,6 +17,8 @@ pub struct Env {
     pub otel_service_name: Option<String>,
     /// systemd's `StateDirectory=` (a colon-separated list).
     pub state_directory: Option<String>,
+    /// systemd's `RuntimeDirectory=` (a colon-separated list).
+    pub runtime_directory: Option<String>,
     /// systemd's `LoadCredential=` directory.
     pub credentials_directory: Option<String>,
     pub home: Option<String>,
@@ -33,6 +35,7 @@ impl Env {
             otel_resource_attributes: var("OTEL_RESOURCE_ATTRIBUTES"),
             otel_service_name: var("OTEL_SERVICE_NAME"),
             state_directory: var("STATE_DIRECTORY"),
+            runtime_directory: var("RUNTIME_DIRECTORY"),
             credentials_directory: var("CREDENTIALS_DIRECTORY"),
             home: var("HOME"),
             xdg_state_home: var("XDG_STATE_HOME"),
@@ -69,6 +72,17 @@ pub(super) fn state_dir(env: &Env) -> PathBuf {
         (None, Some(home)) => Path::new(home).join(".local/state/benchtel"),
         (None, None) => PathBuf::from("benchtel-state"),
     }
+}
+
+/// The control socket: in `$RUNTIME_DIRECTORY` under systemd, else in the
+/// state directory.
+pub(super) fn control_socket(env: &Env, state_dir: &Path) -> PathBuf {
+    env.runtime_directory
+        .as_deref()
+        .and_then(|l| l.split(':').next())
+        .filter(|s| !s.is_empty())
+        .map_or_else(|| state_dir.to_path_buf(), PathBuf::from)
+        .join("control.sock")
 }
 
 /// True if `dir` exists and is writable, or could be created.

@@ -57,6 +57,8 @@ pub struct AgentConfig {
     /// `[[checks]]`: health checks.
     pub checks: Vec<CheckConfig>,
     pub state_dir: PathBuf,
+    /// The local control socket (`benchtel-agent context …`).
+    pub control_socket: PathBuf,
 }
 
 #[derive(Debug, Clone)]
@@ -245,6 +247,7 @@ fn resolve(
             host_metrics: raw.sources.host_metrics,
         },
         checks: raw.checks,
+        control_socket: env::control_socket(env, &state_dir),
         state_dir,
     })
 }

@@ -89,10 +89,12 @@ impl Telemetry {
         let meters = meters.build();
         let logs = SdkLoggerProvider::builder()
             .with_resource(resource.clone())
+            .with_log_processor(context::Stamp)
             .with_log_processor(BatchLogProcessor::builder(LogsExporter::new(sink.clone())).build())
             .build();
         let traces = SdkTracerProvider::builder()
             .with_resource(resource)
+            .with_span_processor(context::Stamp)
             .with_span_processor(BatchSpanProcessor::builder(SpansExporter::new(sink)).build())
             .build();
         opentelemetry::global::set_tracer_provider(traces.clone());

@@ -1,0 +1,176 @@
+//! The local control socket: how the orchestrator (or an engineer) tells a
+//! running agent the current execution context, or puts the bench into
+//! maintenance. One JSON request per connection, one JSON answer; the socket
+//! is mode 0600, so only the agent's user (and root) can use it.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{UnixListener, UnixStream};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::telemetry::context::{self, ExecutionContext};
+
+/// Requests on the socket.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "cmd", rename_all = "snake_case")]
+pub enum Request {
+    ContextSet(ExecutionContext),
+    ContextClear,
+    Maintenance { on: bool },
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Answer {
+    pub ok: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ControlError {
+    #[error("cannot listen on the control socket {path}: {source}")]
+    Bind {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot reach the agent at {path}: {source} (is benchtel-agent running?)")]
+    Connect {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("control socket {path}: {detail}")]
+    Protocol { path: PathBuf, detail: String },
+}
+
+/// Binds the socket (replacing a stale one) with mode 0600.
+pub fn bind(path: &Path) -> Result<UnixListener, ControlError> {
+    let err = |source| ControlError::Bind {
+        path: path.to_path_buf(),
+        source,
+    };
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(err)?;
+    }
+    match std::fs::remove_file(path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(err(e)),
+    }
+    let listener = UnixListener::bind(path).map_err(err)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(err)?;
+    Ok(listener)
+}
+
+/// Serves requests until cancelled; maintenance requests go to `maintenance`.
+pub async fn serve(
+    listener: UnixListener,
+    maintenance: mpsc::Sender<bool>,
+    cancel: CancellationToken,
+) {
+    loop {
+        let stream = tokio::select! {
+            _ = cancel.cancelled() => return,
+            accepted = listener.accept() => match accepted {
+                Ok((s, _)) => s,
+                Err(e) => {
+                    tracing::warn!(error = %e, "control socket accept failed");
+                    continue;
+                }
+            },
+        };
+        let maintenance = maintenance.clone();
+        tokio::spawn(async move {
+            if let Err(e) = answer(stream, &maintenance).await {
+                tracing::warn!(error = %e, "control request failed");
+            }
+        });
+    }
+}
+
+async fn answer(stream: UnixStream, maintenance: &mpsc::Sender<bool>) -> std::io::Result<()> {
+    use tokio::io::AsyncReadExt;
+    let (read, mut write) = stream.into_split();
+    let mut line = String::new();
+    // A request is small: a client that sends megabytes without a newline
+    // is cut off.
+    BufReader::new(read.take(64 * 1024))
+        .read_line(&mut line)
+        .await?;
+    let reply = match serde_json::from_str::<Request>(&line) {
+        Ok(req) => {
+            apply(&req, maintenance).await;
+            Answer {
+                ok: true,
+                error: None,
+            }
+        }
+        Err(e) => {
+            // Rejected with a reason, logged, counted in the log.
+            tracing::warn!(error = %e, "control request rejected");
+            Answer {
+                ok: false,
+                error: Some(format!("bad request: {e}")),
+            }
+        }
+    };
+    let mut out = serde_json::to_string(&reply).unwrap_or_default();
+    out.push('\n');
+    write.write_all(out.as_bytes()).await
+}
+
+async fn apply(req: &Request, maintenance: &mpsc::Sender<bool>) {
+    match req {
+        Request::ContextSet(ctx) => {
+            context::set(ctx.clone());
+            tracing::info!(execution_id = ?ctx.execution_id, task_id = ?ctx.task_id, correlation_id = ?ctx.correlation_id, "execution context set");
+        }
+        Request::ContextClear => {
+            tracing::info!("execution context cleared");
+            context::clear();
+        }
+        Request::Maintenance { on } => {
+            let _ = maintenance.send(*on).await;
+        }
+    }
+}
+
+/// Sends one request to a running agent (the CLI side).
+pub async fn send(path: &Path, req: &Request) -> Result<(), ControlError> {
+    let stream = UnixStream::connect(path)
+        .await
+        .map_err(|source| ControlError::Connect {
+            path: path.to_path_buf(),
+            source,
+        })?;
+    let (read, mut write) = stream.into_split();
+    let mut line = serde_json::to_string(req).map_err(|e| ControlError::Protocol {
+        path: path.to_path_buf(),
+        detail: e.to_string(),
+    })?;
+    line.push('\n');
+    let io = |e: std::io::Error| ControlError::Protocol {
+        path: path.to_path_buf(),
+        detail: e.to_string(),
+    };
+    write.write_all(line.as_bytes()).await.map_err(io)?;
+    let mut answer = String::new();
+    BufReader::new(read)
+        .read_line(&mut answer)
+        .await
+        .map_err(io)?;
+    let answer: Answer = serde_json::from_str(&answer).map_err(|e| ControlError::Protocol {
+        path: path.to_path_buf(),
+        detail: format!("bad answer {answer:?}: {e}"),
+    })?;
+    match answer.error {
+        None if answer.ok => Ok(()),
+        detail => Err(ControlError::Protocol {
+            path: path.to_path_buf(),
+            detail: detail.unwrap_or_else(|| "refused".into()),
+        }),
+    }
+}
