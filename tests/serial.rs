@@ -184,3 +184,35 @@ async fn watch_reports_a_panic_with_the_console() {
     assert_eq!(out.code, Code::Mismatch, "{out:?}");
     assert!(out.detail.contains("Starting kernel"), "{}", out.detail);
 }
+
+#[test]
+fn a_probe_set_from_firmware_probes_runs_against_the_board() {
+    let fw = Firmware::start(Behaviour::ZephyrShell);
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("agent.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "firmware_probes = [\"{}\"]\n[bench]\nid = \"b1\"\n[[probe_set]]\nuse = \"zephyr-shell\"\nname = \"dut\"\nport = \"{}\"\n",
+            benchtel::config::probe_sets::repo_dir().display(),
+            fw.port().display()
+        ),
+    )
+    .unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_benchtel-agent"))
+        .args(["probe", "dut-version", "--config"])
+        .arg(&cfg)
+        .env("STATE_DIRECTORY", dir.path())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains("major = 3") && text.contains("patch = 0"),
+        "{text}"
+    );
+}

@@ -8,6 +8,7 @@
 
 mod env;
 mod error;
+pub mod probe_sets;
 mod raw;
 mod secret;
 
@@ -166,6 +167,12 @@ fn resolve(
     let headers = secret::collect_headers(&raw.otlp, env, file, errors);
     let resource_attributes = env::resource_attributes(env, errors);
     let state_dir = env::state_dir(env);
+    let search = raw
+        .firmware_probes
+        .clone()
+        .unwrap_or_else(probe_sets::default_search_path);
+    let mut checks = raw.checks.clone();
+    checks.extend(probe_sets::expand(&raw.probe_set, &search, file, errors));
     let mut check = raw::Checker { file, errors };
 
     let bench = BenchConfig {
@@ -220,7 +227,7 @@ fn resolve(
     let telemetry = TelemetryConfig {
         export_interval: check.positive("telemetry.export_interval", raw.telemetry.export_interval),
     };
-    check_checks(&mut check, &raw.checks);
+    check_checks(&mut check, &checks);
     check.positive("sources.heartbeat.interval", raw.sources.heartbeat.interval);
     check.positive(
         "sources.host_metrics.interval",
@@ -246,7 +253,7 @@ fn resolve(
             heartbeat: raw.sources.heartbeat,
             host_metrics: raw.sources.host_metrics,
         },
-        checks: raw.checks,
+        checks,
         control_socket: env::control_socket(env, &state_dir),
         state_dir,
     })

@@ -26,6 +26,10 @@ pub struct RawConfig {
     pub telemetry: RawTelemetry,
     pub sources: RawSources,
     pub checks: Vec<CheckConfig>,
+    /// `[[probe_set]]` entries, expanded into checks.
+    pub probe_set: Vec<toml::Table>,
+    /// Where probe sets are looked up.
+    pub firmware_probes: Option<Vec<PathBuf>>,
 }
 
 /// `[bench]`: who this bench is.
@@ -254,11 +258,13 @@ pub fn parse(file: &str, text: &str, errors: &mut Vec<ConfigError>) -> RawConfig
             "telemetry" => s.parse_into(&mut raw.telemetry),
             "sources" => s.parse_into(&mut raw.sources),
             "checks" => s.parse_into(&mut raw.checks),
+            "probe_set" => s.parse_into(&mut raw.probe_set),
+            "firmware_probes" => s.parse_into(&mut raw.firmware_probes),
             _ => errors.push(ConfigError::new(
                 file,
                 name,
                 &show(value),
-                "unknown key; expected one of bench, otlp, outbox, http, log, telemetry, sources, checks",
+                "unknown key; expected one of bench, otlp, outbox, http, log, telemetry, sources, checks, probe_set, firmware_probes",
             )),
         }
     }

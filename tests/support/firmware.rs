@@ -81,7 +81,10 @@ impl Firmware {
                 let Ok(line) = line else { return };
                 let cmd = String::from_utf8_lossy(&line).trim().to_string();
                 let reply: Vec<u8> = match behaviour {
-                    Behaviour::ZephyrShell if cmd == "version" => {
+                    Behaviour::ZephyrShell if cmd == "kernel uptime" => {
+                        b"Uptime: 123456 ms\r\nuart:~$ ".to_vec()
+                    }
+                    Behaviour::ZephyrShell if cmd == "version" || cmd == "kernel version" => {
                         b"Zephyr version 3.5.0\r\nuart:~$ ".to_vec()
                     }
                     Behaviour::ZephyrShell => {
