@@ -216,3 +216,46 @@ fn a_probe_set_from_firmware_probes_runs_against_the_board() {
         "{text}"
     );
 }
+
+#[tokio::test]
+async fn probes_sharing_a_port_take_turns() {
+    let fw = Firmware::start(Behaviour::ZephyrShell);
+    let (a, b) = (probe(&fw.port(), ""), probe(&fw.port(), ""));
+    let (ra, rb) = tokio::join!(a.run(Duration::from_secs(5)), b.run(Duration::from_secs(5)));
+    assert_eq!((ra.code, rb.code), (Code::Ok, Code::Ok), "{ra:?} {rb:?}");
+}
+
+#[tokio::test]
+async fn a_watch_and_an_expect_share_one_console() {
+    use benchtel::agent::probes::serial::watch::run_once;
+    let fw = Firmware::start(Behaviour::ZephyrShell);
+    let cfg = watcher(&fw.port());
+    let watching = tokio::spawn(async move { run_once(&cfg, Duration::from_secs(15)).await });
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    // The watch holds the port; the expect probe still gets its answer.
+    let out = probe(&fw.port(), "").run(Duration::from_secs(5)).await;
+    assert_eq!(out.code, Code::Ok, "{out:?}");
+    fw.print("U-Boot SPL 2024.01\r\nStarting kernel ...\r\nbench login: \r\n");
+    assert_eq!(watching.await.unwrap().code, Code::Ok);
+}
+
+#[tokio::test]
+async fn a_replugged_adapter_is_missing_then_recovers_at_the_same_path() {
+    let mut fw = Firmware::start(Behaviour::ZephyrShell);
+    let p = probe(&fw.port(), "");
+    assert_eq!(p.run(Duration::from_secs(5)).await.code, Code::Ok);
+    fw.vanish();
+    assert_eq!(p.run(Duration::from_secs(2)).await.code, Code::Missing);
+    fw.replug();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let out = p.run(Duration::from_secs(2)).await;
+        if out.code == Code::Ok {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never recovered: {out:?}"
+        );
+    }
+}

@@ -23,12 +23,31 @@ pub struct Firmware {
     socat: Child,
     dir: tempfile::TempDir,
     console: std::fs::File,
+    behaviour: Behaviour,
 }
 
 impl Firmware {
     pub fn start(behaviour: Behaviour) -> Firmware {
-        let socat = super::require("socat", "apt-get install socat");
         let dir = tempfile::tempdir().unwrap();
+        let (socat, console) = Self::plug(&dir, behaviour);
+        Firmware {
+            socat,
+            dir,
+            console,
+            behaviour,
+        }
+    }
+
+    /// The adapter comes back at the same path (re-enumerated).
+    pub fn replug(&mut self) {
+        self.vanish();
+        let (socat, console) = Self::plug(&self.dir, self.behaviour);
+        self.socat = socat;
+        self.console = console;
+    }
+
+    fn plug(dir: &tempfile::TempDir, behaviour: Behaviour) -> (Child, std::fs::File) {
+        let socat = super::require("socat", "apt-get install socat");
         let (dut, sim) = (dir.path().join("dut"), dir.path().join("sim"));
         let child = Command::new(socat)
             .arg(format!("pty,raw,echo=0,link={}", dut.display()))
@@ -43,13 +62,8 @@ impl Firmware {
             std::thread::sleep(Duration::from_millis(10));
         }
         let console = std::fs::File::options().write(true).open(&sim).unwrap();
-        let fw = Firmware {
-            socat: child,
-            dir,
-            console,
-        };
-        fw.play(behaviour, &sim);
-        fw
+        play(behaviour, &sim);
+        (child, console)
     }
 
     /// Prints on the console unprompted, as a booting board does.
@@ -67,39 +81,39 @@ impl Firmware {
         let _ = self.socat.kill();
         let _ = self.socat.wait();
     }
+}
 
-    fn play(&self, behaviour: Behaviour, sim: &Path) {
-        let file = std::fs::File::options()
-            .read(true)
-            .write(true)
-            .open(sim)
-            .unwrap();
-        let mut out = file.try_clone().unwrap();
-        std::thread::spawn(move || {
-            let reader = BufReader::new(file);
-            for line in reader.split(b'\n') {
-                let Ok(line) = line else { return };
-                let cmd = String::from_utf8_lossy(&line).trim().to_string();
-                let reply: Vec<u8> = match behaviour {
-                    Behaviour::ZephyrShell if cmd == "kernel uptime" => {
-                        b"Uptime: 123456 ms\r\nuart:~$ ".to_vec()
-                    }
-                    Behaviour::ZephyrShell if cmd == "version" || cmd == "kernel version" => {
-                        b"Zephyr version 3.5.0\r\nuart:~$ ".to_vec()
-                    }
-                    Behaviour::ZephyrShell => {
-                        format!("{cmd}: command not found\r\nuart:~$ ").into_bytes()
-                    }
-                    Behaviour::Hang => b"[00:00:01.000] <inf> main: still booting\r\n".to_vec(),
-                    Behaviour::Panic => b"Kernel panic - not syncing: VFS\r\n".to_vec(),
-                    Behaviour::Garble => vec![0xff, 0x13, 0x88, b'\r', 0xfe, b'\n', 0x01],
-                };
-                if out.write_all(&reply).is_err() {
-                    return;
+fn play(behaviour: Behaviour, sim: &Path) {
+    let file = std::fs::File::options()
+        .read(true)
+        .write(true)
+        .open(sim)
+        .unwrap();
+    let mut out = file.try_clone().unwrap();
+    std::thread::spawn(move || {
+        let reader = BufReader::new(file);
+        for line in reader.split(b'\n') {
+            let Ok(line) = line else { return };
+            let cmd = String::from_utf8_lossy(&line).trim().to_string();
+            let reply: Vec<u8> = match behaviour {
+                Behaviour::ZephyrShell if cmd == "kernel uptime" => {
+                    b"Uptime: 123456 ms\r\nuart:~$ ".to_vec()
                 }
+                Behaviour::ZephyrShell if cmd == "version" || cmd == "kernel version" => {
+                    b"Zephyr version 3.5.0\r\nuart:~$ ".to_vec()
+                }
+                Behaviour::ZephyrShell => {
+                    format!("{cmd}: command not found\r\nuart:~$ ").into_bytes()
+                }
+                Behaviour::Hang => b"[00:00:01.000] <inf> main: still booting\r\n".to_vec(),
+                Behaviour::Panic => b"Kernel panic - not syncing: VFS\r\n".to_vec(),
+                Behaviour::Garble => vec![0xff, 0x13, 0x88, b'\r', 0xfe, b'\n', 0x01],
+            };
+            if out.write_all(&reply).is_err() {
+                return;
             }
-        });
-    }
+        }
+    });
 }
 
 impl Drop for Firmware {

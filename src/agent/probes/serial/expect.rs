@@ -10,9 +10,10 @@ use std::time::Duration;
 
 use regex::Regex;
 use serde::Deserialize;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::broadcast;
 
-use super::{FlowControl, Parity, PortSettings};
+use super::port::{self, PortEvent, PortState, Settings};
+use super::{FlowControl, Parity};
 use crate::agent::checks::{Code, Outcome};
 
 #[derive(Debug, Clone, Deserialize)]
@@ -63,43 +64,59 @@ fn ten() -> usize {
 }
 
 impl Config {
-    pub async fn run(&self, timeout: Duration) -> Outcome {
-        let settings = PortSettings {
-            path: &self.port,
+    fn settings(&self) -> Settings {
+        Settings {
+            path: self.port.clone(),
             baud: self.baud,
             parity: self.parity,
             flow_control: self.flow_control,
             settle: self.settle,
+        }
+    }
+
+    pub async fn run(&self, timeout: Duration) -> Outcome {
+        let port = port::shared(&self.settings());
+        let deadline = tokio::time::Instant::now() + timeout;
+        // Probes on one console take turns; waiting counts toward the timeout.
+        let Ok(_turn) = tokio::time::timeout_at(deadline, port.turn()).await else {
+            return Outcome::fail(Code::Busy, "the port stayed in use by other probes");
         };
-        let mut port = match super::open(&settings).await {
-            Ok(p) => p,
-            Err(outcome) => return outcome,
-        };
+        let mut events = port.subscribe();
+        if let PortState::Gone(why) = port.ready(timeout).await {
+            return Outcome::fail(Code::Missing, why);
+        }
         if let Some(cmd) = &self.send {
             let line = format!("{cmd}{}", self.line_separator);
-            if let Err(e) = port.write_all(line.as_bytes()).await {
-                return Outcome::fail(Code::Error, format!("write failed: {e}"));
+            if !port.write(line.into_bytes()).await {
+                return Outcome::fail(Code::Missing, "the port owner has stopped");
             }
         }
         let mut console = Console::new(self.keep_lines);
-        let result = tokio::time::timeout(timeout, async {
-            let mut buf = [0u8; 1024];
+        let result = tokio::time::timeout_at(deadline, async {
             loop {
-                let n = match port.read(&mut buf).await {
-                    Ok(0) => return Err((Code::Missing, "the port closed".to_string())),
-                    Ok(n) => n,
-                    Err(e) => return Err((Code::Missing, format!("read failed: {e}"))),
+                let text = match events.recv().await {
+                    Ok(PortEvent::Line(t)) => {
+                        console.line(&t);
+                        t
+                    }
+                    Ok(PortEvent::Partial(t)) => {
+                        console.partial = t.clone();
+                        t
+                    }
+                    Ok(PortEvent::Gone(why)) => return Err((Code::Missing, why)),
+                    Err(broadcast::error::RecvError::Lagged(_)) => continue,
+                    Err(broadcast::error::RecvError::Closed) => {
+                        return Err((Code::Missing, "the port owner has stopped".to_string()));
+                    }
                 };
-                for text in console.push(&buf[..n]) {
-                    if let Some(fail) = self.fail.as_ref().filter(|f| f.is_match(&text)) {
-                        return Err((
-                            Code::Mismatch,
-                            format!("matched fail pattern {fail}: {text:?}"),
-                        ));
-                    }
-                    if let Some(caps) = self.expect.captures(&text) {
-                        return Ok(values(&self.expect, &caps));
-                    }
+                if let Some(fail) = self.fail.as_ref().filter(|f| f.is_match(&text)) {
+                    return Err((
+                        Code::Mismatch,
+                        format!("matched fail pattern {fail}: {text:?}"),
+                    ));
+                }
+                if let Some(caps) = self.expect.captures(&text) {
+                    return Ok(values(&self.expect, &caps));
                 }
             }
         })
@@ -136,8 +153,7 @@ fn values(re: &Regex, caps: &regex::Captures<'_>) -> Vec<(String, f64)> {
         .collect()
 }
 
-/// Splits console bytes into lines, keeping the last few and the partial
-/// line (a prompt has no newline).
+/// The last console lines, and the unterminated tail (a prompt).
 struct Console {
     keep: usize,
     lines: VecDeque<String>,
@@ -153,23 +169,12 @@ impl Console {
         }
     }
 
-    /// Returns the texts to test: each completed line, then the partial.
-    fn push(&mut self, bytes: &[u8]) -> Vec<String> {
-        self.partial.push_str(&String::from_utf8_lossy(bytes));
-        let mut out = Vec::new();
-        while let Some(i) = self.partial.find('\n') {
-            let line: String = self.partial.drain(..=i).collect();
-            let line = line.trim_end_matches(['\r', '\n']).to_string();
-            self.lines.push_back(line.clone());
-            if self.lines.len() > self.keep {
-                self.lines.pop_front();
-            }
-            out.push(line);
+    fn line(&mut self, text: &str) {
+        self.partial.clear();
+        self.lines.push_back(text.to_string());
+        if self.lines.len() > self.keep {
+            self.lines.pop_front();
         }
-        if !self.partial.is_empty() {
-            out.push(self.partial.clone());
-        }
-        out
     }
 
     fn last_lines(&self) -> String {

@@ -3,6 +3,7 @@
 //! held by another program is `busy`, a vanished USB adapter is `missing`).
 
 pub mod expect;
+pub mod port;
 pub mod watch;
 
 use std::path::Path;
@@ -13,7 +14,7 @@ use tokio_serial::{SerialPortBuilderExt, SerialStream};
 
 use crate::agent::checks::{Code, Outcome};
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Parity {
     #[default]
@@ -22,7 +23,7 @@ pub enum Parity {
     Even,
 }
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum FlowControl {
     #[default]

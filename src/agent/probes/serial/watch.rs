@@ -12,10 +12,11 @@ use std::time::Duration;
 
 use regex::Regex;
 use serde::Deserialize;
-use tokio::io::AsyncReadExt;
+use tokio::sync::broadcast;
 use tokio::time::Instant;
 
-use super::{FlowControl, Parity, PortSettings};
+use super::port::{self, PortEvent, PortState, Settings};
+use super::{FlowControl, Parity};
 use crate::agent::checks::Code;
 
 #[derive(Debug, Clone, Deserialize)]
@@ -196,55 +197,49 @@ impl BootTracker {
     }
 }
 
-/// Reads the console until it closes or fails, or `on_event` returns true;
-/// every event goes to `on_event`. Returns why it stopped.
+/// Follows the console (through the port's owner, so `serial_expect`
+/// probes can share it) until the port goes away or `on_event` returns
+/// true; every event goes to `on_event`. Returns why it stopped.
 pub async fn follow(
     cfg: &Config,
     tracker: &mut BootTracker,
     mut on_event: impl FnMut(&Event, &BootTracker) -> bool,
 ) -> String {
-    let settings = PortSettings {
-        path: &cfg.port,
+    let port = port::shared(&Settings {
+        path: cfg.port.clone(),
         baud: cfg.baud,
         parity: cfg.parity,
         flow_control: cfg.flow_control,
         settle: Duration::ZERO,
-    };
-    let mut port = match super::open(&settings).await {
-        Ok(p) => p,
-        Err(outcome) => return outcome.detail,
-    };
-    let mut buf = [0u8; 4096];
-    let mut partial = String::new();
+    });
+    let mut lines = port.subscribe();
+    if let PortState::Gone(why) = port.ready(Duration::from_secs(10)).await {
+        return why;
+    }
     loop {
         let deadline = tracker.next_deadline();
-        let read = async {
+        let next = async {
             match deadline {
-                Some(d) => tokio::time::timeout_at(d, port.read(&mut buf)).await.ok(),
-                None => Some(port.read(&mut buf).await),
+                Some(d) => tokio::time::timeout_at(d, lines.recv()).await.ok(),
+                None => Some(lines.recv().await),
             }
         };
-        match read.await {
-            None => {
-                for e in tracker.tick(Instant::now()) {
-                    if on_event(&e, tracker) {
-                        return "stopped".into();
-                    }
-                }
+        let events = match next.await {
+            None => tracker.tick(Instant::now()),
+            Some(Ok(PortEvent::Line(text))) => tracker.line(&text, Instant::now()),
+            Some(Ok(PortEvent::Partial(_))) => continue,
+            Some(Ok(PortEvent::Gone(why))) => return why,
+            Some(Err(broadcast::error::RecvError::Lagged(n))) => {
+                tracing::warn!(port = %cfg.port.display(), lost = n, "serial watch fell behind the console; lines skipped");
+                continue;
             }
-            Some(Ok(0)) => return "the port closed".into(),
-            Some(Err(e)) => return format!("read failed: {e}"),
-            Some(Ok(n)) => {
-                partial.push_str(&String::from_utf8_lossy(&buf[..n]));
-                while let Some(i) = partial.find('\n') {
-                    let line: String = partial.drain(..=i).collect();
-                    let line = line.trim_end_matches(['\r', '\n']);
-                    for e in tracker.line(line, Instant::now()) {
-                        if on_event(&e, tracker) {
-                            return "stopped".into();
-                        }
-                    }
-                }
+            Some(Err(broadcast::error::RecvError::Closed)) => {
+                return "the port owner has stopped".into();
+            }
+        };
+        for e in events {
+            if on_event(&e, tracker) {
+                return "stopped".into();
             }
         }
     }
