@@ -58,6 +58,9 @@ enum Command {
         #[command(subcommand)]
         command: ContextCommand,
     },
+    /// List the serial adapters and GPIO chips on this machine, as config
+    /// snippets to paste
+    Suggest,
     /// Put the bench into maintenance, or take it out
     Maintenance {
         #[arg(value_parser = ["on", "off"])]
@@ -116,6 +119,16 @@ fn main() -> ExitCode {
             command: OutboxCommand::Status { json },
         } => outbox_status(&cfg, json),
         Command::Probe { name } => return probe_once(&cfg, &name),
+        Command::Suggest => {
+            print!(
+                "{}",
+                benchtel::agent::probes::suggest::render(
+                    std::path::Path::new("/sys"),
+                    std::path::Path::new("/dev")
+                )
+            );
+            Ok(())
+        }
         Command::Context { command } => control(
             &cfg,
             match command {

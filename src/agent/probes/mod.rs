@@ -4,3 +4,4 @@
 
 pub mod gpio;
 pub mod serial;
+pub mod suggest;

@@ -2,6 +2,7 @@
 //! bench's settings, and turning open failures into result codes (a port
 //! held by another program is `busy`, a vanished USB adapter is `missing`).
 
+pub mod discover;
 pub mod expect;
 pub mod port;
 pub mod watch;
