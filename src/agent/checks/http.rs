@@ -24,6 +24,10 @@ pub struct Config {
     /// Accept any TLS certificate (self-signed lab instruments).
     #[serde(default)]
     pub insecure: bool,
+    /// Built on the first run and kept: a client (connection pool, TLS
+    /// roots) per run costs more than the check itself.
+    #[serde(skip)]
+    pub client: std::sync::OnceLock<reqwest::Client>,
 }
 
 fn get() -> String {
@@ -35,13 +39,18 @@ fn ok200() -> Vec<u16> {
 
 impl Config {
     pub async fn run(&self) -> Outcome {
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        let client = match reqwest::Client::builder()
-            .danger_accept_invalid_certs(self.insecure)
-            .build()
-        {
-            Ok(c) => c,
-            Err(e) => return Outcome::fail(Code::Error, e.to_string()),
+        let client = match self.client.get() {
+            Some(c) => c.clone(),
+            None => {
+                let _ = rustls::crypto::ring::default_provider().install_default();
+                match reqwest::Client::builder()
+                    .danger_accept_invalid_certs(self.insecure)
+                    .build()
+                {
+                    Ok(c) => self.client.get_or_init(|| c).clone(),
+                    Err(e) => return Outcome::fail(Code::Error, e.to_string()),
+                }
+            }
         };
         let method = match reqwest::Method::from_bytes(self.method.as_bytes()) {
             Ok(m) => m,
@@ -105,6 +114,7 @@ mod tests {
             expect_status: vec![200],
             body_regex: re.map(|r| regex::Regex::new(r).unwrap()),
             insecure: false,
+            client: Default::default(),
         };
         assert_eq!(cfg("/ok", None).run().await.code, Code::Ok);
         assert_eq!(cfg("/ok", Some("output on")).run().await.code, Code::Ok);

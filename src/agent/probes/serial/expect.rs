@@ -8,13 +8,11 @@ use std::collections::VecDeque;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use regex::Regex;
-use serde::Deserialize;
-use tokio::sync::broadcast;
-
 use super::port::{self, PortEvent, PortState, Settings};
 use super::{FlowControl, Parity};
 use crate::agent::checks::{Code, Outcome};
+use regex::Regex;
+use serde::Deserialize;
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -95,17 +93,16 @@ impl Config {
         let result = tokio::time::timeout_at(deadline, async {
             loop {
                 let text = match events.recv().await {
-                    Ok(PortEvent::Line(t)) => {
+                    Some(PortEvent::Line(t)) => {
                         console.line(&t);
                         t
                     }
-                    Ok(PortEvent::Partial(t)) => {
+                    Some(PortEvent::Partial(t)) => {
                         console.partial = t.clone();
                         t
                     }
-                    Ok(PortEvent::Gone(why)) => return Err((Code::Missing, why)),
-                    Err(broadcast::error::RecvError::Lagged(_)) => continue,
-                    Err(broadcast::error::RecvError::Closed) => {
+                    Some(PortEvent::Gone(why)) => return Err((Code::Missing, why)),
+                    None => {
                         return Err((Code::Missing, "the port owner has stopped".to_string()));
                     }
                 };

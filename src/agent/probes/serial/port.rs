@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::sync::{broadcast, mpsc, watch};
+use tokio::sync::{mpsc, watch};
 
 use super::{FlowControl, Parity, PortSettings};
 
@@ -43,8 +43,13 @@ pub struct Settings {
     pub settle: Duration,
 }
 
+/// Subscribers' queues. The owner waits for room in each, so a slow
+/// reader slows the reads from the port (the tty buffer, then the board's
+/// flow control, absorb the rest) instead of losing lines.
+type Subscribers = Arc<Mutex<Vec<mpsc::Sender<PortEvent>>>>;
+
 pub struct SharedPort {
-    events: broadcast::Sender<PortEvent>,
+    subscribers: Subscribers,
     state: watch::Receiver<PortState>,
     writes: mpsc::Sender<Vec<u8>>,
     /// One writer at a time: a probe holds its turn from send to answer.
@@ -73,12 +78,12 @@ pub fn shared(settings: &Settings) -> Arc<SharedPort> {
 }
 
 fn start(settings: Settings) -> Arc<SharedPort> {
-    let (events, _) = broadcast::channel(1024);
+    let subscribers = Subscribers::default();
     let (state_tx, state) = watch::channel(PortState::Opening);
     let (writes, write_rx) = mpsc::channel(16);
-    tokio::spawn(own(settings, events.clone(), state_tx, write_rx));
+    tokio::spawn(own(settings, subscribers.clone(), state_tx, write_rx));
     Arc::new(SharedPort {
-        events,
+        subscribers,
         state,
         writes,
         turn: tokio::sync::Mutex::new(()),
@@ -86,8 +91,14 @@ fn start(settings: Settings) -> Arc<SharedPort> {
 }
 
 impl SharedPort {
-    pub fn subscribe(&self) -> broadcast::Receiver<PortEvent> {
-        self.events.subscribe()
+    /// A queue of everything the console says from now on; dropping it
+    /// unsubscribes.
+    pub fn subscribe(&self) -> mpsc::Receiver<PortEvent> {
+        let (tx, rx) = mpsc::channel(1024);
+        if let Ok(mut subs) = self.subscribers.lock() {
+            subs.push(tx);
+        }
+        rx
     }
 
     /// Waits (up to `timeout`) until the first open attempt is decided.
@@ -110,7 +121,7 @@ impl SharedPort {
 /// backoff; stop when every probe has let go.
 async fn own(
     settings: Settings,
-    events: broadcast::Sender<PortEvent>,
+    events: Subscribers,
     state: watch::Sender<PortState>,
     mut writes: mpsc::Receiver<Vec<u8>>,
 ) {
@@ -136,7 +147,7 @@ async fn own(
             Err(outcome) => outcome.detail,
         };
         let _ = state.send(PortState::Gone(why.clone()));
-        let _ = events.send(PortEvent::Gone(why));
+        publish(&events, PortEvent::Gone(why)).await;
         tokio::select! {
             _ = tokio::time::sleep(retry) => {}
             w = writes.recv() => if w.is_none() { return },
@@ -148,7 +159,7 @@ async fn own(
 /// Moves bytes until the port fails (Some(reason)) or nobody is left (None).
 async fn pump(
     port: &mut tokio_serial::SerialStream,
-    events: &broadcast::Sender<PortEvent>,
+    events: &Subscribers,
     writes: &mut mpsc::Receiver<Vec<u8>>,
 ) -> Option<String> {
     let mut buf = [0u8; 4096];
@@ -162,10 +173,11 @@ async fn pump(
                     partial.push_str(&String::from_utf8_lossy(&buf[..n]));
                     while let Some(i) = partial.find('\n') {
                         let line: String = partial.drain(..=i).collect();
-                        let _ = events.send(PortEvent::Line(line.trim_end_matches(['\r', '\n']).to_string()));
+                        let line = line.trim_end_matches(['\r', '\n']).to_string();
+                        publish(events, PortEvent::Line(line)).await;
                     }
                     if !partial.is_empty() {
-                        let _ = events.send(PortEvent::Partial(partial.clone()));
+                        publish(events, PortEvent::Partial(partial.clone())).await;
                     }
                 }
             },
@@ -176,5 +188,20 @@ async fn pump(
                 None => return None,
             },
         }
+    }
+}
+
+/// Hands an event to every subscriber, waiting for room; subscribers that
+/// went away are dropped from the list.
+async fn publish(subscribers: &Subscribers, event: PortEvent) {
+    let subs: Vec<mpsc::Sender<PortEvent>> = match subscribers.lock() {
+        Ok(mut s) => {
+            s.retain(|tx| !tx.is_closed());
+            s.clone()
+        }
+        Err(_) => return,
+    };
+    for tx in subs {
+        let _ = tx.send(event.clone()).await;
     }
 }

@@ -12,7 +12,6 @@ use std::time::Duration;
 
 use regex::Regex;
 use serde::Deserialize;
-use tokio::sync::broadcast;
 use tokio::time::Instant;
 
 use super::port::{self, PortEvent, PortState, Settings};
@@ -226,16 +225,10 @@ pub async fn follow(
         };
         let events = match next.await {
             None => tracker.tick(Instant::now()),
-            Some(Ok(PortEvent::Line(text))) => tracker.line(&text, Instant::now()),
-            Some(Ok(PortEvent::Partial(_))) => continue,
-            Some(Ok(PortEvent::Gone(why))) => return why,
-            Some(Err(broadcast::error::RecvError::Lagged(n))) => {
-                tracing::warn!(port = %cfg.port.display(), lost = n, "serial watch fell behind the console; lines skipped");
-                continue;
-            }
-            Some(Err(broadcast::error::RecvError::Closed)) => {
-                return "the port owner has stopped".into();
-            }
+            Some(Some(PortEvent::Line(text))) => tracker.line(&text, Instant::now()),
+            Some(Some(PortEvent::Partial(_))) => continue,
+            Some(Some(PortEvent::Gone(why))) => return why,
+            Some(None) => return "the port owner has stopped".into(),
         };
         for e in events {
             if on_event(&e, tracker) {
