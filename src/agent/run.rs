@@ -15,6 +15,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::http::{self, HttpState};
+use super::probes::serial::PortRef;
 use super::readiness::Readiness;
 use super::sources::{heartbeat, host_metrics};
 use super::state::BenchState;
@@ -275,10 +276,15 @@ fn start_sources(
 /// `/dev/ttyUSB3` is whichever adapter enumerated fourth: say so.
 fn warn_unstable_ports(cfg: &AgentConfig) {
     for c in &cfg.checks {
-        if let checks::Kind::SerialExpect(p) = &c.kind
-            && crate::agent::probes::serial::is_unstable_path(&p.port)
+        let port = match &c.kind {
+            checks::Kind::SerialExpect(p) => &p.port,
+            checks::Kind::SerialWatch(w) => &w.port,
+            _ => continue,
+        };
+        if let PortRef::Path(path) = port
+            && crate::agent::probes::serial::is_unstable_path(path)
         {
-            tracing::warn!(check = %c.name, port = %p.port.display(),
+            tracing::warn!(check = %c.name, port = %path.display(),
                 "serial port named by enumeration order; use /dev/serial/by-id/… or by-path so a replug cannot swap boards");
         }
     }

@@ -5,11 +5,10 @@
 //! board printed.
 
 use std::collections::VecDeque;
-use std::path::PathBuf;
 use std::time::Duration;
 
 use super::port::{self, PortEvent, PortState, Settings};
-use super::{FlowControl, Parity};
+use super::{FlowControl, Parity, PortRef};
 use crate::agent::checks::{Code, Outcome};
 use regex::Regex;
 use serde::Deserialize;
@@ -18,7 +17,9 @@ use serde::Deserialize;
 #[serde(deny_unknown_fields)]
 pub struct Config {
     /// Device path; prefer `/dev/serial/by-id/…`.
-    pub port: PathBuf,
+    /// A device path (prefer `/dev/serial/by-id/…`), or a USB identity:
+    /// `port = { vid = "0403", pid = "6001", serial = "A10K1234" }`.
+    pub port: PortRef,
     /// Baud rate.
     #[serde(default = "b115200")]
     pub baud: u32,
@@ -62,9 +63,9 @@ fn ten() -> usize {
 }
 
 impl Config {
-    fn settings(&self) -> Settings {
+    fn settings(&self, path: std::path::PathBuf) -> Settings {
         Settings {
-            path: self.port.clone(),
+            path,
             baud: self.baud,
             parity: self.parity,
             flow_control: self.flow_control,
@@ -73,7 +74,11 @@ impl Config {
     }
 
     pub async fn run(&self, timeout: Duration) -> Outcome {
-        let port = port::shared(&self.settings());
+        let path = match self.port.resolve() {
+            Ok(p) => p,
+            Err(outcome) => return outcome,
+        };
+        let port = port::shared(&self.settings(path));
         let deadline = tokio::time::Instant::now() + timeout;
         // Probes on one console take turns; waiting counts toward the timeout.
         let Ok(_turn) = tokio::time::timeout_at(deadline, port.turn()).await else {
@@ -134,7 +139,7 @@ impl Config {
 
     fn failed(&self, code: Code, why: String, console: &Console) -> Outcome {
         let lines = console.last_lines();
-        tracing::warn!(port = %self.port.display(), code = code.as_str(), why = %why, console = %lines, "serial probe failed");
+        tracing::warn!(port = %self.port.describe(), code = code.as_str(), why = %why, console = %lines, "serial probe failed");
         Outcome::fail(code, format!("{why}; last console lines: {lines:?}"))
     }
 }

@@ -82,6 +82,51 @@ fn open_error(path: &Path, e: &tokio_serial::Error) -> Outcome {
     Outcome::fail(code, detail)
 }
 
+/// Which port: a device path, or a USB identity looked up in sysfs at each
+/// open (so a re-enumerated adapter is found under its new name).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(untagged)]
+pub enum PortRef {
+    Path(std::path::PathBuf),
+    Usb(discover::UsbMatch),
+}
+
+impl PortRef {
+    /// The device path now; `missing` if no adapter matches, `error` if
+    /// several do.
+    pub fn resolve(&self) -> Result<std::path::PathBuf, Outcome> {
+        match self {
+            PortRef::Path(p) => Ok(p.clone()),
+            PortRef::Usb(m) => {
+                let found = discover::adapters(Path::new("/sys"), Path::new("/dev"));
+                discover::find(m, &found).map_err(|e| {
+                    let code = if e.starts_with("no ") {
+                        Code::Missing
+                    } else {
+                        Code::Error
+                    };
+                    Outcome::fail(code, e)
+                })
+            }
+        }
+    }
+
+    pub fn describe(&self) -> String {
+        match self {
+            PortRef::Path(p) => p.display().to_string(),
+            PortRef::Usb(m) => format!(
+                "usb {}:{}{}",
+                m.vid,
+                m.pid,
+                m.serial
+                    .as_ref()
+                    .map(|s| format!(" serial {s}"))
+                    .unwrap_or_default()
+            ),
+        }
+    }
+}
+
 /// A bare `/dev/ttyUSB3` changes with plug order; `/dev/serial/by-id/…` or
 /// `by-path` does not.
 pub fn is_unstable_path(path: &Path) -> bool {
@@ -89,4 +134,32 @@ pub fn is_unstable_path(path: &Path) -> bool {
     ["/dev/ttyUSB", "/dev/ttyACM"]
         .iter()
         .any(|p| name.starts_with(p))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Deserialize)]
+    struct Probe {
+        port: PortRef,
+    }
+
+    #[test]
+    fn ports_by_path_or_by_usb_identity() {
+        let by_path: Probe = toml::from_str(r#"port = "/dev/serial/by-id/usb-x""#).unwrap();
+        assert_eq!(
+            by_path.port,
+            PortRef::Path("/dev/serial/by-id/usb-x".into())
+        );
+        let by_usb: Probe =
+            toml::from_str(r#"port = { vid = "0403", pid = "6001", serial = "A1" }"#).unwrap();
+        assert!(matches!(by_usb.port, PortRef::Usb(ref m) if m.serial.as_deref() == Some("A1")));
+        // This machine has no such adapter: missing, with the identity named.
+        let err = by_usb.port.resolve().unwrap_err();
+        assert_eq!(err.code, Code::Missing);
+        assert!(err.detail.contains("0403:6001"), "{}", err.detail);
+        assert!(is_unstable_path(Path::new("/dev/ttyUSB3")));
+        assert!(!is_unstable_path(Path::new("/dev/serial/by-id/usb-x")));
+    }
 }

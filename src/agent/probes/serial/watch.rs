@@ -7,7 +7,6 @@
 //! `bench_boot_milestone_seconds{probe,milestone}`.
 
 use std::collections::VecDeque;
-use std::path::PathBuf;
 use std::time::Duration;
 
 use regex::Regex;
@@ -15,7 +14,7 @@ use serde::Deserialize;
 use tokio::time::Instant;
 
 use super::port::{self, PortEvent, PortState, Settings};
-use super::{FlowControl, Parity};
+use super::{FlowControl, Parity, PortRef};
 use crate::agent::checks::Code;
 
 #[derive(Debug, Clone, Deserialize)]
@@ -32,7 +31,9 @@ pub struct Milestone {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
-    pub port: PathBuf,
+    /// A device path (prefer `/dev/serial/by-id/…`), or a USB identity:
+    /// `port = { vid = "0403", pid = "6001", serial = "A10K1234" }`.
+    pub port: PortRef,
     #[serde(default = "b115200")]
     pub baud: u32,
     #[serde(default)]
@@ -55,6 +56,40 @@ pub struct Config {
     /// Console lines attached to a failure.
     #[serde(default = "twenty")]
     pub keep_lines: usize,
+    /// Also send console lines as OTel log records (target `console`).
+    #[serde(default)]
+    pub forward_lines: bool,
+    /// At most this many forwarded lines per second; the rest are counted
+    /// and the count is logged when forwarding resumes.
+    #[serde(default = "twenty_per_s")]
+    pub forward_rate: u32,
+}
+
+fn twenty_per_s() -> u32 {
+    20
+}
+
+/// A per-second budget for forwarded console lines: a board spewing a
+/// stack trace in a loop must not flood the collector.
+struct Budget {
+    per_second: u32,
+    window: Option<Instant>,
+    used: u32,
+    suppressed: u64,
+}
+
+impl Budget {
+    fn allow(&mut self, now: Instant) -> bool {
+        if self
+            .window
+            .is_none_or(|w| now - w >= Duration::from_secs(1))
+        {
+            self.window = Some(now);
+            self.used = 0;
+        }
+        self.used += 1;
+        self.used <= self.per_second
+    }
 }
 
 fn b115200() -> u32 {
@@ -204,14 +239,24 @@ pub async fn follow(
     tracker: &mut BootTracker,
     mut on_event: impl FnMut(&Event, &BootTracker) -> bool,
 ) -> String {
+    let path = match cfg.port.resolve() {
+        Ok(p) => p,
+        Err(outcome) => return outcome.detail,
+    };
     let port = port::shared(&Settings {
-        path: cfg.port.clone(),
+        path,
         baud: cfg.baud,
         parity: cfg.parity,
         flow_control: cfg.flow_control,
         settle: Duration::ZERO,
     });
     let mut lines = port.subscribe();
+    let mut budget = Budget {
+        per_second: cfg.forward_rate,
+        window: None,
+        used: 0,
+        suppressed: 0,
+    };
     if let PortState::Gone(why) = port.ready(Duration::from_secs(10)).await {
         return why;
     }
@@ -225,7 +270,12 @@ pub async fn follow(
         };
         let events = match next.await {
             None => tracker.tick(Instant::now()),
-            Some(Some(PortEvent::Line(text))) => tracker.line(&text, Instant::now()),
+            Some(Some(PortEvent::Line(text))) => {
+                if cfg.forward_lines {
+                    forward(&mut budget, &text);
+                }
+                tracker.line(&text, Instant::now())
+            }
             Some(Some(PortEvent::Partial(_))) => continue,
             Some(Some(PortEvent::Gone(why))) => return why,
             Some(None) => return "the port owner has stopped".into(),
@@ -236,6 +286,18 @@ pub async fn follow(
             }
         }
     }
+}
+
+fn forward(budget: &mut Budget, text: &str) {
+    if !budget.allow(Instant::now()) {
+        budget.suppressed += 1;
+        return;
+    }
+    if budget.suppressed > 0 {
+        tracing::warn!(target: "console", suppressed = budget.suppressed, "console lines not forwarded (rate limit)");
+        budget.suppressed = 0;
+    }
+    tracing::info!(target: "console", line = %text, "console");
 }
 
 /// One boot, for `benchtel-agent probe`: waits up to `timeout` for the
@@ -291,6 +353,21 @@ milestones = [
 "#,
         )
         .unwrap()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn forwarding_is_rate_limited_per_second() {
+        let mut b = Budget {
+            per_second: 3,
+            window: None,
+            used: 0,
+            suppressed: 0,
+        };
+        let now = Instant::now();
+        let allowed = (0..10).filter(|_| b.allow(now)).count();
+        assert_eq!(allowed, 3);
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        assert!(b.allow(Instant::now()), "a new second, a new budget");
     }
 
     async fn at(t: &mut BootTracker, secs: u64, line: &str) -> Vec<Event> {
