@@ -383,6 +383,28 @@ fn the_byte_bound_drops_the_oldest_and_counts_them_exactly() {
     );
 }
 
+/// `http.listen` from a config written by `config()`.
+fn listen_of(cfg: &Path) -> String {
+    std::fs::read_to_string(cfg)
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("listen = "))
+        .unwrap()
+        .trim_matches('"')
+        .to_string()
+}
+
+/// A plain HTTP/1.0 GET: (status, whole response), or None if refused.
+fn http_get(addr: &str, path: &str) -> Option<(u16, String)> {
+    use std::io::Write;
+    let mut s = std::net::TcpStream::connect(addr).ok()?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").ok()?;
+    let mut text = String::new();
+    s.read_to_string(&mut text).ok()?;
+    let code = text.split_whitespace().nth(1)?.parse().ok()?;
+    Some((code, text))
+}
+
 /// The value of the first sample of `name` carrying all `labels`.
 fn sample(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
     text.lines()
@@ -583,23 +605,9 @@ fn local_metrics_and_healthz_carry_the_bench_labels() {
     let dir = tempfile::tempdir().unwrap();
     let endpoint = format!("http://127.0.0.1:{}", support::free_port());
     let cfg = config(dir.path(), &endpoint, "");
-    let listen = std::fs::read_to_string(&cfg)
-        .unwrap()
-        .lines()
-        .find_map(|l| l.strip_prefix("listen = "))
-        .unwrap()
-        .trim_matches('"')
-        .to_string();
+    let listen = listen_of(&cfg);
     let agent = Agent::start(dir.path(), &cfg);
-    let get = |path: &str| -> Option<(u16, String)> {
-        use std::io::Write;
-        let mut s = std::net::TcpStream::connect(&listen).ok()?;
-        write!(s, "GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").ok()?;
-        let mut text = String::new();
-        s.read_to_string(&mut text).ok()?;
-        let code = text.split_whitespace().nth(1)?.parse().ok()?;
-        Some((code, text))
-    };
+    let get = |path: &str| http_get(&listen, path);
     wait_for(
         "bench_heartbeats_total on /metrics",
         Duration::from_secs(30),
@@ -692,22 +700,11 @@ affects_ready = false
 "#
     );
     let cfg = config(dir.path(), &endpoint, &checks);
-    let listen = std::fs::read_to_string(&cfg)
-        .unwrap()
-        .lines()
-        .find_map(|l| l.strip_prefix("listen = "))
-        .unwrap()
-        .trim_matches('"')
-        .to_string();
-    let metrics = || -> String {
-        use std::io::Write;
-        let Ok(mut s) = std::net::TcpStream::connect(&listen) else {
-            return String::new();
-        };
-        let _ = write!(s, "GET /metrics HTTP/1.0\r\n\r\n");
-        let mut text = String::new();
-        let _ = s.read_to_string(&mut text);
-        text
+    let listen = listen_of(&cfg);
+    let metrics = || {
+        http_get(&listen, "/metrics")
+            .map(|(_, t)| t)
+            .unwrap_or_default()
     };
     let agent = Agent::start(dir.path(), &cfg);
     agent.wait_line("started");

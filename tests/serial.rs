@@ -157,30 +157,34 @@ milestones = [
     .unwrap()
 }
 
-#[tokio::test]
-async fn watch_follows_a_boot_to_the_login_prompt() {
+/// Runs one watch while the board prints `console`.
+async fn watch_boot(console: &str) -> benchtel::agent::checks::Outcome {
     use benchtel::agent::probes::serial::watch::run_once;
     let fw = Firmware::start(Behaviour::Hang);
     let cfg = watcher(&fw.port());
     let probe = tokio::spawn(async move { run_once(&cfg, Duration::from_secs(10)).await });
     // Let the probe open the port before the board prints.
     tokio::time::sleep(Duration::from_millis(1000)).await;
-    fw.print("U-Boot SPL 2024.01\r\nTrying to boot from MMC1\r\n");
-    fw.print("Starting kernel ...\r\n[    0.000000] Linux version 6.6\r\n");
-    fw.print("\r\nbench login: \r\n");
-    let out = probe.await.unwrap();
+    fw.print(console);
+    probe.await.unwrap()
+}
+
+#[tokio::test]
+async fn watch_follows_a_boot_to_the_login_prompt() {
+    let out = watch_boot(
+        "U-Boot SPL 2024.01\r\nTrying to boot from MMC1\r\n\
+         Starting kernel ...\r\n[    0.000000] Linux version 6.6\r\n\r\nbench login: \r\n",
+    )
+    .await;
     assert_eq!(out.code, Code::Ok, "{out:?}");
 }
 
 #[tokio::test]
 async fn watch_reports_a_panic_with_the_console() {
-    use benchtel::agent::probes::serial::watch::run_once;
-    let fw = Firmware::start(Behaviour::Hang);
-    let cfg = watcher(&fw.port());
-    let probe = tokio::spawn(async move { run_once(&cfg, Duration::from_secs(10)).await });
-    tokio::time::sleep(Duration::from_millis(1000)).await;
-    fw.print("U-Boot SPL 2024.01\r\nStarting kernel ...\r\nKernel panic - not syncing: VFS\r\n");
-    let out = probe.await.unwrap();
+    let out = watch_boot(
+        "U-Boot SPL 2024.01\r\nStarting kernel ...\r\nKernel panic - not syncing: VFS\r\n",
+    )
+    .await;
     assert_eq!(out.code, Code::Mismatch, "{out:?}");
     assert!(out.detail.contains("Starting kernel"), "{}", out.detail);
 }
