@@ -261,6 +261,31 @@ fn resolve(
 
 /// Names unique and label-safe, timings positive, thresholds at least 1.
 fn check_checks(check: &mut raw::Checker<'_>, checks: &[CheckConfig]) {
+    use crate::agent::checks::Kind;
+    use crate::agent::probes::serial::PortRef;
+    // One owner opens each port once, so probes sharing it must agree on
+    // its line settings.
+    let mut bauds: BTreeMap<String, (String, u32)> = BTreeMap::new();
+    for (i, c) in checks.iter().enumerate() {
+        let (port, baud) = match &c.kind {
+            Kind::SerialExpect(p) => (&p.port, p.baud),
+            Kind::SerialWatch(w) => (&w.port, w.baud),
+            _ => continue,
+        };
+        let PortRef::Path(path) = port else { continue };
+        let path = path.display().to_string();
+        match bauds.get(&path) {
+            Some((other, b)) if *b != baud => check.error(
+                &format!("checks[{i}].baud"),
+                &baud.to_string(),
+                format!("{path} is also used by check {other:?} at baud {b}; probes sharing a port must agree"),
+            ),
+            Some(_) => {}
+            None => {
+                bauds.insert(path, (c.name.clone(), baud));
+            }
+        }
+    }
     let mut seen = std::collections::BTreeSet::new();
     for (i, c) in checks.iter().enumerate() {
         let key = |k: &str| format!("checks[{i}].{k}");
