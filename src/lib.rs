@@ -15,6 +15,9 @@
 //!   shutdown of the whole pipeline.
 //! - [`systemd`]: `sd_notify` readiness and a watchdog that pings only while
 //!   the pipeline makes progress.
+//! - [`wire`]: the MQTT topics and JSON payloads agents and the watch share.
+//! - [`watch`]: `benchtel-watch`, the central service: liveness verdicts,
+//!   `bench_heartbeat_age_seconds`, bench-offline alerts.
 //!
 //! The binaries in `src/bin/` are thin: they parse the command line and call
 //! into this library.
@@ -25,3 +28,5 @@ pub mod config;
 pub mod outbox;
 pub mod systemd;
 pub mod telemetry;
+pub mod watch;
+pub mod wire;

@@ -11,6 +11,8 @@ use super::secret::decode;
 #[derive(Debug, Clone, Default)]
 pub struct Env {
     pub benchtel_config: Option<String>,
+    /// `benchtel-watch`'s configuration file.
+    pub benchtel_watch_config: Option<String>,
     pub otel_exporter_otlp_endpoint: Option<String>,
     pub otel_exporter_otlp_headers: Option<String>,
     pub otel_resource_attributes: Option<String>,
@@ -30,6 +32,7 @@ impl Env {
         let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
         Env {
             benchtel_config: var("BENCHTEL_CONFIG"),
+            benchtel_watch_config: var("BENCHTEL_WATCH_CONFIG"),
             otel_exporter_otlp_endpoint: var("OTEL_EXPORTER_OTLP_ENDPOINT"),
             otel_exporter_otlp_headers: var("OTEL_EXPORTER_OTLP_HEADERS"),
             otel_resource_attributes: var("OTEL_RESOURCE_ATTRIBUTES"),
@@ -54,7 +57,7 @@ pub(super) fn hostname() -> String {
 
 /// `$STATE_DIRECTORY` under systemd; else `/var/lib/benchtel` when it can
 /// be used; else a per-user directory, so `cargo run` works unprivileged.
-pub(super) fn state_dir(env: &Env) -> PathBuf {
+pub(crate) fn state_dir(env: &Env) -> PathBuf {
     if let Some(first) = env
         .state_directory
         .as_deref()

@@ -228,20 +228,10 @@ pub struct RawSources {
 
 /// Parses `text`, one section at a time so every section's errors show.
 pub fn parse(file: &str, text: &str, errors: &mut Vec<ConfigError>) -> RawConfig {
-    let table: toml::Table = match text.parse() {
-        Ok(t) => t,
-        Err(e) => {
-            let (key, value) = syntax_location(text, &e);
-            errors.push(ConfigError::new(
-                file,
-                &key,
-                &value,
-                e.message().to_string(),
-            ));
-            return RawConfig::default();
-        }
-    };
     let mut raw = RawConfig::default();
+    let Some(table) = parse_table(file, text, errors) else {
+        return raw;
+    };
     for (name, value) in &table {
         let mut s = Section {
             file,
@@ -260,26 +250,44 @@ pub fn parse(file: &str, text: &str, errors: &mut Vec<ConfigError>) -> RawConfig
             "checks" => s.parse_into(&mut raw.checks),
             "probe_set" => s.parse_into(&mut raw.probe_set),
             "firmware_probes" => s.parse_into(&mut raw.firmware_probes),
-            _ => errors.push(ConfigError::new(
-                file,
-                name,
-                &show(value),
-                "unknown key; expected one of bench, otlp, outbox, http, log, telemetry, sources, checks, probe_set, firmware_probes",
-            )),
+            _ => s.unknown("bench, otlp, outbox, http, log, telemetry, sources, checks, probe_set, firmware_probes"),
         }
     }
     raw
 }
 
-struct Section<'a> {
-    file: &'a str,
-    name: &'a str,
-    value: &'a toml::Value,
-    errors: &'a mut Vec<ConfigError>,
+/// The file as a TOML table; a syntax error is recorded with its line.
+pub(crate) fn parse_table(
+    file: &str,
+    text: &str,
+    errors: &mut Vec<ConfigError>,
+) -> Option<toml::Table> {
+    match text.parse() {
+        Ok(t) => Some(t),
+        Err(e) => {
+            let (key, value) = syntax_location(text, &e);
+            errors.push(ConfigError::new(
+                file,
+                &key,
+                &value,
+                e.message().to_string(),
+            ));
+            None
+        }
+    }
+}
+
+/// One top-level section of a file, deserialised on its own so that its
+/// errors do not hide the next section's.
+pub(crate) struct Section<'a> {
+    pub file: &'a str,
+    pub name: &'a str,
+    pub value: &'a toml::Value,
+    pub errors: &'a mut Vec<ConfigError>,
 }
 
 impl Section<'_> {
-    fn parse_into<T: DeserializeOwned>(&mut self, slot: &mut T) {
+    pub fn parse_into<T: DeserializeOwned>(&mut self, slot: &mut T) {
         match serde_path_to_error::deserialize::<_, T>(self.value.clone()) {
             Ok(v) => *slot = v,
             Err(e) => {
@@ -300,6 +308,16 @@ impl Section<'_> {
                 ));
             }
         }
+    }
+
+    /// Records this section as unknown; `expected` lists the known ones.
+    pub fn unknown(&mut self, expected: &str) {
+        self.errors.push(ConfigError::new(
+            self.file,
+            self.name,
+            &show(self.value),
+            format!("unknown key; expected one of {expected}"),
+        ));
     }
 }
 

@@ -96,8 +96,23 @@ pub fn collect_headers(
     headers
 }
 
+/// A one-value secret file (a password, a bearer token): its content with
+/// surrounding whitespace removed. An empty file is an error, so a
+/// forgotten secret is not an empty password.
+pub fn read_secret(path: &Path) -> std::io::Result<Secret> {
+    let text = std::fs::read_to_string(path)?;
+    let value = text.trim();
+    if value.is_empty() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            "the file is empty",
+        ));
+    }
+    Ok(Secret::new(value))
+}
+
 /// `Key: value` or `key=value` lines; `#` starts a comment line.
-fn read_header_file(path: &Path) -> std::io::Result<Vec<(String, String)>> {
+pub(crate) fn read_header_file(path: &Path) -> std::io::Result<Vec<(String, String)>> {
     let text = std::fs::read_to_string(path)?;
     let mut out = Vec::new();
     for (n, line) in text.lines().enumerate() {

@@ -59,6 +59,7 @@ pub fn uptime() -> Option<Duration> {
     Some(Duration::from_secs_f64(secs))
 }
 
+/// The per-run state of the heartbeat and the instruments it records into.
 pub struct Heartbeat {
     seq: u64,
     run_id: String,
@@ -75,9 +76,11 @@ impl Heartbeat {
             .unwrap_or(0);
         Heartbeat {
             seq: 0,
-            // Sequence numbers restart with the process; the run id tells
-            // runs apart.
-            run_id: format!("{start:x}-{}", std::process::id()),
+            // Sequence numbers restart with the process, so a receiver needs
+            // the run id to tell "beats were lost" from "the agent restarted".
+            // The pid alone repeats across reboots, the start time alone
+            // could collide between two agents on one machine.
+            run_id: format!("{start}-{}", std::process::id()),
             boot_id: boot_id().unwrap_or_default(),
             beats: meter
                 .u64_counter("bench_heartbeats")
@@ -216,11 +219,16 @@ mod tests {
         let st = state_of(&rm);
         assert!(st.contains(&("ready".into(), 1)), "{st:?}");
         assert!(st.contains(&("starting".into(), 0)), "{st:?}");
+        assert_eq!(st.iter().filter(|(_, v)| *v == 1).count(), 1, "{st:?}");
+        assert_eq!(st.len(), BenchState::ALL.len(), "{st:?}");
+        let cancelled_at = tokio::time::Instant::now();
         cancel.cancel();
-        tokio::time::timeout(Duration::from_secs(1), task)
-            .await
-            .expect("cancel stops the loop promptly")
-            .unwrap();
+        task.await.unwrap();
+        assert_eq!(
+            cancelled_at.elapsed(),
+            Duration::ZERO,
+            "cancel must not wait for the next tick"
+        );
     }
 
     #[test]
@@ -231,6 +239,7 @@ mod tests {
         let b = hb.next_beat(BenchState::Degraded);
         assert_eq!((a.seq, b.seq), (1, 2));
         assert_eq!(a.run_id, b.run_id);
+        assert!(a.run_id.ends_with(&format!("-{}", std::process::id())));
         assert_eq!(a.boot_id, boot_id().unwrap());
         assert_eq!(b.state, BenchState::Degraded);
         let json = serde_json::to_value(&b).unwrap();
