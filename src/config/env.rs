@@ -46,7 +46,7 @@ impl Env {
     }
 }
 
-pub(super) fn hostname() -> String {
+pub(crate) fn hostname() -> String {
     hostname::get()
         .ok()
         .and_then(|h| h.into_string().ok())

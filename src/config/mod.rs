@@ -26,7 +26,7 @@ use url::Url;
 pub use crate::agent::checks::CheckConfig;
 pub use crate::agent::sources::host_metrics::Collector;
 pub use crate::outbox::Synchronous;
-pub(crate) use env::state_dir;
+pub(crate) use env::{hostname, state_dir};
 pub(crate) use raw::{Checker, RawLog, Section, parse_table};
 pub use raw::{HeartbeatConfig, HostMetricsConfig};
 pub(crate) use secret::read_header_file;

@@ -7,6 +7,10 @@
 //! - [`config`]: the configuration, `/etc/benchtel/watch.toml`.
 //! - [`http`]: `/metrics` and `/healthz`.
 //! - [`run`]: start-up and staged shutdown.
+pub mod alerts;
+pub mod anchor;
+pub mod bench;
 pub mod config;
+pub mod fleet;
 pub mod http;
 pub mod run;

@@ -19,11 +19,14 @@ pub const DEFAULT_PATH: &str = "/etc/benchtel/watch.toml";
 #[derive(Debug, Clone)]
 pub struct WatchConfig {
     pub source: Option<PathBuf>,
+    /// This replica's name (`watch` label of its own alerts); default: the
+    /// hostname.
+    pub replica: String,
     pub http: HttpConfig,
     pub otlp: OtlpIngest,
     pub registry_path: PathBuf,
     pub benches: BenchPolicy,
-    pub liveness: Liveness,
+    pub liveness: Thresholds,
     pub overrides: Vec<Override>,
     pub ingest: IngestHealth,
     pub storm: Storm,
@@ -67,7 +70,7 @@ pub struct BenchPolicy {
 
 /// Thresholds of the liveness model, per bench.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Liveness {
+pub struct Thresholds {
     /// `late` after this long without a heartbeat; `None`: three of the
     /// bench's own heartbeat intervals.
     pub late_after: Option<Duration>,
@@ -87,7 +90,7 @@ pub struct Liveness {
 pub struct Override {
     pub site: String,
     pub bench: Option<String>,
-    pub liveness: Liveness,
+    pub liveness: Thresholds,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -109,9 +112,6 @@ pub struct Storm {
     pub window: Duration,
     /// Sites smaller than this never storm.
     pub min_benches: usize,
-    /// A bench's offline alert waits this long before it is sent, so a site
-    /// that goes down together is seen as one outage.
-    pub hold: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -119,6 +119,10 @@ pub struct Alerts {
     pub alertmanagers: Vec<Url>,
     pub webhooks: Vec<Webhook>,
     pub resend_interval: Duration,
+    /// An alert waits this long after its condition starts before it is
+    /// sent: a site that goes down together is seen as one outage, and a
+    /// blip of the watch's own ingest is not a page.
+    pub hold: Duration,
     /// Resolved alerts are re-sent this long (Prometheus: 15 min).
     pub resolved_resend: Duration,
     /// `generatorURL` of the alerts: where a human sees the bench list.
@@ -136,6 +140,7 @@ pub struct Webhook {
 
 #[derive(Debug, Clone, Default)]
 struct Raw {
+    watch: RawWatch,
     http: RawHttp,
     otlp: RawOtlp,
     registry: RawRegistry,
@@ -145,6 +150,14 @@ struct Raw {
     storm: RawStorm,
     alerts: RawAlerts,
     log: crate::config::RawLog,
+}
+
+/// `[watch]`: this replica.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawWatch {
+    /// Name of this replica; default: the hostname.
+    replica: Option<String>,
 }
 
 /// `[http]`: `/metrics`, the bench API and the OTLP receiver.
@@ -316,9 +329,6 @@ struct RawStorm {
     window: Duration,
     /// Smallest site that can storm.
     min_benches: usize,
-    /// Per-bench alerts wait this long for the site verdict.
-    #[serde(with = "humantime_serde")]
-    hold: Duration,
 }
 
 impl Default for RawStorm {
@@ -327,7 +337,6 @@ impl Default for RawStorm {
             share: 0.5,
             window: Duration::from_secs(120),
             min_benches: 4,
-            hold: Duration::from_secs(10),
         }
     }
 }
@@ -343,6 +352,10 @@ struct RawAlerts {
     /// Firing alerts are re-sent this often.
     #[serde(with = "humantime_serde")]
     resend_interval: Duration,
+    /// Alerts wait this long after their condition starts (site outages
+    /// are seen as one; blips of the watch's own ingest are not pages).
+    #[serde(with = "humantime_serde")]
+    hold: Duration,
     /// Resolutions are re-sent for this long.
     #[serde(with = "humantime_serde")]
     resolved_resend: Duration,
@@ -359,6 +372,7 @@ impl Default for RawAlerts {
             alertmanagers: Vec::new(),
             webhook: Vec::new(),
             resend_interval: Duration::from_secs(60),
+            hold: Duration::from_secs(10),
             resolved_resend: Duration::from_secs(15 * 60),
             external_url: String::new(),
             timeout: Duration::from_secs(10),
@@ -418,6 +432,7 @@ fn parse(file: &str, text: &str, errors: &mut Vec<ConfigError>) -> Raw {
             errors: &mut *errors,
         };
         match name.as_str() {
+            "watch" => s.parse_into(&mut raw.watch),
             "http" => s.parse_into(&mut raw.http),
             "otlp" => s.parse_into(&mut raw.otlp),
             "registry" => s.parse_into(&mut raw.registry),
@@ -427,7 +442,9 @@ fn parse(file: &str, text: &str, errors: &mut Vec<ConfigError>) -> Raw {
             "storm" => s.parse_into(&mut raw.storm),
             "alerts" => s.parse_into(&mut raw.alerts),
             "log" => s.parse_into(&mut raw.log),
-            _ => s.unknown("http, otlp, registry, benches, liveness, ingest, storm, alerts, log"),
+            _ => s.unknown(
+                "watch, http, otlp, registry, benches, liveness, ingest, storm, alerts, log",
+            ),
         }
     }
     raw
@@ -531,7 +548,6 @@ fn resolve(
         share: s.share,
         window: check.positive("storm.window", s.window),
         min_benches: check.at_least("storm.min_benches", s.min_benches as u64, 2) as usize,
-        hold: s.hold,
     };
     let ingest = IngestHealth {
         silence: raw
@@ -541,9 +557,16 @@ fn resolve(
         min_benches: raw.ingest.min_benches,
     };
     let alerts = alerts(&mut check, &raw.alerts, &http);
+    let replica = raw
+        .watch
+        .replica
+        .clone()
+        .unwrap_or_else(crate::config::hostname);
+    check.name("watch.replica", &replica);
     check.log_level("log.level", &raw.log.level);
     WatchConfig {
         source,
+        replica,
         http,
         otlp: OtlpIngest {
             enabled: raw.otlp.enabled,
@@ -567,8 +590,8 @@ fn resolve(
     }
 }
 
-fn liveness(check: &mut Checker<'_>, key: &str, raw: &RawLiveness) -> Liveness {
-    let l = Liveness {
+fn liveness(check: &mut Checker<'_>, key: &str, raw: &RawLiveness) -> Thresholds {
+    let l = Thresholds {
         late_after: raw
             .late_after
             .map(|d| check.positive(&format!("{key}.late_after"), d)),
@@ -637,6 +660,7 @@ fn alerts(check: &mut Checker<'_>, raw: &RawAlerts, http: &HttpConfig) -> Alerts
         alertmanagers,
         webhooks,
         resend_interval: check.positive("alerts.resend_interval", raw.resend_interval),
+        hold: raw.hold,
         resolved_resend: raw.resolved_resend,
         external_url,
         timeout: check.positive("alerts.timeout", raw.timeout),
@@ -660,7 +684,7 @@ fn secret_file(check: &mut Checker<'_>, key: &str, path: &Path) -> Option<Secret
 impl WatchConfig {
     /// The thresholds that apply to one bench: its own override, else its
     /// site's, else the defaults.
-    pub fn liveness_for(&self, site: &str, bench: &str) -> Liveness {
+    pub fn liveness_for(&self, site: &str, bench: &str) -> Thresholds {
         let bench_rule = self
             .overrides
             .iter()

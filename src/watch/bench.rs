@@ -1,0 +1,414 @@
+//! One bench as the watch sees it: what it last heard, the liveness verdict
+//! drawn from that, and the bench's offline alert.
+//!
+//! Times are watch time ([`Ts`], seconds since the epoch from the watch's
+//! monotonic clock, see [`super::clock`]); the bench's own clock is used only
+//! through its [`Anchor`], to tell live heartbeats from old ones.
+//!
+//! Verdicts, judged from the silence since the last live heartbeat:
+//! `online` (≤ late threshold) → `late` (≤ grace period) → `offline`. A Last
+//! Will makes a bench offline after a short debounce instead of the grace
+//! period; a clean shutdown makes it `stopped`, which becomes `offline` only
+//! if it stays down past the stop window. The watch judges silence only from
+//! the moment it could hear (`hold_base`: its start, or the end of its own
+//! deafness), so a restart or an ingest outage never makes benches offline
+//! by themselves.
+
+use std::collections::BTreeMap;
+
+use super::anchor::{Anchor, Judgement};
+use super::config::Thresholds;
+
+/// Watch time, seconds since the Unix epoch.
+pub type Ts = f64;
+
+/// The heartbeat interval assumed until a bench says its own.
+pub const DEFAULT_INTERVAL: f64 = 10.0;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Liveness {
+    Online,
+    Late,
+    Offline,
+    Stopped,
+    Maintenance,
+}
+
+impl Liveness {
+    pub const ALL: [Liveness; 5] = [
+        Liveness::Online,
+        Liveness::Late,
+        Liveness::Offline,
+        Liveness::Stopped,
+        Liveness::Maintenance,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Liveness::Online => "online",
+            Liveness::Late => "late",
+            Liveness::Offline => "offline",
+            Liveness::Stopped => "stopped",
+            Liveness::Maintenance => "maintenance",
+        }
+    }
+
+    /// Heard within the grace period (`bench_up`).
+    pub fn is_up(self) -> bool {
+        matches!(self, Liveness::Online | Liveness::Late)
+    }
+}
+
+/// The last presence message (MQTT status topic).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Presence {
+    Unknown,
+    Online,
+    /// The broker published the bench's Last Will.
+    Lost {
+        at: Ts,
+    },
+    /// The agent said it is stopping.
+    Stopped {
+        at: Ts,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Transport {
+    Mqtt,
+    Otlp,
+}
+
+impl Transport {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Transport::Mqtt => "mqtt",
+            Transport::Otlp => "otlp",
+        }
+    }
+
+    fn index(self) -> usize {
+        match self {
+            Transport::Mqtt => 0,
+            Transport::Otlp => 1,
+        }
+    }
+}
+
+/// A heartbeat, whichever way it came.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Beat {
+    pub transport: Transport,
+    /// One run of the agent; `seq` restarts with it.
+    pub run_id: String,
+    pub seq: u64,
+    /// Bench wall-clock send time, seconds since the epoch.
+    pub sent: Option<f64>,
+    pub state: Option<String>,
+    pub interval: Option<f64>,
+    pub boot_id: Option<String>,
+    pub agent_version: Option<String>,
+}
+
+/// What a heartbeat did to the bench.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Received {
+    /// Proof of life now.
+    Live,
+    /// Sent long before it arrived (a replay): history only.
+    Stale,
+    /// Seen before (same run, sequence not newer).
+    Duplicate,
+}
+
+impl Received {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Received::Live => "accepted",
+            Received::Stale => "stale",
+            Received::Duplicate => "duplicate",
+        }
+    }
+}
+
+/// The bench's offline alert.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum AlertState {
+    Quiet,
+    /// Offline, waiting `storm.hold` for a site-wide verdict.
+    Pending {
+        since: Ts,
+    },
+    Firing {
+        starts_at: Ts,
+        site_outage: bool,
+        /// Online again since then; resolves after `resolve_after`.
+        recovering_since: Option<Ts>,
+    },
+}
+
+/// What the alert did on one evaluation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AlertStep {
+    None,
+    Fired,
+    Resolved,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Bench {
+    pub site: String,
+    pub id: String,
+    pub first_seen: Ts,
+    /// Receive time of the newest live heartbeat.
+    pub last_heard: Option<Ts>,
+    pub interval: f64,
+    pub reported_state: Option<String>,
+    pub agent_version: Option<String>,
+    pub boot_id: Option<String>,
+    pub anchor: Anchor,
+    /// Newest (run, seq) per transport.
+    runs: [Option<(String, u64, Option<f64>)>; 2],
+    pub presence: Presence,
+    pub maintenance: bool,
+    pub liveness: Liveness,
+    pub offline_since: Option<Ts>,
+    pub alert: AlertState,
+    /// Probes reported failing on `…/probe/<name>`, with their result.
+    pub failing_probes: BTreeMap<String, String>,
+    /// Changed since the registry last saved it.
+    pub dirty: bool,
+}
+
+impl Bench {
+    pub fn new(site: &str, id: &str, now: Ts) -> Bench {
+        Bench {
+            site: site.to_string(),
+            id: id.to_string(),
+            first_seen: now,
+            last_heard: None,
+            interval: DEFAULT_INTERVAL,
+            reported_state: None,
+            agent_version: None,
+            boot_id: None,
+            anchor: Anchor::default(),
+            runs: [None, None],
+            presence: Presence::Unknown,
+            maintenance: false,
+            liveness: Liveness::Online,
+            offline_since: None,
+            alert: AlertState::Quiet,
+            failing_probes: BTreeMap::new(),
+            dirty: true,
+        }
+    }
+
+    /// Takes a heartbeat received at watch time `now`.
+    pub fn receive(&mut self, beat: &Beat, now: Ts, th: &Thresholds) -> Received {
+        let slot = &mut self.runs[beat.transport.index()];
+        if let Some((run, seq, _)) = slot
+            && *run == beat.run_id
+            && beat.seq <= *seq
+        {
+            return Received::Duplicate;
+        }
+        let previous = slot.replace((beat.run_id.clone(), beat.seq, beat.sent));
+        let tolerance = self.late_after(th);
+        let judged = match beat.sent {
+            Some(sent) => self.anchor.judge(now, sent, tolerance, self.interval),
+            None => Judgement::Live,
+        };
+        self.dirty = true;
+        if judged == Judgement::Old {
+            return Received::Stale;
+        }
+        self.last_heard = Some(now);
+        self.learn(beat, previous);
+        if !matches!(self.presence, Presence::Unknown) {
+            self.presence = Presence::Online;
+        }
+        Received::Live
+    }
+
+    /// Takes what a live heartbeat says about the bench.
+    fn learn(&mut self, beat: &Beat, previous: Option<(String, u64, Option<f64>)>) {
+        if let Some(state) = &beat.state {
+            self.reported_state = Some(state.clone());
+        }
+        if let Some(v) = &beat.agent_version {
+            self.agent_version = Some(v.clone());
+        }
+        if let Some(b) = &beat.boot_id {
+            self.boot_id = Some(b.clone());
+        }
+        let interval = beat.interval.or_else(|| {
+            // OTLP carries no interval: infer it from two points of one run.
+            let (run, seq, sent) = previous?;
+            let (sent, prev_sent) = (beat.sent?, sent?);
+            (run == beat.run_id && beat.seq > seq)
+                .then(|| (sent - prev_sent) / (beat.seq - seq) as f64)
+        });
+        if let Some(i) = interval.filter(|i| i.is_finite()) {
+            self.interval = i.clamp(1.0, 3600.0);
+        }
+    }
+
+    /// Takes a status message received at `now`.
+    pub fn status(&mut self, presence: Presence, now: Ts) {
+        let same_kind = std::mem::discriminant(&presence) == std::mem::discriminant(&self.presence);
+        // A retained status re-delivered after a reconnect keeps its
+        // original time.
+        if same_kind {
+            return;
+        }
+        self.presence = match presence {
+            Presence::Lost { .. } => Presence::Lost { at: now },
+            Presence::Stopped { .. } => Presence::Stopped { at: now },
+            other => other,
+        };
+        self.dirty = true;
+    }
+
+    pub fn late_after(&self, th: &Thresholds) -> f64 {
+        th.late_after
+            .map_or(3.0 * self.interval, |d| d.as_secs_f64())
+    }
+
+    /// The grace period, never shorter than two of the bench's own
+    /// intervals: a bench that beats every 5 minutes is not offline after 60 s.
+    pub fn offline_after(&self, th: &Thresholds) -> f64 {
+        th.offline_after.as_secs_f64().max(2.0 * self.interval)
+    }
+
+    /// The verdict at `now`, judging silence only since `hold_base`.
+    pub fn verdict(&self, now: Ts, th: &Thresholds, hold_base: Ts) -> Liveness {
+        if self.maintenance {
+            return Liveness::Maintenance;
+        }
+        let heard = self.last_heard.unwrap_or(f64::NEG_INFINITY);
+        match self.presence {
+            Presence::Stopped { at } if at >= heard => {
+                return if now - at.max(hold_base) >= th.stop_window.as_secs_f64() {
+                    Liveness::Offline
+                } else {
+                    Liveness::Stopped
+                };
+            }
+            Presence::Lost { at }
+                if at >= heard && now - at.max(hold_base) >= th.will_debounce.as_secs_f64() =>
+            {
+                return Liveness::Offline;
+            }
+            _ => {}
+        }
+        let silence = now - heard.max(hold_base);
+        if silence > self.offline_after(th) {
+            Liveness::Offline
+        } else if silence > self.late_after(th) {
+            Liveness::Late
+        } else {
+            Liveness::Online
+        }
+    }
+
+    /// Re-judges the bench. While the watch is `deaf` no bench newly
+    /// becomes offline: it shows as late until the watch hears again.
+    /// Returns the previous verdict when it changed.
+    pub fn evaluate(
+        &mut self,
+        now: Ts,
+        th: &Thresholds,
+        hold_base: Ts,
+        deaf: bool,
+    ) -> Option<Liveness> {
+        let mut next = self.verdict(now, th, hold_base);
+        if deaf && next == Liveness::Offline && self.liveness != Liveness::Offline {
+            next = Liveness::Late;
+        }
+        if next == self.liveness {
+            return None;
+        }
+        let before = self.liveness;
+        self.liveness = next;
+        self.offline_since = (next == Liveness::Offline).then_some(now);
+        self.dirty = true;
+        Some(before)
+    }
+
+    /// Moves the offline alert along: pending while `hold` runs, firing
+    /// (marked as part of a site outage when `site_outage`), and resolved
+    /// once the bench stayed up for `resolve_after`.
+    pub fn step_alert(
+        &mut self,
+        now: Ts,
+        th: &Thresholds,
+        hold: f64,
+        site_outage: bool,
+    ) -> AlertStep {
+        let offline = self.liveness == Liveness::Offline;
+        let (next, step) = match self.alert {
+            AlertState::Quiet if offline => {
+                let since = self.offline_since.unwrap_or(now);
+                (AlertState::Pending { since }, AlertStep::None)
+            }
+            AlertState::Pending { .. } if !offline => (AlertState::Quiet, AlertStep::None),
+            AlertState::Firing { .. } if self.liveness == Liveness::Maintenance => {
+                (AlertState::Quiet, AlertStep::Resolved)
+            }
+            AlertState::Firing {
+                starts_at,
+                site_outage: marked,
+                recovering_since,
+            } => {
+                let recovering = match self.liveness {
+                    Liveness::Online | Liveness::Late => Some(recovering_since.unwrap_or(now)),
+                    _ => None,
+                };
+                match recovering {
+                    Some(since) if now - since >= th.resolve_after.as_secs_f64() => {
+                        (AlertState::Quiet, AlertStep::Resolved)
+                    }
+                    _ => (
+                        AlertState::Firing {
+                            starts_at,
+                            site_outage: marked,
+                            recovering_since: recovering,
+                        },
+                        AlertStep::None,
+                    ),
+                }
+            }
+            other => (other, AlertStep::None),
+        };
+        self.alert = next;
+        if let AlertState::Pending { since } = self.alert
+            && now - since >= hold
+        {
+            self.alert = AlertState::Firing {
+                starts_at: since,
+                site_outage,
+                recovering_since: None,
+            };
+            self.dirty = true;
+            return AlertStep::Fired;
+        }
+        if step == AlertStep::Resolved {
+            self.dirty = true;
+        }
+        step
+    }
+
+    /// The silence since the last live heartbeat.
+    pub fn age(&self, now: Ts) -> Option<f64> {
+        self.last_heard.map(|h| (now - h).max(0.0))
+    }
+
+    /// Bench clock minus watch clock, from the anchor.
+    pub fn skew(&self) -> Option<f64> {
+        self.anchor.offset().map(|o| -o)
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,210 @@
+use std::time::Duration;
+
+use super::*;
+
+fn th() -> Thresholds {
+    Thresholds {
+        late_after: None,
+        offline_after: Duration::from_secs(60),
+        will_debounce: Duration::from_secs(5),
+        stop_window: Duration::from_secs(600),
+        resolve_after: Duration::from_secs(60),
+    }
+}
+
+fn beat(seq: u64, sent: f64) -> Beat {
+    Beat {
+        transport: Transport::Mqtt,
+        run_id: "run-1".into(),
+        seq,
+        sent: Some(sent),
+        state: Some("ready".into()),
+        interval: Some(10.0),
+        boot_id: Some("boot".into()),
+        agent_version: Some("0.1.0".into()),
+    }
+}
+
+/// A bench that beat every 10 s from 0 to `until` (exclusive).
+fn beating(until: f64) -> Bench {
+    let mut b = Bench::new("lab", "b1", 0.0);
+    let mut t = 0.0;
+    let mut seq = 0;
+    while t < until {
+        seq += 1;
+        assert_eq!(b.receive(&beat(seq, t), t, &th()), Received::Live);
+        t += 10.0;
+    }
+    b
+}
+
+#[test]
+fn silence_goes_online_late_offline_by_the_thresholds() {
+    let b = beating(100.0); // last beat at 90
+    assert_eq!(
+        b.verdict(120.0, &th(), 0.0),
+        Liveness::Online,
+        "30 s = 3 intervals"
+    );
+    assert_eq!(b.verdict(121.0, &th(), 0.0), Liveness::Late);
+    assert_eq!(b.verdict(150.0, &th(), 0.0), Liveness::Late, "60 s grace");
+    assert_eq!(b.verdict(151.0, &th(), 0.0), Liveness::Offline);
+}
+
+#[test]
+fn the_grace_period_is_never_shorter_than_two_intervals() {
+    let mut b = Bench::new("lab", "slow", 0.0);
+    let mut slow = beat(1, 0.0);
+    slow.interval = Some(300.0);
+    b.receive(&slow, 0.0, &th());
+    // Three intervals would be past the grace period: no late phase.
+    assert_eq!(b.verdict(590.0, &th(), 0.0), Liveness::Online);
+    assert_eq!(b.verdict(601.0, &th(), 0.0), Liveness::Offline);
+}
+
+#[test]
+fn silence_is_judged_only_since_the_watch_could_hear() {
+    let b = beating(100.0);
+    // The watch restarted at 1000: the bench gets a full grace period.
+    assert_eq!(b.verdict(1050.0, &th(), 1000.0), Liveness::Late);
+    assert_eq!(b.verdict(1061.0, &th(), 1000.0), Liveness::Offline);
+}
+
+#[test]
+fn a_last_will_is_offline_after_the_debounce_unless_a_beat_follows() {
+    let mut b = beating(100.0);
+    b.status(Presence::Lost { at: 0.0 }, 95.0);
+    assert_eq!(b.verdict(99.0, &th(), 0.0), Liveness::Online);
+    assert_eq!(b.verdict(100.0, &th(), 0.0), Liveness::Offline);
+    // The agent reconnected and beats again.
+    b.receive(&beat(100, 101.0), 101.0, &th());
+    assert_eq!(b.verdict(110.0, &th(), 0.0), Liveness::Online);
+}
+
+#[test]
+fn a_clean_stop_is_stopped_until_the_stop_window_ends() {
+    let mut b = beating(100.0);
+    b.status(Presence::Stopped { at: 0.0 }, 95.0);
+    assert_eq!(b.verdict(200.0, &th(), 0.0), Liveness::Stopped);
+    assert_eq!(b.verdict(694.0, &th(), 0.0), Liveness::Stopped);
+    assert_eq!(b.verdict(696.0, &th(), 0.0), Liveness::Offline);
+    // A retained stop re-delivered later keeps its first time.
+    b.status(Presence::Stopped { at: 0.0 }, 500.0);
+    assert_eq!(b.verdict(696.0, &th(), 0.0), Liveness::Offline);
+}
+
+#[test]
+fn an_old_replayed_beat_never_revives_an_offline_bench() {
+    let mut b = beating(100.0);
+    assert_eq!(b.verdict(1000.0, &th(), 0.0), Liveness::Offline);
+    // The outbox of another path replays beats sent at 100..1000.
+    let mut replay = beat(0, 0.0);
+    replay.transport = Transport::Otlp;
+    replay.run_id = "otlp-run".into();
+    b.anchor = Anchor::restored(b.anchor.offset(), 90.0);
+    for (i, sent) in (100..950).step_by(10).enumerate() {
+        replay.seq = i as u64 + 1;
+        replay.sent = Some(sent as f64);
+        let got = b.receive(&replay, 1000.0 + i as f64 * 0.01, &th());
+        assert_eq!(got, Received::Stale, "sent at {sent}");
+    }
+    assert_eq!(b.verdict(1010.0, &th(), 0.0), Liveness::Offline);
+    assert_eq!(b.last_heard, Some(90.0));
+}
+
+#[test]
+fn duplicates_are_recognised_per_transport() {
+    let mut b = beating(30.0);
+    assert_eq!(b.receive(&beat(3, 20.0), 31.0, &th()), Received::Duplicate);
+    let mut otlp = beat(3, 20.0);
+    otlp.transport = Transport::Otlp;
+    assert_eq!(b.receive(&otlp, 31.0, &th()), Received::Live);
+    // A new run starts its sequence again.
+    let mut restarted = beat(1, 40.0);
+    restarted.run_id = "run-2".into();
+    assert_eq!(b.receive(&restarted, 40.0, &th()), Received::Live);
+}
+
+#[test]
+fn otlp_intervals_are_inferred_from_two_points() {
+    let mut b = Bench::new("lab", "b1", 0.0);
+    for (seq, t) in [(1, 0.0), (3, 60.0)] {
+        let mut p = beat(seq, t);
+        p.transport = Transport::Otlp;
+        p.interval = None;
+        b.receive(&p, t, &th());
+    }
+    assert_eq!(b.interval, 30.0);
+}
+
+#[test]
+fn deafness_holds_new_offline_verdicts_but_keeps_old_ones() {
+    let mut b = beating(100.0);
+    assert_eq!(b.evaluate(200.0, &th(), 0.0, true), Some(Liveness::Online));
+    assert_eq!(b.liveness, Liveness::Late, "held while deaf");
+    assert_eq!(b.evaluate(201.0, &th(), 0.0, false), Some(Liveness::Late));
+    assert_eq!(b.liveness, Liveness::Offline);
+    assert_eq!(b.evaluate(202.0, &th(), 0.0, true), None, "stays offline");
+}
+
+#[test]
+fn the_alert_waits_for_the_hold_fires_and_resolves_after_staying_up() {
+    let mut b = beating(100.0);
+    b.evaluate(151.0, &th(), 0.0, false);
+    assert_eq!(b.step_alert(151.0, &th(), 10.0, false), AlertStep::None);
+    assert!(matches!(b.alert, AlertState::Pending { since: 151.0 }));
+    assert_eq!(b.step_alert(161.0, &th(), 10.0, true), AlertStep::Fired);
+    assert!(matches!(
+        b.alert,
+        AlertState::Firing {
+            starts_at: 151.0,
+            site_outage: true,
+            recovering_since: None
+        }
+    ));
+    // Back, but flapping: down again before resolve_after.
+    b.receive(&beat(100, 200.0), 200.0, &th());
+    b.evaluate(200.0, &th(), 0.0, false);
+    assert_eq!(b.step_alert(200.0, &th(), 10.0, false), AlertStep::None);
+    b.evaluate(300.0, &th(), 0.0, false);
+    assert_eq!(b.liveness, Liveness::Offline);
+    assert_eq!(b.step_alert(300.0, &th(), 10.0, false), AlertStep::None);
+    // Back for good.
+    for (i, t) in (310..=380).step_by(10).enumerate() {
+        b.receive(&beat(101 + i as u64, t as f64), t as f64, &th());
+        b.evaluate(t as f64, &th(), 0.0, false);
+        let step = b.step_alert(t as f64, &th(), 10.0, false);
+        let want = if t >= 370 {
+            AlertStep::Resolved
+        } else {
+            AlertStep::None
+        };
+        assert_eq!(step, want, "at {t}");
+        if step == AlertStep::Resolved {
+            break;
+        }
+    }
+    assert_eq!(b.alert, AlertState::Quiet);
+}
+
+#[test]
+fn a_short_outage_within_the_hold_never_fires() {
+    let mut b = beating(100.0);
+    b.evaluate(151.0, &th(), 0.0, false);
+    b.step_alert(151.0, &th(), 10.0, false);
+    b.receive(&beat(100, 155.0), 155.0, &th());
+    b.evaluate(155.0, &th(), 0.0, false);
+    assert_eq!(b.step_alert(155.0, &th(), 10.0, false), AlertStep::None);
+    assert_eq!(b.alert, AlertState::Quiet);
+}
+
+#[test]
+fn maintenance_resolves_a_firing_alert_at_once() {
+    let mut b = beating(100.0);
+    b.evaluate(151.0, &th(), 0.0, false);
+    b.step_alert(151.0, &th(), 0.0, false);
+    assert!(matches!(b.alert, AlertState::Firing { .. }));
+    b.maintenance = true;
+    b.evaluate(152.0, &th(), 0.0, false);
+    assert_eq!(b.step_alert(152.0, &th(), 0.0, false), AlertStep::Resolved);
+}
