@@ -15,6 +15,9 @@
 //!   shutdown of the whole pipeline.
 //! - [`systemd`]: `sd_notify` readiness and a watchdog that pings only while
 //!   the pipeline makes progress.
+//! - [`sqlite`]: opening SQLite files that are quarantined, never
+//!   crash-looped on, when corrupt (the outbox, the watch's registry).
+//! - [`tls`]: the one rustls provider every client uses.
 //! - [`wire`]: the MQTT topics and JSON payloads agents and the watch share.
 //! - [`watch`]: `benchtel-watch`, the central service: liveness verdicts,
 //!   `bench_heartbeat_age_seconds`, bench-offline alerts.
@@ -26,7 +29,9 @@
 pub mod agent;
 pub mod config;
 pub mod outbox;
+pub mod sqlite;
 pub mod systemd;
 pub mod telemetry;
+pub mod tls;
 pub mod watch;
 pub mod wire;

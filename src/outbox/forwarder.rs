@@ -142,7 +142,7 @@ impl Forwarder {
     ) -> Result<Forwarder, ForwarderError> {
         // reqwest is built without a default TLS backend; ring builds fast
         // and small. An error means a provider is already installed: fine.
-        let _ = rustls::crypto::ring::default_provider().install_default();
+        crate::tls::install_provider();
         let client = reqwest::Client::builder()
             .default_headers(header_map(&opts.headers)?)
             .timeout(opts.timeout)

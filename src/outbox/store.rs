@@ -5,7 +5,9 @@ use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use rusqlite::{Connection, ErrorCode, OpenFlags, OptionalExtension, Transaction, params};
+use rusqlite::{Connection, OpenFlags, OptionalExtension, Transaction, params};
+
+use crate::sqlite;
 
 const SCHEMA_VERSION: &str = "1";
 /// Rejected records kept for inspection; older ones are pruned (they were
@@ -171,6 +173,18 @@ pub enum OutboxError {
     Poisoned,
 }
 
+impl From<sqlite::OpenError> for OutboxError {
+    fn from(e: sqlite::OpenError) -> Self {
+        use sqlite::OpenError as E;
+        match e {
+            E::CreateDir { dir, source } => OutboxError::CreateDir { dir, source },
+            E::Quarantine { path, to, source } => OutboxError::Quarantine { path, to, source },
+            E::Sqlite { path, source } => OutboxError::Sqlite { path, source },
+            E::Corrupt { path, detail } => OutboxError::Corrupt { path, detail },
+        }
+    }
+}
+
 /// A record to commit: one encoded OTLP export request.
 #[derive(Debug, Clone)]
 pub struct NewRecord {
@@ -258,22 +272,23 @@ struct Inner {
 impl Outbox {
     /// Opens (or creates) the outbox, quarantining a corrupt file.
     pub fn open(opts: StoreOptions) -> Result<(Outbox, OpenReport), OutboxError> {
-        if let Some(dir) = opts.path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(|source| OutboxError::CreateDir {
-                dir: dir.to_path_buf(),
-                source,
-            })?;
-        }
-        let mut report = OpenReport::default();
-        let conn = match open_checked(&opts) {
-            Ok(conn) => conn,
-            Err(OutboxError::Corrupt { detail, .. }) => {
-                let moved = quarantine(&opts.path)?;
-                report.quarantined = Some((moved, detail));
-                open_checked(&opts)?
-            }
-            Err(other) => return Err(other),
+        let sync = match opts.synchronous {
+            Synchronous::Full => "FULL",
+            Synchronous::Normal => "NORMAL",
         };
+        // A 512 KiB page cache (SQLite's default is 2 MiB): reads walk the
+        // index in order, so a larger cache buys little, and on a bench the
+        // agent's RSS matters more.
+        let pragmas = format!(
+            "PRAGMA busy_timeout = 5000; PRAGMA journal_mode = WAL; PRAGMA synchronous = {sync}; PRAGMA cache_size = -512;"
+        );
+        let spec = sqlite::Spec {
+            pragmas: &pragmas,
+            schema: SCHEMA,
+            version: SCHEMA_VERSION,
+        };
+        let (conn, quarantined) = sqlite::open_or_quarantine(&opts.path, &spec)?;
+        let report = OpenReport { quarantined };
         let totals = load_totals(&conn).map_err(|e| sql_err(&opts.path, e))?;
         let outbox = Outbox {
             inner: Mutex::new(Inner {
@@ -587,90 +602,6 @@ fn sql_err(path: &Path, source: rusqlite::Error) -> OutboxError {
         path: path.to_path_buf(),
         source,
     }
-}
-
-/// Opens the database and proves it usable; any sign of corruption comes
-/// back as [`OutboxError::Corrupt`] so the caller can quarantine the file.
-fn open_checked(opts: &StoreOptions) -> Result<Connection, OutboxError> {
-    let path = &opts.path;
-    let corrupt = |detail: String| OutboxError::Corrupt {
-        path: path.clone(),
-        detail,
-    };
-    let classify = |e: rusqlite::Error| match e.sqlite_error_code() {
-        Some(ErrorCode::NotADatabase | ErrorCode::DatabaseCorrupt) => corrupt(e.to_string()),
-        _ => sql_err(path, e),
-    };
-    let conn = Connection::open(path).map_err(classify)?;
-    let sync = match opts.synchronous {
-        Synchronous::Full => "FULL",
-        Synchronous::Normal => "NORMAL",
-    };
-    // A 512 KiB page cache (SQLite's default is 2 MiB): reads walk the
-    // index in order, so a larger cache buys little, and on a bench the
-    // agent's RSS matters more.
-    conn.execute_batch(&format!(
-        "PRAGMA busy_timeout = 5000; PRAGMA journal_mode = WAL; PRAGMA synchronous = {sync}; PRAGMA cache_size = -512;"
-    ))
-    .map_err(classify)?;
-    let check: String = conn
-        .query_row("PRAGMA quick_check", [], |r| r.get(0))
-        .map_err(classify)?;
-    if check != "ok" {
-        return Err(corrupt(format!("quick_check: {check}")));
-    }
-    conn.execute_batch(SCHEMA).map_err(classify)?;
-    let version: Option<String> = conn
-        .query_row(
-            "SELECT value FROM meta WHERE key = 'schema_version'",
-            [],
-            |r| r.get(0),
-        )
-        .optional()
-        .map_err(classify)?;
-    match version.as_deref() {
-        None => {
-            conn.execute(
-                "INSERT INTO meta (key, value) VALUES ('schema_version', ?1)",
-                params![SCHEMA_VERSION],
-            )
-            .map_err(classify)?;
-        }
-        Some(SCHEMA_VERSION) => {}
-        Some(other) => return Err(corrupt(format!("unknown schema version {other:?}"))),
-    }
-    Ok(conn)
-}
-
-/// Renames the database and its WAL/SHM files aside; returns the new path.
-fn quarantine(path: &Path) -> Result<PathBuf, OutboxError> {
-    let stamp = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
-    let mut to = PathBuf::from(format!("{}.corrupt-{stamp}", path.display()));
-    let mut n = 1;
-    while to.exists() {
-        to = PathBuf::from(format!("{}.corrupt-{stamp}-{n}", path.display()));
-        n += 1;
-    }
-    std::fs::rename(path, &to).map_err(|source| OutboxError::Quarantine {
-        path: path.to_path_buf(),
-        to: to.clone(),
-        source,
-    })?;
-    for suffix in ["-wal", "-shm"] {
-        let side = PathBuf::from(format!("{}{suffix}", path.display()));
-        if side.exists() {
-            let side_to = PathBuf::from(format!("{}{suffix}", to.display()));
-            std::fs::rename(&side, &side_to).map_err(|source| OutboxError::Quarantine {
-                path: side.clone(),
-                to: side_to.clone(),
-                source,
-            })?;
-        }
-    }
-    Ok(to)
 }
 
 fn load_totals(conn: &Connection) -> rusqlite::Result<[SignalStats; 3]> {

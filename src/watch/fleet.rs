@@ -91,10 +91,27 @@ pub struct Deafness {
     pub alerted: bool,
 }
 
+/// What changed since the registry last saved.
+#[derive(Debug, Default)]
+pub struct Changes {
+    pub benches: Vec<Bench>,
+    pub outages: Vec<(String, Option<Outage>)>,
+    pub removed: Vec<(String, String)>,
+}
+
+impl Changes {
+    pub fn is_empty(&self) -> bool {
+        self.benches.is_empty() && self.outages.is_empty() && self.removed.is_empty()
+    }
+}
+
 pub struct Fleet {
     cfg: Arc<WatchConfig>,
     pub sites: BTreeMap<String, Site>,
     count: usize,
+    removed: Vec<(String, String)>,
+    /// Events from outside a tick (a retired bench's resolution).
+    pending: Vec<Event>,
     pub ingest: Ingest,
     /// Silence is judged from here: the watch's start, or the end of its
     /// last deafness.
@@ -107,6 +124,8 @@ impl Fleet {
             cfg,
             sites: BTreeMap::new(),
             count: 0,
+            removed: Vec::new(),
+            pending: Vec::new(),
             ingest: Ingest::default(),
             hold_base: now,
         }
@@ -252,25 +271,25 @@ impl Fleet {
         Ok(())
     }
 
-    /// Forgets a bench for good; its firing alert is resolved.
-    pub fn retire(&mut self, site: &str, id: &str, now: Ts) -> Result<Option<Event>, Refusal> {
+    /// Forgets a bench for good; its firing alert is resolved (with the
+    /// next tick's events).
+    pub fn retire(&mut self, site: &str, id: &str, now: Ts) -> Result<(), Refusal> {
         let s = self.sites.get_mut(site).ok_or(Refusal::Unknown)?;
         let bench = s.benches.remove(id).ok_or(Refusal::Unknown)?;
         self.count -= 1;
+        self.removed.push((site.to_string(), id.to_string()));
         tracing::info!(bench = id, site, "bench retired");
-        Ok(match bench.alert {
-            AlertState::Firing { .. } => {
-                let mut alert = self.bench_alert(&bench, now);
-                alert.resolved_at = Some(now);
-                Some(Event::Resolved(alert))
-            }
-            _ => None,
-        })
+        if let AlertState::Firing { .. } = bench.alert {
+            let mut alert = self.bench_alert(&bench, now);
+            alert.resolved_at = Some(now);
+            self.pending.push(Event::Resolved(alert));
+        }
+        Ok(())
     }
 
     /// One evaluation round; returns the alerts that fired or resolved.
     pub fn tick(&mut self, now: Ts) -> Vec<Event> {
-        let mut events = Vec::new();
+        let mut events = std::mem::take(&mut self.pending);
         self.judge_ingest(now, &mut events);
         let deaf = self.ingest.deaf.is_some();
         let hold_base = self.hold_base;
@@ -548,21 +567,23 @@ impl Fleet {
             .annotation("reason", reason)
     }
 
-    /// Benches whose registry row is out of date; clears their flags.
-    pub fn take_dirty(&mut self) -> (Vec<Bench>, Vec<(String, Option<Outage>)>) {
-        let mut benches = Vec::new();
-        let mut outages = Vec::new();
+    /// What the registry must save; clears the dirty flags.
+    pub fn take_changes(&mut self) -> Changes {
+        let mut changes = Changes {
+            removed: std::mem::take(&mut self.removed),
+            ..Changes::default()
+        };
         for (name, site) in &mut self.sites {
             for b in site.benches.values_mut().filter(|b| b.dirty) {
                 b.dirty = false;
-                benches.push(b.clone());
+                changes.benches.push(b.clone());
             }
             if site.outage_dirty {
                 site.outage_dirty = false;
-                outages.push((name.clone(), site.outage));
+                changes.outages.push((name.clone(), site.outage));
             }
         }
-        (benches, outages)
+        changes
     }
 }
 

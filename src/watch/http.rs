@@ -1,43 +1,48 @@
-//! The watch's HTTP side: `/metrics` for Prometheus and `/healthz`.
+//! The watch's HTTP side: `/metrics` for Prometheus, `/healthz`, the bench
+//! API (`GET /api/v1/benches`, `POST /api/v1/benches/{id}/maintenance`,
+//! `POST /api/v1/benches/{id}/retire`) and the OTLP receiver
+//! (`POST /v1/metrics`).
+//!
+//! The two POSTs of the bench API change what pages people, so they need
+//! the admin bearer token when one is configured, and otherwise answer only
+//! to clients on the loopback interface.
+
+use std::io::Write;
+use std::net::SocketAddr;
 
 use axum::Router;
-use axum::extract::State;
-use axum::http::{StatusCode, header};
-use axum::response::IntoResponse;
-use axum::routing::get;
+use axum::extract::{ConnectInfo, Path, Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
 use prometheus::{Encoder, TextEncoder};
+use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-#[derive(Clone)]
-pub struct HttpState {
-    pub registry: prometheus::Registry,
-}
+use super::alerts::rfc3339;
+use super::bench::{AlertState, Bench, Ts};
+use super::exposition;
+use super::fleet::{LookupError, Refusal};
+use super::ingest::otlp;
+use super::shared::Shared;
 
-impl HttpState {
-    pub fn new() -> HttpState {
-        HttpState {
-            registry: prometheus::Registry::new(),
-        }
-    }
-}
-
-impl Default for HttpState {
-    fn default() -> Self {
-        HttpState::new()
-    }
-}
-
-pub fn router(state: HttpState) -> Router {
+pub fn router(shared: Shared) -> Router {
     Router::new()
         .route("/metrics", get(metrics))
         .route("/healthz", get(healthz))
-        .with_state(state)
+        .route("/api/v1/benches", get(benches))
+        .route("/api/v1/benches/{id}/maintenance", post(maintenance))
+        .route("/api/v1/benches/{id}/retire", post(retire))
+        .route("/v1/metrics", post(otlp::handle))
+        .with_state(shared)
 }
 
-/// Serves until `shutdown` is cancelled.
-pub async fn serve(listener: TcpListener, state: HttpState, shutdown: CancellationToken) {
-    if let Err(e) = axum::serve(listener, router(state))
+/// Serves until `shutdown` is cancelled. Takes a bound listener so tests
+/// can pick the port.
+pub async fn serve(listener: TcpListener, shared: Shared, shutdown: CancellationToken) {
+    let app = router(shared).into_make_service_with_connect_info::<SocketAddr>();
+    if let Err(e) = axum::serve(listener, app)
         .with_graceful_shutdown(shutdown.cancelled_owned())
         .await
     {
@@ -45,29 +50,233 @@ pub async fn serve(listener: TcpListener, state: HttpState, shutdown: Cancellati
     }
 }
 
-async fn metrics(State(state): State<HttpState>) -> impl IntoResponse {
-    let mut body = Vec::new();
-    match TextEncoder::new().encode(&state.registry.gather(), &mut body) {
-        Ok(()) => (
-            StatusCode::OK,
-            [(
-                header::CONTENT_TYPE,
-                "text/plain; version=0.0.4; charset=utf-8",
-            )],
-            body,
-        ),
-        Err(e) => (
-            StatusCode::INTERNAL_SERVER_ERROR,
-            [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
-            e.to_string().into_bytes(),
-        ),
+async fn metrics(State(shared): State<Shared>, headers: HeaderMap) -> Response {
+    let snap = exposition::snapshot(&shared.lock_fleet());
+    let now = shared.clock.now();
+    let registry = shared.stats.registry.clone();
+    let gzip = accepts_gzip(&headers);
+    // Writing a large fleet takes a while: off the async threads.
+    let rendered = tokio::task::spawn_blocking(move || {
+        let mut text = String::with_capacity(snap.rows.len() * 6 * 90 + 4096);
+        exposition::render(&snap, now, &mut text);
+        let mut body = text.into_bytes();
+        TextEncoder::new().encode(&registry.gather(), &mut body)?;
+        if gzip {
+            let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+            enc.write_all(&body)?;
+            body = enc.finish()?;
+        }
+        Ok::<_, Box<dyn std::error::Error + Send + Sync>>(body)
+    })
+    .await;
+    match rendered {
+        Ok(Ok(body)) => {
+            let mut resp = (
+                StatusCode::OK,
+                [(
+                    header::CONTENT_TYPE,
+                    "text/plain; version=0.0.4; charset=utf-8",
+                )],
+                body,
+            )
+                .into_response();
+            if gzip {
+                resp.headers_mut().insert(
+                    header::CONTENT_ENCODING,
+                    header::HeaderValue::from_static("gzip"),
+                );
+            }
+            resp
+        }
+        Ok(Err(e)) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
     }
 }
 
-async fn healthz() -> impl IntoResponse {
+fn accepts_gzip(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::ACCEPT_ENCODING)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.split(',').any(|e| e.trim().starts_with("gzip")))
+}
+
+async fn healthz(State(shared): State<Shared>) -> Response {
+    let fleet = shared.lock_fleet();
+    let body = serde_json::json!({
+        "status": "ok",
+        "benches": fleet.len(),
+        "ingest": match &fleet.ingest.deaf {
+            None => serde_json::json!({"up": true}),
+            Some(d) => serde_json::json!({"up": false, "since": rfc3339(d.since), "reason": d.reason}),
+        },
+    });
     (
         StatusCode::OK,
         [(header::CONTENT_TYPE, "application/json")],
-        r#"{"status":"ok"}"#,
+        body.to_string(),
     )
+        .into_response()
+}
+
+/// One bench in `GET /api/v1/benches`.
+#[derive(Debug, Serialize, Deserialize, PartialEq)]
+pub struct BenchView {
+    pub bench_id: String,
+    pub bench_site: String,
+    pub liveness: String,
+    pub reported_state: Option<String>,
+    pub age_seconds: Option<f64>,
+    pub last_heartbeat: Option<String>,
+    pub clock_skew_seconds: Option<f64>,
+    pub heartbeat_interval_seconds: f64,
+    pub maintenance: bool,
+    /// `quiet`, `pending` or `firing`.
+    pub alert: String,
+    pub failing_probes: std::collections::BTreeMap<String, String>,
+    pub agent_version: Option<String>,
+    pub first_seen: String,
+}
+
+impl BenchView {
+    fn of(b: &Bench, now: Ts) -> BenchView {
+        BenchView {
+            bench_id: b.id.clone(),
+            bench_site: b.site.clone(),
+            liveness: b.liveness.as_str().to_string(),
+            reported_state: b.reported_state.clone(),
+            age_seconds: b.age(now).map(|a| (a * 1000.0).round() / 1000.0),
+            last_heartbeat: b.last_heard.map(rfc3339),
+            clock_skew_seconds: b.skew().map(|s| (s * 1000.0).round() / 1000.0),
+            heartbeat_interval_seconds: b.interval,
+            maintenance: b.maintenance,
+            alert: match b.alert {
+                AlertState::Quiet => "quiet",
+                AlertState::Pending { .. } => "pending",
+                AlertState::Firing { .. } => "firing",
+            }
+            .to_string(),
+            failing_probes: b.failing_probes.clone(),
+            agent_version: b.agent_version.clone(),
+            first_seen: rfc3339(b.first_seen),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct ListQuery {
+    site: Option<String>,
+}
+
+async fn benches(State(shared): State<Shared>, Query(q): Query<ListQuery>) -> Response {
+    let now = shared.clock.now();
+    let fleet = shared.lock_fleet();
+    let mut list: Vec<BenchView> = fleet
+        .sites
+        .iter()
+        .filter(|(name, _)| q.site.as_ref().is_none_or(|s| s == *name))
+        .flat_map(|(_, s)| s.benches.values())
+        .map(|b| BenchView::of(b, now))
+        .collect();
+    drop(fleet);
+    list.sort_by(|a, b| (&a.bench_site, &a.bench_id).cmp(&(&b.bench_site, &b.bench_id)));
+    axum::Json(list).into_response()
+}
+
+#[derive(Debug, Deserialize)]
+struct BenchQuery {
+    site: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+struct MaintenanceBody {
+    #[serde(default = "yes")]
+    on: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// Why a bench API request failed.
+#[derive(Debug, thiserror::Error)]
+enum ApiError {
+    #[error("admin bearer token required")]
+    Unauthorized,
+    #[error("no http.admin_token_file configured: only loopback clients may change benches")]
+    NotLoopback,
+    #[error(transparent)]
+    Lookup(#[from] LookupError),
+    #[error(transparent)]
+    Refused(#[from] Refusal),
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = match &self {
+            ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
+            ApiError::NotLoopback => StatusCode::FORBIDDEN,
+            ApiError::Lookup(LookupError::Ambiguous { .. }) => StatusCode::CONFLICT,
+            ApiError::Lookup(LookupError::NotFound(_)) | ApiError::Refused(_) => {
+                StatusCode::NOT_FOUND
+            }
+        };
+        (status, format!("{self}\n")).into_response()
+    }
+}
+
+async fn maintenance(
+    State(shared): State<Shared>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    Query(q): Query<BenchQuery>,
+    body: Option<axum::Json<MaintenanceBody>>,
+) -> Result<Response, ApiError> {
+    admin(&shared, peer, &headers)?;
+    let on = body.is_none_or(|b| b.on);
+    let mut fleet = shared.lock_fleet();
+    let (site, id) = fleet.find(&id, q.site.as_deref())?;
+    fleet.set_maintenance(&site, &id, on)?;
+    Ok(
+        axum::Json(serde_json::json!({"bench_id": id, "bench_site": site, "maintenance": on}))
+            .into_response(),
+    )
+}
+
+async fn retire(
+    State(shared): State<Shared>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    Query(q): Query<BenchQuery>,
+) -> Result<Response, ApiError> {
+    admin(&shared, peer, &headers)?;
+    let now = shared.clock.now();
+    let mut fleet = shared.lock_fleet();
+    let (site, id) = fleet.find(&id, q.site.as_deref())?;
+    fleet.retire(&site, &id, now)?;
+    Ok(
+        axum::Json(serde_json::json!({"bench_id": id, "bench_site": site, "retired": true}))
+            .into_response(),
+    )
+}
+
+fn admin(shared: &Shared, peer: SocketAddr, headers: &HeaderMap) -> Result<(), ApiError> {
+    match &shared.cfg.http.admin_token {
+        Some(token) => {
+            let given = headers
+                .get(header::AUTHORIZATION)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.strip_prefix("Bearer "));
+            if given.is_some_and(|g| {
+                otlp::constant_time_eq(g.trim().as_bytes(), token.expose().as_bytes())
+            }) {
+                Ok(())
+            } else {
+                Err(ApiError::Unauthorized)
+            }
+        }
+        None if peer.ip().is_loopback() => Ok(()),
+        None => Err(ApiError::NotLoopback),
+    }
 }

@@ -10,7 +10,13 @@
 pub mod alerts;
 pub mod anchor;
 pub mod bench;
+pub mod clock;
 pub mod config;
+pub mod exposition;
 pub mod fleet;
 pub mod http;
+pub mod ingest;
+pub mod registry;
 pub mod run;
+pub mod shared;
+pub mod stats;

@@ -42,7 +42,7 @@ impl Config {
         let client = match self.client.get() {
             Some(c) => c.clone(),
             None => {
-                let _ = rustls::crypto::ring::default_provider().install_default();
+                crate::tls::install_provider();
                 match reqwest::Client::builder()
                     .danger_accept_invalid_certs(self.insecure)
                     .build()

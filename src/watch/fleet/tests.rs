@@ -46,7 +46,7 @@ impl Sim {
     fn run(&mut self, secs: u32, alive: &[(&str, &str)]) {
         for _ in 0..secs {
             self.now += 1.0;
-            if self.now as u64 % 10 == 0 {
+            if (self.now as u64).is_multiple_of(10) {
                 self.seq += 1;
                 for (site, id) in alive {
                     let got = self
@@ -201,9 +201,9 @@ fn a_restart_pages_neither_for_everyone_nor_forgets_the_dead() {
     sim.run(30, &benches);
     // The watch restarts at 1000 s with the registry of before: three
     // benches are alive, one died while the watch was down.
-    let (saved, _) = sim.fleet.take_dirty();
+    let saved = sim.fleet.take_changes();
     let mut fleet = Fleet::new(cfg, 1000.0);
-    for b in saved {
+    for b in saved.benches {
         fleet.restore(b);
     }
     let mut sim2 = Sim {

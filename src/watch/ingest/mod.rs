@@ -1,0 +1,2 @@
+//! How heartbeats reach the watch: OTLP/HTTP ([`otlp`]) and MQTT.
+pub mod otlp;

@@ -1,0 +1,382 @@
+//! The persisted bench registry (`watch.db`, SQLite): every known bench with
+//! its last receive time, thresholds learnt from it, maintenance flag,
+//! verdict and alert state, and every site outage. It is what lets a
+//! restarted watch neither page for every bench at once nor forget a bench
+//! that died while it was down, and keep firing alerts firing.
+//!
+//! Writes are behind the in-memory [`Fleet`](super::fleet::Fleet): changed
+//! benches are saved in one transaction every second, so a crash loses at
+//! most a second of receive times (which only makes benches look a second
+//! older after the restart). `synchronous=NORMAL` for the same reason.
+//! A corrupt file is moved aside and a fresh one started (see
+//! [`crate::sqlite`]); the watch then relearns its benches from their next
+//! heartbeats.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use rusqlite::{Connection, Row, params};
+
+use super::anchor::Anchor;
+use super::bench::{AlertState, Bench, Liveness, Presence, Ts};
+use super::fleet::{Changes, Outage};
+use crate::sqlite::{self, OpenError, Quarantined};
+
+const SCHEMA_VERSION: &str = "1";
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS benches (
+    site TEXT NOT NULL,
+    id TEXT NOT NULL,
+    first_seen REAL NOT NULL,
+    last_heard REAL,
+    interval REAL NOT NULL,
+    reported_state TEXT,
+    agent_version TEXT,
+    boot_id TEXT,
+    clock_offset REAL,
+    presence TEXT NOT NULL,
+    presence_at REAL,
+    maintenance INTEGER NOT NULL,
+    liveness TEXT NOT NULL,
+    offline_since REAL,
+    alert TEXT NOT NULL,
+    alert_since REAL,
+    alert_site_outage INTEGER NOT NULL,
+    alert_recovering_since REAL,
+    failing_probes TEXT NOT NULL,
+    PRIMARY KEY (site, id)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS outages (
+    site TEXT PRIMARY KEY,
+    starts_at REAL NOT NULL,
+    recovering_since REAL
+) WITHOUT ROWID;
+";
+
+#[derive(Debug, thiserror::Error)]
+pub enum RegistryError {
+    #[error("bench registry: {0}")]
+    Open(#[from] OpenError),
+    #[error("bench registry {path}: {source}")]
+    Sqlite {
+        path: PathBuf,
+        source: rusqlite::Error,
+    },
+}
+
+pub struct Registry {
+    conn: Connection,
+    path: PathBuf,
+}
+
+/// What was loaded at start-up.
+pub struct Loaded {
+    pub benches: Vec<Bench>,
+    pub outages: Vec<(String, Outage)>,
+    /// Rows that could not be read back (skipped, with the reason).
+    pub skipped: Vec<String>,
+}
+
+impl Registry {
+    pub fn open(path: &Path) -> Result<(Registry, Quarantined), RegistryError> {
+        let spec = sqlite::Spec {
+            pragmas: "PRAGMA busy_timeout = 5000; PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL;",
+            schema: SCHEMA,
+            version: SCHEMA_VERSION,
+        };
+        let (conn, quarantined) = sqlite::open_or_quarantine(path, &spec)?;
+        Ok((
+            Registry {
+                conn,
+                path: path.to_path_buf(),
+            },
+            quarantined,
+        ))
+    }
+
+    fn err(&self, source: rusqlite::Error) -> RegistryError {
+        RegistryError::Sqlite {
+            path: self.path.clone(),
+            source,
+        }
+    }
+
+    /// Every bench and outage; `now` restores clock anchors.
+    pub fn load(&self, now: Ts) -> Result<Loaded, RegistryError> {
+        let mut loaded = Loaded {
+            benches: Vec::new(),
+            outages: Vec::new(),
+            skipped: Vec::new(),
+        };
+        let mut stmt = self
+            .conn
+            .prepare("SELECT * FROM benches")
+            .map_err(|e| self.err(e))?;
+        let mut rows = stmt.query([]).map_err(|e| self.err(e))?;
+        while let Some(row) = rows.next().map_err(|e| self.err(e))? {
+            match bench_from_row(row, now) {
+                Ok(b) => loaded.benches.push(b),
+                Err(e) => loaded.skipped.push(e.to_string()),
+            }
+        }
+        let mut stmt = self
+            .conn
+            .prepare("SELECT site, starts_at, recovering_since FROM outages")
+            .map_err(|e| self.err(e))?;
+        let outages = stmt
+            .query_map([], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    Outage {
+                        starts_at: r.get(1)?,
+                        recovering_since: r.get(2)?,
+                    },
+                ))
+            })
+            .map_err(|e| self.err(e))?;
+        for o in outages {
+            loaded.outages.push(o.map_err(|e| self.err(e))?);
+        }
+        Ok(loaded)
+    }
+
+    /// Saves what changed, in one transaction.
+    pub fn save(&mut self, changes: &Changes) -> Result<(), RegistryError> {
+        let path = self.path.clone();
+        let err = |source| RegistryError::Sqlite {
+            path: path.clone(),
+            source,
+        };
+        let tx = self.conn.transaction().map_err(err)?;
+        {
+            let mut upsert = tx
+                .prepare_cached(
+                    "INSERT OR REPLACE INTO benches VALUES
+                     (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19)",
+                )
+                .map_err(err)?;
+            for b in &changes.benches {
+                let (presence, presence_at) = presence_row(b.presence);
+                let (alert, alert_since, site_outage, recovering) = alert_row(b.alert);
+                let probes =
+                    serde_json::to_string(&b.failing_probes).unwrap_or_else(|_| "{}".into());
+                upsert
+                    .execute(params![
+                        b.site,
+                        b.id,
+                        b.first_seen,
+                        b.last_heard,
+                        b.interval,
+                        b.reported_state,
+                        b.agent_version,
+                        b.boot_id,
+                        b.anchor.offset(),
+                        presence,
+                        presence_at,
+                        b.maintenance,
+                        b.liveness.as_str(),
+                        b.offline_since,
+                        alert,
+                        alert_since,
+                        site_outage,
+                        recovering,
+                        probes,
+                    ])
+                    .map_err(err)?;
+            }
+            let mut delete = tx
+                .prepare_cached("DELETE FROM benches WHERE site = ?1 AND id = ?2")
+                .map_err(err)?;
+            for (site, id) in &changes.removed {
+                delete.execute(params![site, id]).map_err(err)?;
+            }
+            for (site, outage) in &changes.outages {
+                match outage {
+                    Some(o) => tx.execute(
+                        "INSERT OR REPLACE INTO outages VALUES (?1, ?2, ?3)",
+                        params![site, o.starts_at, o.recovering_since],
+                    ),
+                    None => tx.execute("DELETE FROM outages WHERE site = ?1", params![site]),
+                }
+                .map_err(err)?;
+            }
+        }
+        tx.commit().map_err(err)
+    }
+}
+
+fn presence_row(p: Presence) -> (&'static str, Option<Ts>) {
+    match p {
+        Presence::Unknown => ("unknown", None),
+        Presence::Online => ("online", None),
+        Presence::Lost { at } => ("lost", Some(at)),
+        Presence::Stopped { at } => ("stopped", Some(at)),
+    }
+}
+
+fn alert_row(a: AlertState) -> (&'static str, Option<Ts>, bool, Option<Ts>) {
+    match a {
+        AlertState::Quiet => ("quiet", None, false, None),
+        AlertState::Pending { since } => ("pending", Some(since), false, None),
+        AlertState::Firing {
+            starts_at,
+            site_outage,
+            recovering_since,
+        } => ("firing", Some(starts_at), site_outage, recovering_since),
+    }
+}
+
+/// A row that does not read back is skipped, not fatal: the bench is
+/// relearnt from its next heartbeat.
+#[derive(Debug, thiserror::Error)]
+enum RowError {
+    #[error("{0}")]
+    Sql(#[from] rusqlite::Error),
+    #[error("bench {site}/{id}: unknown {column} {value:?}")]
+    Value {
+        site: String,
+        id: String,
+        column: &'static str,
+        value: String,
+    },
+}
+
+fn bench_from_row(r: &Row<'_>, now: Ts) -> Result<Bench, RowError> {
+    let site: String = r.get("site")?;
+    let id: String = r.get("id")?;
+    let bad = |column, value: String| RowError::Value {
+        site: site.clone(),
+        id: id.clone(),
+        column,
+        value,
+    };
+    let mut b = Bench::new(&site, &id, r.get("first_seen")?);
+    b.last_heard = r.get("last_heard")?;
+    b.interval = r.get("interval")?;
+    b.reported_state = r.get("reported_state")?;
+    b.agent_version = r.get("agent_version")?;
+    b.boot_id = r.get("boot_id")?;
+    b.anchor = Anchor::restored(r.get("clock_offset")?, now);
+    let presence: String = r.get("presence")?;
+    let presence_at: Option<Ts> = r.get("presence_at")?;
+    b.presence = match (presence.as_str(), presence_at) {
+        ("unknown", _) => Presence::Unknown,
+        ("online", _) => Presence::Online,
+        ("lost", Some(at)) => Presence::Lost { at },
+        ("stopped", Some(at)) => Presence::Stopped { at },
+        _ => return Err(bad("presence", presence)),
+    };
+    b.maintenance = r.get("maintenance")?;
+    let liveness: String = r.get("liveness")?;
+    b.liveness = Liveness::ALL
+        .into_iter()
+        .find(|l| l.as_str() == liveness)
+        .ok_or_else(|| bad("liveness", liveness.clone()))?;
+    b.offline_since = r.get("offline_since")?;
+    let alert: String = r.get("alert")?;
+    let since: Option<Ts> = r.get("alert_since")?;
+    b.alert = match (alert.as_str(), since) {
+        ("quiet", _) => AlertState::Quiet,
+        ("pending", Some(since)) => AlertState::Pending { since },
+        ("firing", Some(starts_at)) => AlertState::Firing {
+            starts_at,
+            site_outage: r.get("alert_site_outage")?,
+            recovering_since: r.get("alert_recovering_since")?,
+        },
+        _ => return Err(bad("alert", alert)),
+    };
+    let probes: String = r.get("failing_probes")?;
+    b.failing_probes =
+        serde_json::from_str::<BTreeMap<String, String>>(&probes).unwrap_or_default();
+    b.dirty = false;
+    Ok(b)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::watch::bench::{Beat, Transport};
+    use crate::watch::config::Thresholds;
+
+    fn th() -> Thresholds {
+        crate::watch::config::load(None, &crate::config::Env::default())
+            .unwrap()
+            .liveness
+    }
+
+    #[test]
+    fn benches_and_outages_survive_a_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("watch.db");
+        let (mut reg, q) = Registry::open(&path).unwrap();
+        assert!(q.is_none());
+        let mut b = Bench::new("lab", "b1", 10.0);
+        let beat = Beat {
+            transport: Transport::Mqtt,
+            run_id: "r".into(),
+            seq: 1,
+            sent: Some(3600.0 + 20.0),
+            state: Some("degraded".into()),
+            interval: Some(5.0),
+            boot_id: Some("boot".into()),
+            agent_version: Some("9.9".into()),
+        };
+        b.receive(&beat, 20.0, &th());
+        b.status(Presence::Lost { at: 0.0 }, 25.0);
+        b.maintenance = true;
+        b.liveness = Liveness::Offline;
+        b.offline_since = Some(30.0);
+        b.alert = AlertState::Firing {
+            starts_at: 30.0,
+            site_outage: true,
+            recovering_since: Some(40.0),
+        };
+        b.failing_probes.insert("uart".into(), "timeout".into());
+        let mut gone = Bench::new("lab", "old", 1.0);
+        gone.dirty = true;
+        let changes = Changes {
+            benches: vec![b.clone(), gone],
+            outages: vec![(
+                "lab".into(),
+                Some(Outage {
+                    starts_at: 30.0,
+                    recovering_since: None,
+                }),
+            )],
+            removed: vec![],
+        };
+        reg.save(&changes).unwrap();
+        reg.save(&Changes {
+            removed: vec![("lab".into(), "old".into())],
+            ..Changes::default()
+        })
+        .unwrap();
+        drop(reg);
+        let (reg, _) = Registry::open(&path).unwrap();
+        let loaded = reg.load(100.0).unwrap();
+        assert!(loaded.skipped.is_empty());
+        assert_eq!(loaded.benches.len(), 1, "the removed bench is gone");
+        let r = &loaded.benches[0];
+        assert_eq!(r.last_heard, Some(20.0));
+        assert_eq!(r.interval, 5.0);
+        assert_eq!(r.reported_state.as_deref(), Some("degraded"));
+        assert_eq!(r.presence, Presence::Lost { at: 25.0 });
+        assert_eq!(r.alert, b.alert);
+        assert_eq!(r.skew(), Some(3600.0));
+        assert_eq!(r.failing_probes, b.failing_probes);
+        assert!(r.maintenance && r.liveness == Liveness::Offline);
+        assert_eq!(loaded.outages.len(), 1);
+    }
+
+    #[test]
+    fn a_corrupt_registry_is_set_aside_and_a_fresh_one_used() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("watch.db");
+        std::fs::write(&path, vec![0x5a; 8192]).unwrap();
+        let (reg, q) = Registry::open(&path).unwrap();
+        let (moved, _) = q.expect("quarantined");
+        assert!(moved.exists());
+        assert!(reg.load(0.0).unwrap().benches.is_empty());
+    }
+}
