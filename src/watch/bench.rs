@@ -281,28 +281,36 @@ impl Bench {
         th.offline_after.as_secs_f64().max(2.0 * self.interval)
     }
 
-    /// The verdict at `now`, judging silence only since `hold_base`.
+    /// The verdict at `now`, judging silence only since `hold_base` (the
+    /// moment the watch could hear again). A bench already offline stays
+    /// offline until it is heard: a watch that restarts or recovers from
+    /// deafness does not revive it.
     pub fn verdict(&self, now: Ts, th: &Thresholds, hold_base: Ts) -> Liveness {
         if self.maintenance {
             return Liveness::Maintenance;
         }
+        let hold = if self.liveness == Liveness::Offline {
+            f64::NEG_INFINITY
+        } else {
+            hold_base
+        };
         let heard = self.last_heard.unwrap_or(f64::NEG_INFINITY);
         match self.presence {
             Presence::Stopped { at } if at >= heard => {
-                return if now - at.max(hold_base) >= th.stop_window.as_secs_f64() {
+                return if now - at.max(hold) >= th.stop_window.as_secs_f64() {
                     Liveness::Offline
                 } else {
                     Liveness::Stopped
                 };
             }
             Presence::Lost { at }
-                if at >= heard && now - at.max(hold_base) >= th.will_debounce.as_secs_f64() =>
+                if at >= heard && now - at.max(hold) >= th.will_debounce.as_secs_f64() =>
             {
                 return Liveness::Offline;
             }
             _ => {}
         }
-        let silence = now - heard.max(hold_base);
+        let silence = now - heard.max(hold);
         if silence > self.offline_after(th) {
             Liveness::Offline
         } else if silence > self.late_after(th) {

@@ -2,9 +2,14 @@
 //! in-test OTLP/HTTP receiver. Each test file uses only part of them.
 #![allow(dead_code)]
 
+pub mod alertmanager;
 pub mod firmware;
+pub mod http;
+pub mod mosquitto;
+pub mod otlp;
 pub mod receiver;
 pub mod rotel;
+pub mod watch;
 
 use std::path::PathBuf;
 

@@ -71,6 +71,19 @@ fn silence_is_judged_only_since_the_watch_could_hear() {
 }
 
 #[test]
+fn a_bench_offline_before_a_restart_stays_offline_after_it() {
+    let mut b = beating(100.0);
+    b.evaluate(200.0, &th(), 0.0, false);
+    assert_eq!(b.liveness, Liveness::Offline);
+    // Restored by a watch that restarted at 1000: still offline.
+    assert_eq!(b.evaluate(1001.0, &th(), 1000.0, false), None);
+    assert_eq!(b.liveness, Liveness::Offline);
+    b.receive(&beat(100, 1002.0), 1002.0, &th());
+    b.evaluate(1002.0, &th(), 1000.0, false);
+    assert_eq!(b.liveness, Liveness::Online);
+}
+
+#[test]
 fn a_last_will_is_offline_after_the_debounce_unless_a_beat_follows() {
     let mut b = beating(100.0);
     b.status(Presence::Lost { at: 0.0 }, 95.0);

@@ -1,12 +1,6 @@
 use std::io::Write;
 use std::sync::Arc;
 
-use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
-use opentelemetry_proto::tonic::metrics::v1::{
-    AggregationTemporality, Gauge, Metric, NumberDataPoint, ResourceMetrics, ScopeMetrics, Sum,
-};
-use opentelemetry_proto::tonic::resource::v1::Resource;
-
 use super::*;
 use crate::config::{Env, Secret};
 use crate::watch::clock::Clock;
@@ -14,71 +8,37 @@ use crate::watch::config::{SiteToken, WatchConfig};
 use crate::watch::fleet::Fleet;
 use crate::watch::stats::Stats;
 
-fn kv(k: &str, v: &str) -> KeyValue {
-    KeyValue {
-        key: k.into(),
-        value: Some(AnyValue {
-            value: Some(any_value::Value::StringValue(v.into())),
-        }),
-        ..Default::default()
-    }
-}
-
 /// What the agent's SDK sends: a cumulative `bench_heartbeats` sum and the
-/// `bench_state` gauge, under a resource naming the bench.
-pub fn heartbeat_request(
+/// `bench_state` gauge, under a resource naming the bench (built from OTLP
+/// JSON, which also checks that form).
+fn heartbeat_request(
     site: &str,
     bench: &str,
     points: &[(u64, f64)],
 ) -> ExportMetricsServiceRequest {
-    let beats = Metric {
-        name: "bench_heartbeats".into(),
-        data: Some(metric::Data::Sum(Sum {
-            data_points: points
-                .iter()
-                .map(|(count, t)| NumberDataPoint {
-                    start_time_unix_nano: 1_700_000_000_000_000_000,
-                    time_unix_nano: (t * 1e9) as u64,
-                    value: Some(number_data_point::Value::AsInt(*count as i64)),
-                    ..Default::default()
-                })
-                .collect(),
-            aggregation_temporality: AggregationTemporality::Cumulative as i32,
-            is_monotonic: true,
-        })),
-        ..Default::default()
-    };
-    let state = Metric {
-        name: "bench_state".into(),
-        data: Some(metric::Data::Gauge(Gauge {
-            data_points: ["starting", "ready"]
-                .iter()
-                .map(|s| NumberDataPoint {
-                    attributes: vec![kv("state", s)],
-                    value: Some(number_data_point::Value::AsInt(i64::from(*s == "ready"))),
-                    ..Default::default()
-                })
-                .collect(),
-        })),
-        ..Default::default()
-    };
-    ExportMetricsServiceRequest {
-        resource_metrics: vec![ResourceMetrics {
-            resource: Some(Resource {
-                attributes: vec![
-                    kv("service.name", "benchtel-agent"),
-                    kv("bench.id", bench),
-                    kv("bench.site", site),
-                ],
-                ..Default::default()
-            }),
-            scope_metrics: vec![ScopeMetrics {
-                metrics: vec![beats, state],
-                ..Default::default()
-            }],
-            ..Default::default()
-        }],
-    }
+    let attr = |k: &str, v: &str| serde_json::json!({"key": k, "value": {"stringValue": v}});
+    let beats: Vec<serde_json::Value> = points
+        .iter()
+        .map(|(count, t)| {
+            serde_json::json!({
+                "startTimeUnixNano": "1700000000000000000",
+                "timeUnixNano": ((t * 1e9) as u64).to_string(),
+                "asInt": count.to_string(),
+            })
+        })
+        .collect();
+    let states: Vec<serde_json::Value> = ["starting", "ready"]
+        .iter()
+        .map(|s| serde_json::json!({"attributes": [attr("state", s)], "asInt": i64::from(*s == "ready").to_string()}))
+        .collect();
+    serde_json::from_value(serde_json::json!({"resourceMetrics": [{
+        "resource": {"attributes": [attr("service.name", "benchtel-agent"), attr("bench.id", bench), attr("bench.site", site)]},
+        "scopeMetrics": [{"metrics": [
+            {"name": "bench_heartbeats", "sum": {"aggregationTemporality": 2, "isMonotonic": true, "dataPoints": beats}},
+            {"name": "bench_state", "gauge": {"dataPoints": states}},
+        ]}],
+    }]}))
+    .unwrap()
 }
 
 #[test]
