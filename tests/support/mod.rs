@@ -1,8 +1,11 @@
-//! Helpers shared by the integration tests: real programs (rotel) and an
+//! Helpers shared by the integration tests: real programs (rotel,
+//! Prometheus, Alertmanager, simulated firmware) and an
 //! in-test OTLP/HTTP receiver. Each test file uses only part of them.
 #![allow(dead_code)]
 
+pub mod alertmanager;
 pub mod firmware;
+pub mod prometheus;
 pub mod receiver;
 pub mod rotel;
 
