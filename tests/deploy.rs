@@ -268,6 +268,24 @@ fn variables() -> Vec<Variable> {
     out
 }
 
+/// The text a panel's value mapping gives `value`.
+fn state_mapping(dashboard: &str, title: &str, value: u32) -> String {
+    let (_, d) = dashboards()
+        .into_iter()
+        .find(|(_, d)| d["uid"] == dashboard)
+        .unwrap();
+    let panel = d["panels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["title"] == title)
+        .unwrap();
+    panel["fieldConfig"]["defaults"]["mappings"][0]["options"][value.to_string()]["text"]
+        .as_str()
+        .unwrap_or_else(|| panic!("\"{title}\" maps no value {value}"))
+        .to_string()
+}
+
 /// Fills in Grafana's variables as Grafana would for a 1 s scrape interval.
 fn substitute(expr: &str) -> String {
     let vars = [
@@ -604,6 +622,26 @@ async fn agent_panels_rules_and_names_work_against_a_real_agent_and_prometheus()
         checked >= 25,
         "only {checked} queries were checked for data"
     );
+
+    // The state timeline encodes the state as a number that its value
+    // mappings name: once every readiness check passed, "ready".
+    let state = panels
+        .iter()
+        .find(|p| p.dashboard == "benchtel-bench" && p.title == "Bench state")
+        .unwrap();
+    assert_eq!(state_mapping("benchtel-bench", "Bench state", 1), "ready");
+    let expr = substitute(&state.queries[0].expr);
+    loop {
+        let data = api.query(&expr, true).await.unwrap().unwrap();
+        if data["result"][0]["value"][1] == "1" {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the bench never showed as ready: {data}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
 
     // The template variables list this bench and its site.
     for v in variables() {
