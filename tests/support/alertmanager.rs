@@ -42,6 +42,7 @@ impl Alertmanager {
             .arg(format!("--web.listen-address=127.0.0.1:{port}"))
             // An empty address keeps it from opening the cluster port.
             .arg("--cluster.listen-address=")
+            .arg("--log.level=warn")
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
@@ -72,7 +73,7 @@ impl Alertmanager {
         format!("http://{}", self.addr())
     }
 
-    pub fn output(&self) -> String {
+    pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 

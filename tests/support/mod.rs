@@ -1,4 +1,5 @@
-//! Helpers shared by the integration tests: real programs (rotel) and an
+//! Helpers shared by the integration tests: real programs (rotel,
+//! Prometheus, Alertmanager, simulated firmware) and an
 //! in-test OTLP/HTTP receiver. Each test file uses only part of them.
 #![allow(dead_code)]
 
@@ -7,6 +8,7 @@ pub mod firmware;
 pub mod http;
 pub mod mosquitto;
 pub mod otlp;
+pub mod prometheus;
 pub mod receiver;
 pub mod rotel;
 pub mod watch;
