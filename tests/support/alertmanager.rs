@@ -58,7 +58,7 @@ impl Alertmanager {
             assert!(
                 Instant::now() < deadline,
                 "alertmanager not ready: {}",
-                am.output()
+                am.log()
             );
             std::thread::sleep(Duration::from_millis(50));
         }
