@@ -24,13 +24,22 @@ impl Alertmanager {
     }
 
     pub fn with_config(yaml: &str) -> Alertmanager {
+        let dir = tempfile::tempdir().unwrap();
+        let conf = dir.path().join("alertmanager.yml");
+        std::fs::write(&conf, yaml).unwrap();
+        Alertmanager::spawn(&conf, dir)
+    }
+
+    /// Starts Alertmanager with the configuration file `config`.
+    pub fn from_file(config: &std::path::Path) -> Alertmanager {
+        Alertmanager::spawn(config, tempfile::tempdir().unwrap())
+    }
+
+    fn spawn(conf: &std::path::Path, dir: tempfile::TempDir) -> Alertmanager {
         let bin = super::require(
             "prometheus-alertmanager",
             "apt-get install prometheus-alertmanager",
         );
-        let dir = tempfile::tempdir().unwrap();
-        let conf = dir.path().join("alertmanager.yml");
-        std::fs::write(&conf, yaml).unwrap();
         let log = dir.path().join("alertmanager.log");
         let port = super::free_port();
         let child = Command::new(bin)
