@@ -999,28 +999,44 @@ async fn alertmanager_example_inhibits_as_documented() {
     )
     .await;
 
-    // The watch hears nothing at all: no bench is paged for.
+    // A watch hears nothing at all: the Prometheus fallback (which sees
+    // every heartbeat age grow) is inhibited, the watch's own BenchOffline
+    // (from a replica that still hears) is not.
     post_alerts(
         &api,
-        &[alert(
-            &[
-                ("alertname", "BenchWatchIngestDown"),
-                ("severity", "critical"),
-            ],
-            t0,
-            None,
-        )],
+        &[
+            alert(
+                &[
+                    ("alertname", "BenchWatchIngestDown"),
+                    ("severity", "critical"),
+                    ("watch", "w1"),
+                ],
+                t0,
+                None,
+            ),
+            alert(
+                &[
+                    ("alertname", "BenchOfflineFallback"),
+                    ("severity", "critical"),
+                    ("bench_id", "b4"),
+                    ("bench_site", "lab2"),
+                ],
+                t0,
+                None,
+            ),
+        ],
     )
     .await;
     wait_inhibitions(
         &api,
         &[
-            ("BenchOffline", "b1", true),
-            ("BenchOffline", "b2", true),
-            ("BenchOffline", "b3", true),
+            ("BenchOffline", "b1", false),
+            ("BenchOffline", "b2", false),
+            ("BenchOffline", "b3", false),
+            ("BenchOfflineFallback", "b4", true),
             ("BenchWatchIngestDown", "", false),
         ],
-        "while the watch's ingest is down",
+        "while a watch's ingest is down",
     )
     .await;
 }
