@@ -1,8 +1,13 @@
-//! Helpers shared by the integration tests: real programs (rotel) and an
-//! in-test OTLP/HTTP receiver. Each test file uses only part of them.
+//! Helpers shared by the integration tests: real programs (rotel,
+//! Mosquitto, the agent itself), an MQTT test client and an in-test
+//! OTLP/HTTP receiver. Each test file uses only part of them.
 #![allow(dead_code)]
 
+pub mod agent;
 pub mod firmware;
+pub mod mosquitto;
+pub mod mqtt;
+pub mod pki;
 pub mod receiver;
 pub mod rotel;
 
