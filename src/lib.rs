@@ -11,14 +11,17 @@
 //! - [`telemetry`]: wiring of the OpenTelemetry SDK (resource, meter, logger
 //!   and tracer providers) and the ADR-010 JSON log format.
 //! - [`agent`]: what runs on a bench: sources (heartbeat, host metrics), the
-//!   local `/metrics` and `/healthz` endpoint, and the staged start-up and
-//!   shutdown of the whole pipeline.
+//!   local `/metrics` and `/healthz` endpoint, the MQTT publisher (live
+//!   heartbeats, status with a Last Will, commands), and the staged start-up
+//!   and shutdown of the whole pipeline.
 //! - [`systemd`]: `sd_notify` readiness and a watchdog that pings only while
 //!   the pipeline makes progress.
 //! - [`sqlite`]: opening SQLite files that are quarantined, never
 //!   crash-looped on, when corrupt (the outbox, the watch's registry).
 //! - [`tls`]: the one rustls provider every client uses.
 //! - [`wire`]: the MQTT topics and JSON payloads agents and the watch share.
+//! - [`mqtt`]: broker connections (URL, credentials, TLS) for both sides,
+//!   validated like the rest of the config.
 //! - [`watch`]: `benchtel-watch`, the central service: liveness verdicts,
 //!   `bench_heartbeat_age_seconds`, bench-offline alerts.
 //!
@@ -28,6 +31,7 @@
 
 pub mod agent;
 pub mod config;
+pub mod mqtt;
 pub mod outbox;
 pub mod sqlite;
 pub mod systemd;

@@ -8,7 +8,8 @@
 //! - `benchtel/<site>/<bench>/status`: [`Status`], retained; the agent's
 //!   Last Will sets it to `offline` with reason `connection_lost`, a clean
 //!   stop to `offline` with reason `shutdown`.
-//! - `benchtel/<site>/<bench>/probe/<name>`: a probe result, on change.
+//! - `benchtel/<site>/<bench>/probe/<name>`: [`ProbeVerdict`], retained, on
+//!   change.
 //! - `benchtel/<site>/<bench>/cmd`: [`Command`]s to the agent.
 
 use serde::{Deserialize, Serialize};
@@ -152,6 +153,20 @@ impl Status {
             _ => serde_json::from_str(text).ok(),
         }
     }
+}
+
+/// A check's verdict on `…/probe/<name>`: retained, published when it
+/// changes and again after each reconnect of the agent.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProbeVerdict {
+    pub probe: String,
+    /// `true` while the check passes (after its `fail_after` /
+    /// `recover_after` hysteresis).
+    pub up: bool,
+    /// Whether the bench is ready only while this check is up.
+    pub affects_ready: bool,
+    pub run_id: String,
+    pub sent_at: String,
 }
 
 /// Commands to a running agent on `…/cmd`, the same requests as its local

@@ -122,7 +122,8 @@ async fn answer(stream: UnixStream, maintenance: &mpsc::Sender<bool>) -> std::io
     write.write_all(out.as_bytes()).await
 }
 
-async fn apply(req: &Request, maintenance: &mpsc::Sender<bool>) {
+/// Applies one request; also used for commands arriving over MQTT.
+pub(crate) async fn apply(req: &Request, maintenance: &mpsc::Sender<bool>) {
     match req {
         Request::ContextSet(ctx) => {
             context::set(ctx.clone());

@@ -3,6 +3,7 @@
 pub mod checks;
 pub mod control;
 pub mod http;
+pub mod mqtt;
 pub mod probes;
 pub mod readiness;
 pub mod run;

@@ -2,9 +2,10 @@
 //!
 //! Start: open the outbox, start the SDK and logging, bind `/metrics`, start
 //! the forwarder lanes, tell systemd READY=1, then start the sources.
-//! Stop (SIGTERM/SIGINT): sources stop; the SDK flushes what it holds into
-//! the outbox; the lanes stop and one last forward runs within a deadline;
-//! the database is checkpointed and closed.
+//! Stop (SIGTERM/SIGINT): sources stop; the MQTT publisher says `offline`
+//! and disconnects while the SDK flushes what it holds into the outbox; the
+//! lanes stop and one last forward runs within a deadline; the database is
+//! checkpointed and closed.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,12 +15,13 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use super::checks::Verdict;
 use super::http::{self, HttpState};
 use super::probes::serial::PortRef;
 use super::readiness::Readiness;
 use super::sources::{heartbeat, host_metrics};
 use super::state::BenchState;
-use super::{checks, control};
+use super::{checks, control, mqtt};
 use crate::config::{AgentConfig, Compression};
 use crate::outbox::exporter::Sink;
 use crate::outbox::forwarder::{self, Forwarder, ForwarderOptions, Wakeups};
@@ -177,9 +179,34 @@ pub async fn run(cfg: AgentConfig, cancel: CancellationToken) -> Result<(), Agen
     let control = control::bind(&cfg.control_socket)?;
     senders.spawn(control::serve(
         control,
-        maintenance_tx,
+        maintenance_tx.clone(),
         senders_cancel.clone(),
     ));
+    let (beats_tx, beats) = watch::channel(None);
+    let (probes_tx, probes) = mpsc::channel(64);
+    let mqtt_stop = CancellationToken::new();
+    if let Some(m) = &cfg.mqtt {
+        let links = mqtt::Links {
+            beats,
+            verdicts: probes,
+            maintenance: maintenance_tx,
+        };
+        senders.spawn(run_mqtt(
+            m.clone(),
+            identity(&cfg),
+            links,
+            meter.clone(),
+            mqtt_stop.clone(),
+        ));
+    }
+    let taps = Taps {
+        beats: beats_tx,
+        verdicts: cfg
+            .mqtt
+            .as_ref()
+            .filter(|m| m.options.publish_probes)
+            .map(|_| probes_tx),
+    };
 
     tracing::info!(
         "benchtel-agent {} started: {}",
@@ -189,12 +216,15 @@ pub async fn run(cfg: AgentConfig, cancel: CancellationToken) -> Result<(), Agen
     systemd::notify_ready(&cfg.summary());
 
     let sources_cancel = CancellationToken::new();
-    let sources = start_sources(&cfg, &telemetry, maintenance, &sources_cancel);
+    let sources = start_sources(&cfg, &telemetry, maintenance, taps, &sources_cancel);
 
     cancel.cancelled().await;
     tracing::info!("shutting down: stopping sources");
     systemd::notify_stopping();
     stop_stage(sources, &sources_cancel).await;
+    // Right after the last heartbeat, so the watch hears "planned stop"
+    // at once; it runs while the SDK flushes and joins with the senders.
+    mqtt_stop.cancel();
     let telemetry = Arc::new(telemetry);
     let t = telemetry.clone();
     if tokio::time::timeout(
@@ -224,10 +254,41 @@ pub async fn run(cfg: AgentConfig, cancel: CancellationToken) -> Result<(), Agen
     Ok(())
 }
 
+/// Who the MQTT publisher speaks for.
+fn identity(cfg: &AgentConfig) -> mqtt::Identity {
+    mqtt::Identity {
+        bench: cfg.bench.id.clone(),
+        site: cfg.bench.site.clone(),
+        interval: cfg.sources.heartbeat.interval,
+        run_id: heartbeat::run_id().to_string(),
+    }
+}
+
+async fn run_mqtt(
+    cfg: mqtt::Config,
+    identity: mqtt::Identity,
+    links: mqtt::Links,
+    meter: opentelemetry::metrics::Meter,
+    stop: CancellationToken,
+) {
+    if let Err(e) = mqtt::run(cfg, identity, links, meter, stop).await {
+        tracing::error!(error = %e, "MQTT publisher cannot start; heartbeats still go to the outbox");
+    }
+}
+
+/// Where sources hand their results to besides telemetry (the MQTT
+/// publisher, when it is on).
+struct Taps {
+    beats: watch::Sender<Option<heartbeat::Beat>>,
+    /// A copy of every verdict change.
+    verdicts: Option<mpsc::Sender<Verdict>>,
+}
+
 fn start_sources(
     cfg: &AgentConfig,
     telemetry: &Telemetry,
     maintenance: mpsc::Receiver<bool>,
+    taps: Taps,
     cancel: &CancellationToken,
 ) -> JoinSet<()> {
     let mut set = JoinSet::new();
@@ -244,6 +305,10 @@ fn start_sources(
     );
     let (verdict_tx, verdicts) = mpsc::channel(64);
     set.spawn(readiness.run(verdicts, maintenance, cancel.clone()));
+    let verdict_tx = match taps.verdicts {
+        Some(copy) => tee_verdicts(verdict_tx, copy, &mut set),
+        None => verdict_tx,
+    };
     if !cfg.checks.is_empty() {
         set.spawn(checks::run_all(
             cfg.checks.clone(),
@@ -259,6 +324,7 @@ fn start_sources(
             hb.clone(),
             telemetry.meter(),
             state,
+            taps.beats,
             cancel.clone(),
         ));
     }
@@ -271,6 +337,27 @@ fn start_sources(
         ));
     }
     set
+}
+
+/// Verdicts go to readiness as before, and a copy to `copy`; a full copy
+/// channel loses the copy, never the verdict. Ends when the checks do.
+fn tee_verdicts(
+    readiness: mpsc::Sender<Verdict>,
+    copy: mpsc::Sender<Verdict>,
+    set: &mut JoinSet<()>,
+) -> mpsc::Sender<Verdict> {
+    let (tx, mut rx) = mpsc::channel::<Verdict>(64);
+    set.spawn(async move {
+        while let Some(v) = rx.recv().await {
+            if copy.try_send(v.clone()).is_err() {
+                tracing::debug!(check = %v.check, "verdict copy for MQTT dropped (publisher busy)");
+            }
+            if readiness.send(v).await.is_err() {
+                return;
+            }
+        }
+    });
+    tx
 }
 
 /// `/dev/ttyUSB3` is whichever adapter enumerated fourth: say so.

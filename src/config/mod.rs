@@ -64,6 +64,8 @@ pub struct AgentConfig {
     pub state_dir: PathBuf,
     /// The local control socket (`benchtel-agent context …`).
     pub control_socket: PathBuf,
+    /// `[mqtt]`: live heartbeats and status over MQTT; `None`: off.
+    pub mqtt: Option<crate::agent::mqtt::Config>,
 }
 
 #[derive(Debug, Clone)]
@@ -177,6 +179,10 @@ fn resolve(
         .unwrap_or_else(probe_sets::default_search_path);
     let mut checks = raw.checks.clone();
     checks.extend(probe_sets::expand(&raw.probe_set, &search, file, errors));
+    let mqtt = raw
+        .mqtt
+        .as_ref()
+        .and_then(|m| crate::agent::mqtt::resolve(m, file, env, errors));
     let mut check = raw::Checker { file, errors };
 
     let bench = BenchConfig {
@@ -260,6 +266,7 @@ fn resolve(
         checks,
         control_socket: env::control_socket(env, &state_dir),
         state_dir,
+        mqtt,
     })
 }
 
@@ -321,8 +328,12 @@ impl AgentConfig {
         } else {
             "off".into()
         };
+        let mqtt = self
+            .mqtt
+            .as_ref()
+            .map_or_else(|| "off".into(), |m| m.connection.describe());
         format!(
-            "bench={} site={} state={} outbox={} otlp={} ({} headers) metrics={} config={}",
+            "bench={} site={} state={} outbox={} otlp={} ({} headers) metrics={} mqtt={} config={}",
             self.bench.id,
             self.bench.site,
             self.state_dir.display(),
@@ -330,6 +341,7 @@ impl AgentConfig {
             self.otlp.endpoint,
             self.otlp.headers.len(),
             metrics,
+            mqtt,
             config
         )
     }

@@ -30,6 +30,8 @@ pub struct RawConfig {
     pub probe_set: Vec<toml::Table>,
     /// Where probe sets are looked up.
     pub firmware_probes: Option<Vec<PathBuf>>,
+    /// `[mqtt]`; absent: MQTT off.
+    pub mqtt: Option<crate::agent::mqtt::RawConfig>,
 }
 
 /// `[bench]`: who this bench is.
@@ -250,7 +252,8 @@ pub fn parse(file: &str, text: &str, errors: &mut Vec<ConfigError>) -> RawConfig
             "checks" => s.parse_into(&mut raw.checks),
             "probe_set" => s.parse_into(&mut raw.probe_set),
             "firmware_probes" => s.parse_into(&mut raw.firmware_probes),
-            _ => s.unknown("bench, otlp, outbox, http, log, telemetry, sources, checks, probe_set, firmware_probes"),
+            "mqtt" => raw.mqtt = Some(crate::agent::mqtt::parse_section(&mut s)),
+            _ => s.unknown("bench, otlp, outbox, http, log, telemetry, sources, checks, probe_set, firmware_probes, mqtt"),
         }
     }
     raw

@@ -1,13 +1,17 @@
 //! Helpers shared by the integration tests: real programs (rotel,
-//! Prometheus, Alertmanager, simulated firmware) and an
-//! in-test OTLP/HTTP receiver. Each test file uses only part of them.
+//! Prometheus, Alertmanager, Mosquitto, simulated firmware, the agent and
+//! the watch themselves), an MQTT test client and an in-test OTLP/HTTP
+//! receiver. Each test file uses only part of them.
 #![allow(dead_code)]
 
+pub mod agent;
 pub mod alertmanager;
 pub mod firmware;
 pub mod http;
 pub mod mosquitto;
+pub mod mqtt;
 pub mod otlp;
+pub mod pki;
 pub mod prometheus;
 pub mod receiver;
 pub mod rotel;

@@ -33,7 +33,7 @@ impl Default for Config {
     }
 }
 
-/// One heartbeat, as logged and (later) published over MQTT.
+/// One heartbeat, as logged and handed to the MQTT publisher.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Beat {
     pub seq: u64,
@@ -59,6 +59,23 @@ pub fn uptime() -> Option<Duration> {
     Some(Duration::from_secs_f64(secs))
 }
 
+/// Identifies this run of the agent process; the same for every heartbeat
+/// and for the MQTT status of the run.
+pub fn run_id() -> &'static str {
+    static RUN_ID: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    RUN_ID.get_or_init(|| {
+        let start = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0);
+        // Sequence numbers restart with the process, so a receiver needs
+        // the run id to tell "beats were lost" from "the agent restarted".
+        // The pid alone repeats across reboots, the start time alone
+        // could collide between two agents on one machine.
+        format!("{start}-{}", std::process::id())
+    })
+}
+
 /// The per-run state of the heartbeat and the instruments it records into.
 pub struct Heartbeat {
     seq: u64,
@@ -70,17 +87,9 @@ pub struct Heartbeat {
 
 impl Heartbeat {
     pub fn new(meter: &Meter) -> Heartbeat {
-        let start = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or(0);
         Heartbeat {
             seq: 0,
-            // Sequence numbers restart with the process, so a receiver needs
-            // the run id to tell "beats were lost" from "the agent restarted".
-            // The pid alone repeats across reboots, the start time alone
-            // could collide between two agents on one machine.
-            run_id: format!("{start}-{}", std::process::id()),
+            run_id: run_id().to_string(),
             boot_id: boot_id().unwrap_or_default(),
             beats: meter
                 .u64_counter("bench_heartbeats")
@@ -113,11 +122,14 @@ impl Heartbeat {
     }
 }
 
-/// Beats every `interval` (the first at once) until cancelled.
+/// Beats every `interval` (the first at once) until cancelled. Each beat
+/// also replaces the value in `beats`, for whoever wants them live (the
+/// MQTT publisher); nobody has to.
 pub async fn run(
     cfg: Config,
     meter: Meter,
     state: watch::Receiver<BenchState>,
+    beats: watch::Sender<Option<Beat>>,
     cancel: CancellationToken,
 ) {
     let mut hb = Heartbeat::new(&meter);
@@ -139,6 +151,7 @@ pub async fn run(
             sent_at = %beat.sent_at,
             "heartbeat"
         );
+        beats.send_replace(Some(beat));
     }
 }
 
@@ -205,11 +218,14 @@ mod tests {
             enabled: true,
             interval: Duration::from_secs(10),
         };
-        let task = tokio::spawn(run(cfg, provider.meter("t"), rx, cancel.clone()));
+        let (beats_tx, mut beats) = watch::channel(None);
+        let task = tokio::spawn(run(cfg, provider.meter("t"), rx, beats_tx, cancel.clone()));
         tokio::time::sleep(Duration::from_secs(95)).await;
         provider.force_flush().unwrap();
         let rm = last(&exporter);
         assert_eq!(heartbeats(&rm), 10, "beats at 0, 10, … 90 s");
+        let handed = beats.borrow_and_update().clone().unwrap();
+        assert_eq!((handed.seq, handed.state), (10, BenchState::Starting));
         assert!(state_of(&rm).contains(&("starting".into(), 1)));
         tx.send(BenchState::Ready).unwrap();
         tokio::time::sleep(Duration::from_secs(10)).await;
