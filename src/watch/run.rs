@@ -19,6 +19,7 @@ use super::clock::Clock;
 use super::config::WatchConfig;
 use super::fleet::Fleet;
 use super::http;
+use super::ingest::mqtt;
 use super::registry::{Registry, RegistryError};
 use super::shared::Shared;
 use super::stats::{Stats, StatsError};
@@ -91,6 +92,9 @@ pub async fn run(cfg: WatchConfig, cancel: CancellationToken) -> Result<(), Watc
     let ingest_cancel = CancellationToken::new();
     let mut ingest = JoinSet::new();
     ingest.spawn(http::serve(listener, shared.clone(), ingest_cancel.clone()));
+    if let Some(conn) = cfg.mqtt.clone() {
+        ingest.spawn(mqtt::run(shared.clone(), conn, ingest_cancel.clone()));
+    }
 
     tracing::info!(
         "benchtel-watch {} started: {}",

@@ -6,6 +6,7 @@
 
 pub mod agent;
 pub mod alertmanager;
+pub mod fake_bench;
 pub mod firmware;
 pub mod http;
 pub mod mosquitto;

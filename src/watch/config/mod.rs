@@ -19,6 +19,8 @@ pub const DEFAULT_PATH: &str = "/etc/benchtel/watch.toml";
 #[derive(Debug, Clone)]
 pub struct WatchConfig {
     pub source: Option<PathBuf>,
+    /// `[mqtt]`: the broker to hear benches through; `None`: OTLP only.
+    pub mqtt: Option<crate::mqtt::Connection>,
     /// This replica's name (`watch` label of its own alerts); default: the
     /// hostname.
     pub replica: String,
@@ -93,7 +95,7 @@ pub struct Override {
     pub liveness: Thresholds,
 }
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct IngestHealth {
     /// With no heartbeat from anyone for this long, the watch assumes it
     /// went deaf, not that the fleet died. `None`: the shortest heartbeat
@@ -102,6 +104,10 @@ pub struct IngestHealth {
     /// The silence rule applies only with at least this many benches
     /// expected to send: one silent bench is just one dead bench.
     pub min_benches: usize,
+    /// MQTT topic levels of the sites this replica hears (`+`: all).
+    pub sites: Vec<String>,
+    /// How often the watch pings itself through the broker.
+    pub ping_interval: Duration,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -141,6 +147,7 @@ pub struct Webhook {
 #[derive(Debug, Clone, Default)]
 struct Raw {
     watch: RawWatch,
+    mqtt: Option<crate::mqtt::ConnectionConfig>,
     http: RawHttp,
     otlp: RawOtlp,
     registry: RawRegistry,
@@ -307,6 +314,13 @@ struct RawIngest {
     silence: Option<Duration>,
     /// The silence rule needs at least this many benches expected to send.
     min_benches: usize,
+    /// Sites heard over MQTT (`+`: all); partitions the fleet between
+    /// replicas.
+    sites: Vec<String>,
+    /// How often the watch pings itself through the broker; three missed
+    /// pings make it deaf.
+    #[serde(with = "humantime_serde")]
+    ping_interval: Duration,
 }
 
 impl Default for RawIngest {
@@ -314,6 +328,8 @@ impl Default for RawIngest {
         RawIngest {
             silence: None,
             min_benches: 2,
+            sites: vec!["+".into()],
+            ping_interval: Duration::from_secs(5),
         }
     }
 }
@@ -433,6 +449,7 @@ fn parse(file: &str, text: &str, errors: &mut Vec<ConfigError>) -> Raw {
         };
         match name.as_str() {
             "watch" => s.parse_into(&mut raw.watch),
+            "mqtt" => s.parse_into(&mut raw.mqtt),
             "http" => s.parse_into(&mut raw.http),
             "otlp" => s.parse_into(&mut raw.otlp),
             "registry" => s.parse_into(&mut raw.registry),
@@ -549,12 +566,26 @@ fn resolve(
         window: check.positive("storm.window", s.window),
         min_benches: check.at_least("storm.min_benches", s.min_benches as u64, 2) as usize,
     };
+    for (i, site) in raw.ingest.sites.iter().enumerate() {
+        if site != "+" {
+            check.name(&format!("ingest.sites[{i}]"), site);
+        }
+    }
+    if raw.ingest.sites.is_empty() {
+        check.error(
+            "ingest.sites",
+            "[]",
+            "name at least one site, or \"+\" for all",
+        );
+    }
     let ingest = IngestHealth {
         silence: raw
             .ingest
             .silence
             .map(|d| check.positive("ingest.silence", d)),
         min_benches: raw.ingest.min_benches,
+        sites: raw.ingest.sites.clone(),
+        ping_interval: check.positive("ingest.ping_interval", raw.ingest.ping_interval),
     };
     let alerts = alerts(&mut check, &raw.alerts, &http);
     let replica = raw
@@ -564,8 +595,13 @@ fn resolve(
         .unwrap_or_else(crate::config::hostname);
     check.name("watch.replica", &replica);
     check.log_level("log.level", &raw.log.level);
+    let mqtt = raw
+        .mqtt
+        .as_ref()
+        .and_then(|m| m.resolve(file, "mqtt", env, check.errors));
     WatchConfig {
         source,
+        mqtt,
         replica,
         http,
         otlp: OtlpIngest {
@@ -706,8 +742,12 @@ impl WatchConfig {
             None => format!("none at {DEFAULT_PATH}, built-in defaults"),
         };
         format!(
-            "listen=http://{} registry={} alertmanagers={} webhooks={} otlp={} config={}",
+            "replica={} listen=http://{} mqtt={} registry={} alertmanagers={} webhooks={} otlp={} config={}",
+            self.replica,
             self.http.listen,
+            self.mqtt
+                .as_ref()
+                .map_or_else(|| "off".into(), |m| m.describe()),
             self.registry_path.display(),
             self.alerts.alertmanagers.len(),
             self.alerts.webhooks.len(),

@@ -1,2 +1,3 @@
-//! How heartbeats reach the watch: OTLP/HTTP ([`otlp`]) and MQTT.
+//! How heartbeats reach the watch: MQTT ([`mqtt`]) and OTLP/HTTP ([`otlp`]).
+pub mod mqtt;
 pub mod otlp;
