@@ -719,8 +719,8 @@ mod tests {
         }
     }
 
-    fn lost_connection() -> Polled {
-        Err(ConnectionError::Io(std::io::Error::other("reset")))
+    fn lost_connection() -> ConnectionError {
+        ConnectionError::Io(std::io::Error::other("reset"))
     }
 
     const HB: [(&str, &str); 1] = [("topic_kind", "heartbeat")];
@@ -781,7 +781,7 @@ mod tests {
         );
         // The connection drops: beat 1 (written) and beats 3..=14 (queued)
         // are lost with the clean session.
-        f.session.on_event(lost_connection()).await;
+        f.session.on_event(Err(lost_connection())).await;
         assert_eq!(
             f.count("benchtel_mqtt_publishes", &[HB[0], ("result", "lost")]),
             13
@@ -804,7 +804,7 @@ mod tests {
         assert!(f.session.queued.is_empty(), "not connected: kept for later");
         f.connack().await;
         assert_eq!(f.session.queued, [Kind::Status, Kind::Probe]);
-        f.session.on_event(lost_connection()).await;
+        f.session.on_event(Err(lost_connection())).await;
         f.connack().await;
         assert_eq!(f.session.queued, [Kind::Status, Kind::Probe]);
         assert_eq!(f.count("benchtel_mqtt_publishes", &[("result", "lost")]), 2);
