@@ -566,3 +566,35 @@ fn username_and_password_from_a_file_or_the_systemd_credential() {
         WAIT,
     );
 }
+
+#[test]
+fn validate_checks_the_mqtt_section_and_never_shows_the_password() {
+    let dir = tempfile::tempdir().unwrap();
+    let pw = dir.path().join("pw");
+    std::fs::write(&pw, "pw-sekrit-77\n").unwrap();
+    let cfg = dir.path().join("agent.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[bench]\nid = \"b1\"\n[mqtt]\nurl = \"mqtt://broker.lab\"\nusername = \"b1\"\npassword_file = \"{}\"\n",
+            pw.display()
+        ),
+    )
+    .unwrap();
+    let out = std::process::Command::new(agent::AGENT)
+        .args(["validate", "--config"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    let all = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{all}");
+    assert!(
+        all.contains("mqtt=mqtt://broker.lab:1883") && all.contains("user=b1 password from file"),
+        "{all}"
+    );
+    assert!(!all.contains("pw-sekrit-77"), "{all}");
+}
