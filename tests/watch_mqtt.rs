@@ -106,7 +106,13 @@ fn a_frozen_agent_is_offline_within_one_and_a_half_keepalives_and_the_debounce()
     let dir = tempfile::tempdir().unwrap();
     let broker = Mosquitto::start();
     let am = Alertmanager::start();
-    let watch = Watch::start(&watch_config(&broker, &am, ""));
+    // A grace period far longer than the keepalive: only the will can make
+    // the bench offline this soon.
+    let watch = Watch::start(&watch_config(
+        &broker,
+        &am,
+        "[[liveness.override]]\nsite = \"lab\"\noffline_after = \"60s\"\n",
+    ));
     let agent = agent_on(dir.path(), &broker, "keepalive = \"2s\"\n");
     online(&watch, "test-bench");
     // The socket stays open; only the keepalive tells the broker.
@@ -229,11 +235,16 @@ fn shipped_alertmanager() -> Alertmanager {
 fn a_site_cut_at_once_is_one_site_page_and_the_shipped_config_inhibits_the_rest() {
     let broker = Mosquitto::start();
     let am = shipped_alertmanager();
-    let watch = Watch::start(&watch_config(
-        &broker,
-        &am,
-        "[storm]\nshare = 0.5\nwindow = \"30s\"\nmin_benches = 4\n",
-    ));
+    // A hold of 3 s: long enough for a loaded machine to see all 20 wills
+    // before the first bench's page is due.
+    let watch = Watch::start(
+        &watch_config(
+            &broker,
+            &am,
+            "[storm]\nshare = 0.5\nwindow = \"30s\"\nmin_benches = 4\n",
+        )
+        .replace("hold = \"1s\"", "hold = \"3s\""),
+    );
     let every = Duration::from_millis(500);
     let cut: Vec<FakeBench> = (0..20)
         .map(|i| FakeBench::start(broker.port, "lab1", &format!("s1-{i:02}"), every))
@@ -245,9 +256,7 @@ fn a_site_cut_at_once_is_one_site_page_and_the_shipped_config_inhibits_the_rest(
         let b = watch.benches();
         b.len() == 23 && b.iter().all(|x| x["liveness"] == "online")
     });
-    for b in cut {
-        b.cut();
-    }
+    FakeBench::cut_all(cut);
     wait_for(
         "one BenchSiteOffline and 20 BenchOffline",
         Duration::from_secs(20),
@@ -299,6 +308,12 @@ fn malformed_messages_are_counted_and_the_watch_carries_on() {
         })
         .to_string()
     };
+    // The watch subscribes after its session is up: beat until it hears.
+    wait_for("the good heartbeat", Duration::from_secs(15), || {
+        pub_.publish("benchtel/lab/b1/heartbeat", &good("b1", "lab"), false);
+        std::thread::sleep(Duration::from_millis(100));
+        watch.liveness("b1").as_deref() == Some("online")
+    });
     pub_.publish("benchtel/lab/b1/heartbeat", "\u{0}\u{1} not json", false);
     pub_.publish("benchtel/lab/b1/heartbeat", &good("other", "lab"), false);
     pub_.publish(
@@ -307,26 +322,23 @@ fn malformed_messages_are_counted_and_the_watch_carries_on() {
         false,
     );
     pub_.publish("benchtel/lab/b1/status", "maybe", false);
-    pub_.publish("benchtel/lab/b1/heartbeat", &good("b1", "lab"), false);
-    wait_for("the good heartbeat", Duration::from_secs(10), || {
-        watch.liveness("b1").as_deref() == Some("online")
-    });
-    let m = watch.metrics();
-    for (reason, n) in [
+    let want = [
         ("malformed_json", 2.0),
         ("topic_mismatch", 1.0),
         ("bad_sent_at", 1.0),
-    ] {
-        assert_eq!(
-            sample(
-                &m,
-                "benchtel_watch_rejected_total",
-                &[("transport", "mqtt"), ("reason", reason)]
-            ),
-            Some(n),
-            "{reason}\n{m}"
-        );
-    }
+    ];
+    let counted = |m: &str, reason: &str| {
+        sample(
+            m,
+            "benchtel_watch_rejected_total",
+            &[("transport", "mqtt"), ("reason", reason)],
+        )
+    };
+    wait_for("the rejections counted", Duration::from_secs(10), || {
+        let m = watch.metrics();
+        want.iter()
+            .all(|(reason, n)| counted(&m, reason) == Some(*n))
+    });
     assert_eq!(watch.benches().len(), 1, "garbage created no bench");
     let (code, _) = support::http::get(&watch.addr(), "/healthz").unwrap();
     assert_eq!(code, 200);

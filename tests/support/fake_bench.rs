@@ -49,6 +49,15 @@ impl FakeBench {
         self.halt();
     }
 
+    /// Cuts every bench at the same moment (stopping them one by one would
+    /// spread the cut over their heartbeat intervals).
+    pub fn cut_all(benches: Vec<FakeBench>) {
+        for b in &benches {
+            b.stop.store(true, Ordering::SeqCst);
+        }
+        drop(benches);
+    }
+
     fn halt(&mut self) {
         self.stop.store(true, Ordering::SeqCst);
         if let Some(t) = self.thread.take() {
