@@ -124,16 +124,20 @@ fn a_frozen_agent_is_offline_within_one_and_a_half_keepalives_and_the_debounce()
     });
     let took = frozen.elapsed();
     let _ = kill(pid, Signal::SIGCONT);
-    // 1.5 × 2 s keepalive + 1 s debounce = 4 s, plus a second of ticks and
-    // polling; well before the 6 s grace period would have said so.
-    assert!(
-        took < Duration::from_secs(5) + Duration::from_millis(900),
-        "offline after {took:?}"
-    );
+    // 1.5 × 2 s keepalive + 1 s debounce = 4 s. Mosquitto 2.0 checks
+    // keepalives about once a second (its will came 4.0 s after the freeze
+    // when measured alone), and the watch judges once a second: 6 s, plus
+    // polling; the grace period, 60 s, is far off.
+    assert!(took < Duration::from_millis(7500), "offline after {took:?}");
     assert!(
         took >= Duration::from_secs(3),
         "offline after {took:?}, before the broker could know"
     );
+    wait_for("the page", Duration::from_secs(10), || {
+        offline_pages(&am) == 1
+    });
+    let summary = am.active("BenchOffline")[0]["annotations"]["summary"].clone();
+    assert!(summary.as_str().unwrap().contains("Last Will"), "{summary}");
 }
 
 #[test]
