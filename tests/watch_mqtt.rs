@@ -123,7 +123,6 @@ fn a_frozen_agent_is_offline_within_one_and_a_half_keepalives_and_the_debounce()
         watch.liveness("test-bench").as_deref() == Some("offline")
     });
     let took = frozen.elapsed();
-    let _ = kill(pid, Signal::SIGCONT);
     // 1.5 × 2 s keepalive + 1 s debounce = 4 s. Mosquitto 2.0 checks
     // keepalives about once a second (its will came 4.0 s after the freeze
     // when measured alone), and the watch judges once a second: 6 s, plus
@@ -138,6 +137,7 @@ fn a_frozen_agent_is_offline_within_one_and_a_half_keepalives_and_the_debounce()
     });
     let summary = am.active("BenchOffline")[0]["annotations"]["summary"].clone();
     assert!(summary.as_str().unwrap().contains("Last Will"), "{summary}");
+    let _ = kill(pid, Signal::SIGCONT);
 }
 
 #[test]
