@@ -23,13 +23,18 @@ impl Watch {
     /// A watch whose config is `extra` plus its listen address and registry
     /// (which `extra` must not set).
     pub fn start(extra: &str) -> Watch {
+        Watch::start_http("", extra)
+    }
+
+    /// Like `start`, with extra lines for its `[http]` section.
+    pub fn start_http(http: &str, extra: &str) -> Watch {
         let dir = tempfile::tempdir().unwrap();
         let port = super::free_port();
         let conf = dir.path().join("watch.toml");
         std::fs::write(
             &conf,
             format!(
-                "[http]\nlisten = \"127.0.0.1:{port}\"\n[registry]\npath = {:?}\n[watch]\nreplica = \"test-watch\"\n{extra}\n",
+                "[http]\nlisten = \"127.0.0.1:{port}\"\n{http}\n[registry]\npath = {:?}\n[watch]\nreplica = \"test-watch\"\n{extra}\n",
                 dir.path().join("watch.db").display().to_string()
             ),
         )
