@@ -382,3 +382,50 @@ fn maintenance_and_retirement_through_the_api_need_the_admin_token() {
         "retired benches are no longer exported"
     );
 }
+
+#[test]
+fn webhooks_get_each_firing_and_resolution_once_even_after_failures() {
+    let am = Alertmanager::start();
+    let hook = support::webhook::Webhook::start();
+    let watch = Watch::start(&config(
+        &am,
+        &format!("[[alerts.webhook]]\nurl = \"{}\"\n", hook.url()),
+    ));
+    let beater = Beater::start(
+        vec![watch.addr()],
+        &[("lab", "a"), ("lab", "b")],
+        EVERY,
+        0.0,
+    );
+    settled(&watch, 2);
+    // The receiver is down for the first two attempts: retried with backoff.
+    hook.fail_next(2);
+    beater.kill("b");
+    wait_for("the firing webhook", Duration::from_secs(20), || {
+        hook.bodies().len() == 1
+    });
+    let fired = &hook.bodies()[0];
+    assert_eq!(fired["status"], "firing");
+    assert_eq!(fired["alerts"][0]["labels"]["alertname"], "BenchOffline");
+    assert_eq!(fired["alerts"][0]["labels"]["bench_id"], "b");
+    beater.revive("lab", "b");
+    wait_for("the resolved webhook", Duration::from_secs(20), || {
+        hook.bodies().len() == 2
+    });
+    let resolved = &hook.bodies()[1];
+    assert_eq!(resolved["status"], "resolved");
+    assert!(resolved["alerts"][0]["endsAt"].is_string());
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(
+        hook.bodies().len(),
+        2,
+        "each event is delivered once, not re-sent"
+    );
+    let m = watch.metrics();
+    let ok = sample(
+        &m,
+        "benchtel_watch_alert_sends_total",
+        &[("receiver", &hook.url()), ("result", "ok")],
+    );
+    assert_eq!(ok, Some(2.0), "{m}");
+}

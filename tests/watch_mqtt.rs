@@ -347,3 +347,25 @@ fn malformed_messages_are_counted_and_the_watch_carries_on() {
     let (code, _) = support::http::get(&watch.addr(), "/healthz").unwrap();
     assert_eq!(code, 200);
 }
+
+#[test]
+fn a_replica_partitioned_by_site_hears_only_its_sites() {
+    let broker = Mosquitto::start();
+    let am = Alertmanager::start();
+    let watch = Watch::start(&watch_config(&broker, &am, "").replace(
+        "ping_interval = \"1s\"",
+        "ping_interval = \"1s\"\nsites = [\"lab1\"]",
+    ));
+    let every = Duration::from_millis(500);
+    let mine = FakeBench::start(broker.port, "lab1", "x", every);
+    let theirs = FakeBench::start(broker.port, "lab2", "y", every);
+    online(&watch, "x");
+    std::thread::sleep(Duration::from_secs(2));
+    let known: Vec<String> = watch
+        .benches()
+        .iter()
+        .map(|b| b["bench_id"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(known, ["x"]);
+    drop((mine, theirs));
+}
