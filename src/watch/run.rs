@@ -23,6 +23,7 @@ use super::ingest::mqtt;
 use super::registry::{Registry, RegistryError};
 use super::shared::Shared;
 use super::stats::{Stats, StatsError};
+use crate::service;
 use crate::systemd::{self, Beacon, Liveness};
 use crate::telemetry::{self, LogFormat};
 
@@ -105,8 +106,8 @@ pub async fn run(cfg: WatchConfig, cancel: CancellationToken) -> Result<(), Watc
     cancel.cancelled().await;
     tracing::info!("shutting down: stopping ingest");
     systemd::notify_stopping();
-    stop_stage(ingest, &ingest_cancel).await;
-    stop_stage(core, &core_cancel).await;
+    service::stop_stage(ingest, &ingest_cancel, STAGE_DEADLINE).await;
+    service::stop_stage(core, &core_cancel, STAGE_DEADLINE).await;
     let changes = shared.lock_fleet().take_changes();
     tokio::task::spawn_blocking(move || lock(&registry).save(&changes)).await??;
     tracing::info!("stopped; the bench registry is saved");
@@ -280,21 +281,5 @@ async fn run_saver(
             Ok(Err(e)) => tracing::error!(error = %e, "saving the bench registry failed"),
             Err(e) => tracing::error!(error = %e, "the registry save task failed"),
         }
-    }
-}
-
-/// Cancels a stage and waits for its tasks, abandoning them at the deadline.
-async fn stop_stage(mut set: JoinSet<()>, cancel: &CancellationToken) {
-    cancel.cancel();
-    let drained = tokio::time::timeout(STAGE_DEADLINE, async {
-        while set.join_next().await.is_some() {}
-    })
-    .await;
-    if drained.is_err() {
-        tracing::warn!(
-            left = set.len(),
-            "stage did not stop within its deadline; aborting it"
-        );
-        set.abort_all();
     }
 }
