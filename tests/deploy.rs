@@ -1261,6 +1261,20 @@ async fn watch_panels_and_rules_work_against_a_real_watch_and_prometheus() {
         );
     }
 
+    // The agents' "Bench states reported" also reads the watch's
+    // bench_state, which carries only the current state and keeps it for
+    // silent benches: each bench counts once, in the state it last reported.
+    let reported = substitute(
+        &panel("benchtel-fleet", "Bench states reported").queries[0].expr,
+        &WATCH_VARS,
+    );
+    let got = by(&instant(&api, &reported).await.unwrap(), &["state"]);
+    assert_eq!(
+        got,
+        BTreeMap::from([("ready".to_string(), 6.0)]),
+        "{reported}"
+    );
+
     // Every panel the watch feeds (and the rules' alerts) shows data, as
     // Grafana queries it. (The stats show 0 rather than nothing when no
     // bench is in their state: their values are checked above.)
