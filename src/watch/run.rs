@@ -60,7 +60,7 @@ pub async fn run(cfg: WatchConfig, cancel: CancellationToken) -> Result<(), Watc
     let cfg = Arc::new(cfg);
     let clock = Clock::new();
     let (registry, fleet) = open_registry(&cfg, clock).await?;
-    let shared = Shared::new(cfg.clone(), fleet, clock, Stats::new()?);
+    let shared = Shared::new(cfg.clone(), fleet, clock, Stats::new(cfg.mqtt.is_some())?);
     let listener = tokio::net::TcpListener::bind(cfg.http.listen)
         .await
         .map_err(|source| WatchError::Listen {
