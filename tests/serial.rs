@@ -263,3 +263,161 @@ async fn a_replugged_adapter_is_missing_then_recovers_at_the_same_path() {
         );
     }
 }
+
+/// Every probe kind the agent can run here (serial_expect, serial_watch on
+/// simulated boards; gpio_level on a chip that does not exist, since this
+/// machine has no GPIO) reports `bench_probe_success{probe,kind}` per run
+/// and `bench_probe_duration_seconds{probe}` on the real agent's /metrics,
+/// and every `*_seconds` histogram carries the agent's own buckets.
+#[test]
+fn probe_results_and_durations_reach_metrics() {
+    use benchtel::agent::checks::{BOOT_BUCKETS, RUN_BUCKETS};
+    use support::agent::{Agent, buckets, config, find};
+    let shell = Firmware::start(Behaviour::ZephyrShell);
+    let panicking = Firmware::start(Behaviour::Panic);
+    let console = Firmware::start(Behaviour::Hang);
+    let dir = tempfile::tempdir().unwrap();
+    let closed = support::free_port();
+    // recover_after and fail_after are out of reach: the verdicts never
+    // change, so what is seen is each run's result, not the verdict.
+    let checks = format!(
+        r#"
+[[checks]]
+name = "dut-version"
+type = "serial_expect"
+port = "{shell}"
+send = "version"
+expect = 'Zephyr version (?P<major>\d+)'
+settle = "0s"
+interval = "200ms"
+recover_after = 1000000
+affects_ready = false
+
+[[checks]]
+name = "dut-panics"
+type = "serial_expect"
+port = "{panicking}"
+send = "version"
+expect = 'Zephyr version'
+fail = "Kernel panic"
+settle = "0s"
+interval = "200ms"
+fail_after = 1000000
+affects_ready = false
+
+[[checks]]
+name = "power-good"
+type = "gpio_level"
+chip = "/dev/benchtel-test-no-such-gpiochip"
+line = 0
+expect = "high"
+interval = "200ms"
+affects_ready = false
+
+[[checks]]
+name = "boot"
+type = "serial_watch"
+port = "{console}"
+reset = "U-Boot SPL"
+fatal = "Kernel panic"
+boot_loop_resets = 1000
+affects_ready = false
+milestones = [
+  {{ name = "spl", pattern = "U-Boot SPL", within = "5s" }},
+  {{ name = "kernel", pattern = "Starting kernel", within = "10s" }},
+]
+
+[[checks]]
+name = "instrument"
+type = "tcp"
+address = "127.0.0.1:{closed}"
+interval = "200ms"
+affects_ready = false
+"#,
+        shell = shell.port().display(),
+        panicking = panicking.port().display(),
+        console = console.port().display(),
+    );
+    let cfg = config(dir.path(), &checks);
+    let agent = Agent::start(dir.path(), &cfg);
+    let t = Duration::from_secs(30);
+    let success = "bench_probe_success";
+    let passed = [("probe", "dut-version"), ("kind", "serial_expect")];
+    agent.wait_metric(success, &passed, t, |v| v == 1.0);
+    let failed = [("probe", "dut-panics"), ("kind", "serial_expect")];
+    agent.wait_metric("bench_probe_duration_seconds_count", &failed[..1], t, |v| {
+        v >= 3.0
+    });
+    let gpio = [("probe", "power-good"), ("kind", "gpio_level")];
+    agent.wait_metric("bench_probe_duration_seconds_count", &gpio[..1], t, |v| {
+        v >= 1.0
+    });
+
+    // The watch opens its port when it starts: print boots until one is timed.
+    let booted = [("probe", "boot"), ("kind", "serial_watch")];
+    let deadline = std::time::Instant::now() + t;
+    while find(&agent.metrics(), success, &booted) != Some(1.0) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no boot seen:\n{}",
+            agent.metrics()
+        );
+        console.print("U-Boot SPL 2024.01\r\nStarting kernel ...\r\n");
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    let text = agent.metrics();
+    let duration = "bench_probe_duration_seconds";
+    for probe in ["dut-version", "dut-panics", "power-good", "boot"] {
+        let n = find(&text, &format!("{duration}_count"), &[("probe", probe)]);
+        assert!(n.is_some_and(|n| n >= 1.0), "{probe}: {n:?}\n{text}");
+    }
+    assert_eq!(find(&text, success, &failed), Some(0.0), "{text}");
+    assert_eq!(find(&text, success, &gpio), Some(0.0), "{text}");
+    // Per run, not the verdict: neither serial_expect probe has one yet.
+    for check in ["dut-version", "dut-panics"] {
+        let up = find(&text, "bench_health_check_up", &[("check", check)]);
+        assert_eq!(up, None, "{check}\n{text}");
+    }
+    // Checks of the bench's own tools are not probes.
+    assert_eq!(find(&text, success, &[("probe", "instrument")]), None);
+    assert!(
+        find(
+            &text,
+            "bench_health_check_duration_seconds_count",
+            &[("check", "instrument")]
+        )
+        .is_some_and(|n| n >= 1.0),
+        "{text}"
+    );
+
+    // The buckets are the agent's, not the SDK's millisecond defaults.
+    let with_inf = |b: &[f64]| b.iter().copied().chain([f64::INFINITY]).collect::<Vec<_>>();
+    for (name, labels) in [
+        (
+            "bench_health_check_duration_seconds",
+            [("check", "instrument")],
+        ),
+        (duration, [("probe", "dut-version")]),
+        (duration, [("probe", "boot")]),
+    ] {
+        assert_eq!(
+            buckets(&text, name, &labels),
+            with_inf(&RUN_BUCKETS),
+            "{name}\n{text}"
+        );
+    }
+    let milestone = [("probe", "boot"), ("milestone", "kernel")];
+    assert_eq!(
+        buckets(&text, "bench_boot_milestone_seconds", &milestone),
+        with_inf(&BOOT_BUCKETS),
+        "{text}"
+    );
+
+    // A boot that panics is a failed run of the watch.
+    console.print("U-Boot SPL 2024.01\r\nKernel panic - not syncing\r\n");
+    agent.wait_metric(success, &booted, t, |v| v == 0.0);
+    let fatal = [("check", "boot"), ("code", "mismatch")];
+    agent.wait_metric("bench_health_failures_total", &fatal, t, |v| v >= 1.0);
+    let (status, _) = agent.terminate();
+    assert!(status.success());
+}

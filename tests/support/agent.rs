@@ -225,3 +225,36 @@ pub fn sample(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
         .filter_map(|v| v.parse::<f64>().ok())
         .sum()
 }
+
+/// The value of the one sample of `name` carrying all `labels`, or `None`
+/// if there is none (unlike [`sample`], tells 0 from absent).
+pub fn find(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    text.lines()
+        .filter(|l| l.starts_with(&format!("{name}{{")) || l.starts_with(&format!("{name} ")))
+        .find(|l| {
+            labels
+                .iter()
+                .all(|(k, v)| l.contains(&format!("{k}=\"{v}\"")))
+        })
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
+/// The `le` boundaries of histogram `name` (its `_bucket` series carrying
+/// all `labels`), in exposition order, `+Inf` as infinity.
+pub fn buckets(text: &str, name: &str, labels: &[(&str, &str)]) -> Vec<f64> {
+    let prefix = format!("{name}_bucket{{");
+    text.lines()
+        .filter(|l| l.starts_with(&prefix))
+        .filter(|l| {
+            labels
+                .iter()
+                .all(|(k, v)| l.contains(&format!("{k}=\"{v}\"")))
+        })
+        .filter_map(|l| l.split("le=\"").nth(1)?.split('"').next())
+        .map(|le| match le {
+            "+Inf" => f64::INFINITY,
+            v => v.parse().unwrap_or(f64::NAN),
+        })
+        .collect()
+}

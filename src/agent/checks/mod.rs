@@ -10,20 +10,24 @@
 pub mod exec;
 pub mod file;
 pub mod http;
+mod record;
 pub mod tcp;
 pub mod usb;
+
+pub use record::{BOOT_BUCKETS, RUN_BUCKETS};
 
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use opentelemetry::KeyValue;
-use opentelemetry::metrics::{Counter, Gauge, Meter};
+use opentelemetry::metrics::Meter;
 use opentelemetry::trace::{Span, Status, Tracer};
 use serde::{Deserialize, Serialize};
 
 use crate::agent::probes::gpio::{self, chardev::Chardev};
 use crate::agent::probes::serial::watch;
+use record::{Instruments, Labels};
 use tokio::sync::{Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 
@@ -156,6 +160,20 @@ impl Kind {
         }
     }
 
+    /// Probes of the device under test (serial console, GPIO lines), as
+    /// opposed to checks of the bench's own tools; they also get
+    /// `bench_probe_success` and `bench_probe_duration_seconds`.
+    pub fn is_probe(&self) -> bool {
+        match self {
+            Kind::Exec(_) | Kind::Http(_) | Kind::Tcp(_) | Kind::File(_) | Kind::Usb(_) => false,
+            Kind::SerialExpect(_)
+            | Kind::SerialWatch(_)
+            | Kind::GpioLevel(_)
+            | Kind::GpioEdges(_)
+            | Kind::GpioStuck(_) => true,
+        }
+    }
+
     async fn run(&self, timeout: Duration) -> Outcome {
         let run = async {
             match self {
@@ -237,14 +255,6 @@ impl Hysteresis {
     }
 }
 
-struct Instruments {
-    boot: opentelemetry::metrics::Histogram<f64>,
-    up: Gauge<i64>,
-    values: Gauge<f64>,
-    failures: Counter<u64>,
-    duration: opentelemetry::metrics::Histogram<f64>,
-}
-
 /// Runs every check on its own schedule until cancelled, at most
 /// `max_concurrent` at a time.
 pub async fn run_all(
@@ -254,36 +264,14 @@ pub async fn run_all(
     verdicts: mpsc::Sender<Verdict>,
     cancel: CancellationToken,
 ) {
-    let instruments = Arc::new(Instruments {
-        boot: meter
-            .f64_histogram("bench_boot_milestone")
-            .with_unit("s")
-            .with_description("Time from a reset marker on the console to each boot milestone")
-            .build(),
-        values: meter
-            .f64_gauge("bench_probe_value")
-            .with_description("Values read by probes, e.g. a firmware version or a signal level")
-            .build(),
-        up: meter
-            .i64_gauge("bench_health_check_up")
-            .with_description("1 while a health check is up, 0 while it is down")
-            .build(),
-        failures: meter
-            .u64_counter("bench_health_failures")
-            .with_description("Failed health-check runs, by check and result code")
-            .build(),
-        duration: meter
-            .f64_histogram("bench_health_check_duration")
-            .with_unit("s")
-            .with_description("Duration of health-check runs")
-            .build(),
-    });
+    let instruments = Arc::new(Instruments::new(&meter));
     let permits = Arc::new(Semaphore::new(max_concurrent.max(1)));
     let mut set = tokio::task::JoinSet::new();
     for check in checks {
         if let Kind::SerialWatch(w) = &check.kind {
             set.spawn(run_watch(
-                check.name.clone(),
+                Labels::new(&check.name, &check.kind),
+                check.affects_ready,
                 w.clone(),
                 instruments.clone(),
                 verdicts.clone(),
@@ -320,7 +308,8 @@ async fn run_one(
     cancel: CancellationToken,
 ) {
     let tracer = opentelemetry::global::tracer("benchtel");
-    let label = [KeyValue::new("check", check.name.clone())];
+    let labels = Labels::new(&check.name, &check.kind);
+    let span_name: std::borrow::Cow<'static, str> = format!("check {}", check.name).into();
     let mut state = Hysteresis::default();
     let mut next = tokio::time::Instant::now() + first_delay(&check.name, check.interval);
     loop {
@@ -332,34 +321,20 @@ async fn run_one(
         let Ok(_permit) = permits.acquire().await else {
             return;
         };
-        let mut span = tracer.start(format!("check {}", check.name));
+        let mut span = tracer.start(span_name.clone());
         let started = Instant::now();
         let outcome = check.kind.run(check.timeout).await;
-        let took = started.elapsed().as_secs_f64();
-        span.set_attribute(KeyValue::new("check", check.name.clone()));
+        let took = started.elapsed();
+        span.set_attribute(labels.check[0].clone());
         span.set_attribute(KeyValue::new("code", outcome.code.as_str()));
         if outcome.code != Code::Ok {
             span.set_status(Status::error(outcome.detail.clone()));
-            instruments.failures.add(
-                1,
-                &[
-                    label[0].clone(),
-                    KeyValue::new("code", outcome.code.as_str()),
-                ],
-            );
         }
         span.end();
-        instruments.duration.record(took, &label);
-        for (name, v) in &outcome.values {
-            let attrs = [
-                KeyValue::new("probe", check.name.clone()),
-                KeyValue::new("value", name.clone()),
-            ];
-            instruments.values.record(*v, &attrs);
-        }
+        instruments.run(&labels, &outcome, took);
         let ok = outcome.code == Code::Ok;
         if let Some(up) = state.feed(ok, check.fail_after, check.recover_after) {
-            instruments.up.record(i64::from(up), &label);
+            instruments.up.record(i64::from(up), &labels.check);
             if up {
                 tracing::info!(check = %check.name, code = outcome.code.as_str(), detail = %outcome.detail, "health check up");
             } else {
@@ -374,38 +349,48 @@ async fn run_one(
                 return;
             }
         } else if let Some(up) = state.up {
-            instruments.up.record(i64::from(up), &label);
+            instruments.up.record(i64::from(up), &labels.check);
         }
     }
 }
 
 /// A console watcher runs for as long as the agent does, re-opening the
 /// port with backoff when the adapter disappears (itself a failure).
+///
+/// Its runs are boots: each ends when the board booted (a pass), missed a
+/// milestone's deadline or printed a fatal line (a failure), timed from the
+/// reset marker. A boot loop and a lost port are failures without a run to
+/// time.
 async fn run_watch(
-    name: String,
+    labels: Labels,
+    affects_ready: bool,
     cfg: watch::Config,
     instruments: Arc<Instruments>,
     verdicts: mpsc::Sender<Verdict>,
     cancel: CancellationToken,
 ) {
-    let label = [KeyValue::new("check", name.clone())];
     let mut tracker = watch::BootTracker::new(cfg.clone());
     let mut up: Option<bool> = None;
     let mut retry = Duration::from_secs(1);
-    let judge = |ok: bool, code: Code, detail: &str, up: &mut Option<bool>| {
+    // When the boot under way started, as the tracker counts it.
+    let mut boot_started: Option<tokio::time::Instant> = None;
+    let judge = |ok: bool,
+                 code: Code,
+                 detail: &str,
+                 took: Option<Duration>,
+                 up: &mut Option<bool>| {
+        instruments.probe_result(&labels, ok, took);
         if !ok {
-            instruments
-                .failures
-                .add(1, &[label[0].clone(), KeyValue::new("code", code.as_str())]);
-            tracing::warn!(check = %name, code = code.as_str(), detail = %detail, "serial watch failure");
+            instruments.failed(&labels, code);
+            tracing::warn!(check = %labels.name, code = code.as_str(), detail = %detail, "serial watch failure");
         }
         if *up != Some(ok) {
             *up = Some(ok);
-            instruments.up.record(i64::from(ok), &label);
+            instruments.up.record(i64::from(ok), &labels.check);
             let _ = verdicts.try_send(Verdict {
-                check: name.clone(),
+                check: labels.name.to_string(),
                 up: ok,
-                affects_ready: true,
+                affects_ready,
             });
         }
     };
@@ -414,20 +399,30 @@ async fn run_watch(
             _ = cancel.cancelled() => return,
             why = watch::follow(&cfg, &mut tracker, |e, t| {
                 match e {
+                    watch::Event::Reset => boot_started = Some(tokio::time::Instant::now()),
                     watch::Event::Milestone { name: m, after } => {
-                        let attrs = [KeyValue::new("probe", label[0].value.to_string()), KeyValue::new("milestone", m.clone())];
+                        let attrs = [labels.probe_name.clone(), KeyValue::new("milestone", m.clone())];
                         instruments.boot.record(after.as_secs_f64(), &attrs);
                         retry = Duration::from_secs(1);
                     }
-                    watch::Event::Booted => judge(true, Code::Ok, "booted", &mut up),
+                    watch::Event::Booted => {
+                        let took = boot_started.take().map(|s| s.elapsed());
+                        judge(true, Code::Ok, "booted", took, &mut up);
+                    }
                     e => if let Some(code) = e.failure() {
-                        judge(false, code, &format!("{e:?}; last console lines: {:?}", t.last_lines()), &mut up);
+                        // A boot loop is noticed at a reset: that boot goes on.
+                        let took = match e {
+                            watch::Event::BootLoop { .. } => None,
+                            _ => boot_started.take().map(|s| s.elapsed()),
+                        };
+                        judge(false, code, &format!("{e:?}; last console lines: {:?}", t.last_lines()), took, &mut up);
                     },
                 }
                 false
             }) => why,
         };
-        judge(false, Code::Missing, &why, &mut up);
+        boot_started = None;
+        judge(false, Code::Missing, &why, None, &mut up);
         tokio::select! {
             _ = cancel.cancelled() => return,
             _ = tokio::time::sleep(retry) => {}
