@@ -140,6 +140,7 @@ fn main() {
         std::thread::available_parallelism().map_or(0, |n| n.get()),
         loadavg()
     );
+    costs(&plan);
     let results: Vec<Outcome> = (1..=plan.runs)
         .map(|i| {
             println!("\n== run {i} of {}", plan.runs);
@@ -168,6 +169,9 @@ struct Outcome {
     cpu_share: f64,
     mosquitto_cpu_share: f64,
     generator_cpu_share: f64,
+    /// Per thread name of the watch: share of one core running, and share
+    /// of the window spent runnable but waiting for a CPU.
+    threads: Vec<(String, f64, f64)>,
     rss_max_kib: u64,
     hwm_kib: u64,
     scrape_plain: Vec<f64>,
@@ -215,6 +219,13 @@ impl Outcome {
             100.0 * self.mosquitto_cpu_share,
             100.0 * self.generator_cpu_share
         );
+        for (name, cpu, wait) in &self.threads {
+            println!(
+                "  thread {name}: running {:.1} %, waiting for a CPU {:.1} %",
+                100.0 * cpu,
+                100.0 * wait
+            );
+        }
         println!(
             "watch RSS max {:.1} MiB in the window, VmHWM {:.1} MiB",
             self.rss_max_kib as f64 / 1024.0,
@@ -346,6 +357,7 @@ fn run(plan: &Plan) -> Outcome {
 
     let pids = [watch.pid(), broker.pid(), std::process::id()];
     let cpu0 = pids.map(cpu_ticks);
+    let threads0 = thread_times(watch.pid());
     let started = Instant::now();
     let mut next_scrape = started;
     let mut gzip = false;
@@ -364,6 +376,7 @@ fn run(plan: &Plan) -> Outcome {
     out.cpu_share = share(0);
     out.mosquitto_cpu_share = share(1);
     out.generator_cpu_share = share(2);
+    out.threads = thread_shares(&threads0, &thread_times(watch.pid()), secs);
     out.hwm_kib = status_kib(watch.pid(), "VmHWM");
 
     let deadline = Instant::now() + Duration::from_secs_f64(plan.hold + 30.0);
@@ -403,6 +416,141 @@ fn settle(watch: &Watch, acked: u64) {
     }
 }
 
+// ---------------------------------------------------------------- costs
+
+/// CPU time of this thread, ns (`/proc/thread-self/schedstat`): wall
+/// time on this shared machine says more about the neighbours.
+fn cpu_ns() -> u64 {
+    std::fs::read_to_string("/proc/thread-self/schedstat")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Milliseconds of CPU since `since` (a [`cpu_ns`] reading).
+fn ms(since: u64) -> f64 {
+    (cpu_ns() - since) as f64 / 1e6
+}
+
+/// The watch's parts in this process, on the same fleet, one at a time: what
+/// a heartbeat, a tick, a registry save and a scrape cost, and what a bench
+/// costs in memory. No broker, no contention: the floor under the figures of
+/// the real process.
+fn costs(plan: &Plan) {
+    use benchtel::watch::bench::{Beat, Transport};
+    use benchtel::watch::exposition;
+    use benchtel::watch::fleet::Fleet;
+    use benchtel::watch::registry::Registry;
+
+    let cfg = benchtel::watch::config::load(None, &benchtel::config::Env::default())
+        .expect("default watch config");
+    let benches: Vec<SimBench> = fleet(plan).into_iter().flatten().collect();
+    let n = benches.len();
+    let payload = |b: &SimBench, seq: u64| {
+        serde_json::to_vec(&Heartbeat {
+            bench: b.id.clone(),
+            site: b.site.clone(),
+            seq,
+            run_id: b.run_id.clone(),
+            boot_id: b.boot_id.clone(),
+            sent_at: humantime::format_rfc3339_millis(SystemTime::now()).to_string(),
+            uptime_s: 1000,
+            state: "ready".into(),
+            agent_version: "0.1.0".into(),
+            interval_s: Some(plan.interval),
+        })
+        .expect("heartbeat JSON")
+    };
+    let beat = |body: &[u8]| {
+        let hb: Heartbeat = serde_json::from_slice(body).expect("parse");
+        Beat {
+            transport: Transport::Mqtt,
+            run_id: hb.run_id,
+            seq: hb.seq,
+            sent: Some(wall()),
+            state: Some(hb.state),
+            interval: hb.interval_s,
+            boot_id: Some(hb.boot_id),
+            agent_version: Some(hb.agent_version),
+        }
+    };
+    let now0 = wall();
+    let rss0 = status_kib(std::process::id(), "VmRSS");
+    let mut fleet = Fleet::new(std::sync::Arc::new(cfg), now0);
+    for b in &benches {
+        fleet
+            .receive(&b.site, &b.id, &beat(&payload(b, 1)), now0)
+            .expect("admitted");
+    }
+    let per_bench = (status_kib(std::process::id(), "VmRSS") - rss0) as f64 * 1024.0 / n as f64;
+    let bodies: Vec<Vec<u8>> = benches.iter().map(|b| payload(b, 2)).collect();
+    let started = cpu_ns();
+    let beats: Vec<Beat> = bodies.iter().map(|p| beat(p)).collect();
+    let parse_us = ms(started) * 1000.0 / n as f64;
+    let started = cpu_ns();
+    for (b, beat) in benches.iter().zip(&beats) {
+        let _ = fleet.receive(&b.site, &b.id, beat, now0 + 5.0);
+    }
+    let receive_us = ms(started) * 1000.0 / n as f64;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (mut registry, _) = Registry::open(&dir.path().join("watch.db")).expect("registry");
+    registry.save(&fleet.take_changes()).expect("first save");
+    let ticks: Vec<f64> = (0..5)
+        .map(|i| {
+            let started = cpu_ns();
+            let _ = fleet.tick(now0 + 6.0 + f64::from(i));
+            ms(started)
+        })
+        .collect();
+    let started = cpu_ns();
+    let firing = fleet.firing(now0 + 11.0).len();
+    let firing_ms = ms(started);
+    // One second of heartbeats, then the registry saver's work.
+    let second = (plan.benches() as f64 / plan.interval) as usize;
+    for (b, beat) in benches.iter().zip(&beats).take(second) {
+        let mut beat = beat.clone();
+        beat.seq = 3;
+        let _ = fleet.receive(&b.site, &b.id, &beat, now0 + 12.0);
+    }
+    let started = cpu_ns();
+    let changes = fleet.take_changes();
+    let take_ms = ms(started);
+    let started = cpu_ns();
+    registry.save(&changes).expect("save");
+    let save_ms = ms(started);
+    let started = cpu_ns();
+    let snap = exposition::snapshot(&fleet);
+    let snapshot_ms = ms(started);
+    let started = cpu_ns();
+    let mut text = String::new();
+    exposition::render(&snap, now0 + 13.0, &mut text);
+    let render_ms = ms(started);
+    let started = cpu_ns();
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    gz.write_all(text.as_bytes()).expect("gzip");
+    let gzipped = gz.finish().expect("gzip").len();
+    let gzip_ms = ms(started);
+    println!(
+        "in-process costs at {n} benches (release build of the library, this process, CPU time of its thread):"
+    );
+    println!(
+        "  memory {per_bench:.0} B per bench (Bench is {} B); heartbeat: JSON parse {parse_us:.2} µs, Fleet::receive {receive_us:.2} µs",
+        std::mem::size_of::<benchtel::watch::bench::Bench>()
+    );
+    println!(
+        "  Fleet::tick {:.1} ms (median of {:?}); firing() {firing_ms:.1} ms ({firing} alerts)",
+        median(&ticks),
+        rounded(&ticks)
+    );
+    println!(
+        "  one second of heartbeats ({second}): take_changes {take_ms:.1} ms, Registry::save {save_ms:.1} ms"
+    );
+    println!(
+        "  /metrics: snapshot {snapshot_ms:.1} ms (under the fleet lock), render {render_ms:.1} ms ({} bytes), gzip {gzip_ms:.1} ms ({gzipped} bytes)",
+        text.len()
+    );
+}
+
 // ---------------------------------------------------------------- fleet
 
 /// One simulated bench.
@@ -412,6 +560,7 @@ struct SimBench {
     id: String,
     topic: String,
     run_id: String,
+    boot_id: String,
     seq: u64,
     /// It stops heartbeating from this wall time on.
     stop_at: Option<f64>,
@@ -426,10 +575,20 @@ fn fleet(plan: &Plan) -> Vec<Vec<SimBench>> {
     let mut conns = vec![Vec::new(); plan.connections];
     for b in 0..plan.per_site {
         for s in 0..plan.sites {
+            let n = (s * plan.per_site + b) as u64;
             let (site, id) = (format!("site-{s:03}"), format!("bench-{s:03}-{b:04}"));
             conns[s % plan.connections].push(SimBench {
                 topic: Topic::heartbeat(&site, &id),
-                run_id: format!("run-{s}-{b}"),
+                // As agents make them: start time in ns and pid; a UUID.
+                run_id: format!("{}-{}", 1_764_000_000_000_000_000u64 + n, 1000 + n % 30_000),
+                boot_id: format!(
+                    "{:08x}-{:04x}-4{:03x}-8{:03x}-{:012x}",
+                    n * 2_654_435_761 % (1 << 32),
+                    n % (1 << 16),
+                    n % (1 << 12),
+                    (n * 7) % (1 << 12),
+                    n.wrapping_mul(11_400_714_819_323_198_485) % (1 << 48)
+                ),
                 site,
                 id,
                 seq: 0,
@@ -517,7 +676,6 @@ async fn generate(
     };
     let n = benches.len() as u64;
     let per_sec = n as f64 / interval;
-    let boot_id = format!("boot-{index}");
     let start = Instant::now();
     let mut slots: u64 = 0;
     let mut tick = tokio::time::interval(Duration::from_millis(10));
@@ -537,7 +695,7 @@ async fn generate(
                 site: b.site.clone(),
                 seq: b.seq,
                 run_id: b.run_id.clone(),
-                boot_id: boot_id.clone(),
+                boot_id: b.boot_id.clone(),
                 sent_at: humantime::format_rfc3339_millis(SystemTime::now()).to_string(),
                 uptime_s: 1000 + b.seq * interval as u64,
                 state: "ready".into(),
@@ -673,6 +831,48 @@ fn cpu_ticks(pid: u32) -> u64 {
     // After the command name: state is field 3, utime 14, stime 15.
     let field = |n: usize| fields.get(n - 3).and_then(|v| v.parse::<u64>().ok());
     field(14).unwrap_or(0) + field(15).unwrap_or(0)
+}
+
+/// Per thread of `pid`: its name, and the ns it ran and waited runnable
+/// (`/proc/<pid>/task/<tid>/schedstat`).
+fn thread_times(pid: u32) -> HashMap<u32, (String, u64, u64)> {
+    let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return HashMap::new();
+    };
+    dir.flatten()
+        .filter_map(|e| {
+            let tid = e.file_name().to_str()?.parse().ok()?;
+            let comm = std::fs::read_to_string(e.path().join("comm")).ok()?;
+            let stat = std::fs::read_to_string(e.path().join("schedstat")).ok()?;
+            let mut v = stat.split_whitespace().map(|x| x.parse().unwrap_or(0));
+            Some((tid, (comm.trim().to_string(), v.next()?, v.next()?)))
+        })
+        .collect()
+}
+
+/// Running and waiting shares of the window, summed by thread name.
+fn thread_shares(
+    before: &HashMap<u32, (String, u64, u64)>,
+    after: &HashMap<u32, (String, u64, u64)>,
+    secs: f64,
+) -> Vec<(String, f64, f64)> {
+    let mut by_name: Vec<(String, f64, f64)> = Vec::new();
+    for (tid, (name, cpu, wait)) in after {
+        let (cpu0, wait0) = before.get(tid).map_or((0, 0), |(_, c, w)| (*c, *w));
+        let (c, w) = (
+            (cpu - cpu0) as f64 / 1e9 / secs,
+            (wait - wait0) as f64 / 1e9 / secs,
+        );
+        match by_name.iter_mut().find(|(n, _, _)| n == name) {
+            Some(e) => {
+                e.1 += c;
+                e.2 += w;
+            }
+            None => by_name.push((name.clone(), c, w)),
+        }
+    }
+    by_name.sort_by(|a, b| b.1.total_cmp(&a.1));
+    by_name
 }
 
 /// A `kB` line of `/proc/<pid>/status`.

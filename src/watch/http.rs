@@ -11,6 +11,7 @@ use std::io::Write;
 use std::net::SocketAddr;
 
 use axum::Router;
+use axum::body::Body;
 use axum::extract::{ConnectInfo, Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -18,6 +19,7 @@ use axum::routing::{get, post};
 use prometheus::{Encoder, TextEncoder};
 use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
+use tokio_util::io::{ReaderStream, SyncIoBridge};
 use tokio_util::sync::CancellationToken;
 
 use super::alerts::rfc3339;
@@ -50,47 +52,81 @@ pub async fn serve(listener: TcpListener, shared: Shared, shutdown: Cancellation
     }
 }
 
+/// Text handed to the pipe (or the gzip encoder) at a time.
+const METRICS_CHUNK: usize = 64 * 1024;
+
+/// `GET /metrics`, streamed: the text is written (and gzipped) off the async
+/// threads into a bounded pipe that the response body reads, so a scrape
+/// of a large fleet holds a few chunks in memory, not the whole text, and
+/// its bytes leave while the rest is written.
 async fn metrics(State(shared): State<Shared>, headers: HeaderMap) -> Response {
     let snap = exposition::snapshot(&shared.lock_fleet());
     let now = shared.clock.now();
     let registry = shared.stats.registry.clone();
     let gzip = accepts_gzip(&headers);
-    // Writing a large fleet takes a while: off the async threads.
-    let rendered = tokio::task::spawn_blocking(move || {
-        let mut text = String::with_capacity(snap.rows.len() * 6 * 90 + 4096);
-        exposition::render(&snap, now, &mut text);
-        let mut body = text.into_bytes();
-        TextEncoder::new().encode(&registry.gather(), &mut body)?;
-        if gzip {
-            let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-            enc.write_all(&body)?;
-            body = enc.finish()?;
+    let (reader, writer) = tokio::io::duplex(4 * METRICS_CHUNK);
+    let writer = SyncIoBridge::new(writer);
+    tokio::task::spawn_blocking(move || {
+        if let Err(e) = write_metrics(&snap, now, &registry, gzip, writer) {
+            tracing::debug!(error = %e, "a /metrics scrape ended early");
         }
-        Ok::<_, Box<dyn std::error::Error + Send + Sync>>(body)
-    })
-    .await;
-    match rendered {
-        Ok(Ok(body)) => {
-            let mut resp = (
-                StatusCode::OK,
-                [(
-                    header::CONTENT_TYPE,
-                    "text/plain; version=0.0.4; charset=utf-8",
-                )],
-                body,
-            )
-                .into_response();
-            if gzip {
-                resp.headers_mut().insert(
-                    header::CONTENT_ENCODING,
-                    header::HeaderValue::from_static("gzip"),
-                );
-            }
-            resp
-        }
-        Ok(Err(e)) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
-        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+    });
+    let body = Body::from_stream(ReaderStream::with_capacity(reader, METRICS_CHUNK));
+    let mut resp = (
+        StatusCode::OK,
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        body,
+    )
+        .into_response();
+    if gzip {
+        resp.headers_mut().insert(
+            header::CONTENT_ENCODING,
+            header::HeaderValue::from_static("gzip"),
+        );
     }
+    resp
+}
+
+/// Writes the whole exposition to `out`, gzipped when asked. Dropping `out`
+/// at the end is what ends the response body.
+fn write_metrics(
+    snap: &exposition::Snapshot,
+    now: Ts,
+    registry: &prometheus::Registry,
+    gzip: bool,
+    out: impl Write,
+) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    if gzip {
+        let mut enc = flate2::write::GzEncoder::new(out, flate2::Compression::fast());
+        write_text(snap, now, registry, &mut enc)?;
+        enc.finish()?.flush()?;
+    } else {
+        let mut out = out;
+        write_text(snap, now, registry, &mut out)?;
+        out.flush()?;
+    }
+    Ok(())
+}
+
+fn write_text(
+    snap: &exposition::Snapshot,
+    now: Ts,
+    registry: &prometheus::Registry,
+    out: &mut impl Write,
+) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    let mut text = String::with_capacity(METRICS_CHUNK + 1024);
+    exposition::render_chunked(snap, now, METRICS_CHUNK, &mut text, &mut |t| {
+        out.write_all(t.as_bytes())?;
+        t.clear();
+        Ok(())
+    })?;
+    let mut own = Vec::new();
+    TextEncoder::new().encode(&registry.gather(), &mut own)?;
+    out.write_all(&own)?;
+    Ok(())
 }
 
 fn accepts_gzip(headers: &HeaderMap) -> bool {
