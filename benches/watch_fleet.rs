@@ -531,7 +531,12 @@ fn costs(plan: &Plan) {
     let gzipped = gz.finish().expect("gzip").len();
     let gzip_ms = ms(started);
     println!(
-        "in-process costs at {n} benches (release build of the library, this process, CPU time of its thread):"
+        "in-process costs at {n} benches ({} build of the library, this process, CPU time of its thread):",
+        if cfg!(debug_assertions) {
+            "debug"
+        } else {
+            "release"
+        }
     );
     println!(
         "  memory {per_bench:.0} B per bench (Bench is {} B); heartbeat: JSON parse {parse_us:.2} µs, Fleet::receive {receive_us:.2} µs",

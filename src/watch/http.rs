@@ -316,3 +316,87 @@ fn admin(shared: &Shared, peer: SocketAddr, headers: &HeaderMap) -> Result<(), A
         None => Err(ApiError::NotLoopback),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::io::Read;
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::config::Env;
+    use crate::watch::bench::{Beat, Transport};
+    use crate::watch::clock::Clock;
+    use crate::watch::fleet::Fleet;
+    use crate::watch::stats::Stats;
+
+    async fn get(addr: SocketAddr, gzip: bool) -> (Option<String>, Vec<u8>) {
+        crate::tls::install_provider();
+        let mut req = reqwest::Client::new().get(format!("http://{addr}/metrics"));
+        if gzip {
+            req = req.header(header::ACCEPT_ENCODING, "gzip");
+        }
+        let resp = req.send().await.unwrap();
+        assert_eq!(resp.status(), 200);
+        let encoding = resp
+            .headers()
+            .get(header::CONTENT_ENCODING)
+            .map(|v| v.to_str().unwrap().to_string());
+        (encoding, resp.bytes().await.unwrap().to_vec())
+    }
+
+    /// The lines of a scrape, without the ages (they move between scrapes).
+    fn lines(text: &str) -> Vec<&str> {
+        text.lines()
+            .filter(|l| !l.starts_with("bench_heartbeat_age_seconds{"))
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn metrics_stream_whole_across_many_chunks_plain_and_gzipped() {
+        let cfg = Arc::new(crate::watch::config::load(None, &Env::default()).unwrap());
+        let mut fleet = Fleet::new(cfg.clone(), 1000.0);
+        let beat = Beat {
+            transport: Transport::Mqtt,
+            run_id: "r".into(),
+            seq: 1,
+            sent: Some(1000.0),
+            state: Some("ready".into()),
+            interval: Some(10.0),
+            boot_id: None,
+            agent_version: None,
+        };
+        // About 1 MB of text: many 64 KiB chunks through the pipe.
+        for i in 0..3000 {
+            fleet
+                .receive("lab", &format!("bench-{i:04}"), &beat, 1000.0)
+                .unwrap();
+        }
+        let shared = Shared::new(cfg, fleet, Clock::new(), Stats::new().unwrap());
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let stop = CancellationToken::new();
+        tokio::spawn(serve(listener, shared, stop.clone()));
+
+        let (encoding, plain) = get(addr, false).await;
+        assert_eq!(encoding, None);
+        let plain = String::from_utf8(plain).unwrap();
+        assert!(plain.len() > 16 * METRICS_CHUNK, "{} bytes", plain.len());
+        let up = plain.lines().filter(|l| l.starts_with("bench_up{")).count();
+        assert_eq!(up, 3000);
+        assert!(plain.contains("\nbench_up{bench_id=\"bench-2999\",bench_site=\"lab\"} 1\n"));
+        assert!(plain.contains("benchtel_watch_ingest_up 1\n"));
+        assert!(
+            plain.contains("\nbenchtel_watch_mqtt_connected 0\n"),
+            "the own metrics"
+        );
+
+        let (encoding, gzipped) = get(addr, true).await;
+        assert_eq!(encoding.as_deref(), Some("gzip"));
+        let mut text = String::new();
+        flate2::read::GzDecoder::new(&gzipped[..])
+            .read_to_string(&mut text)
+            .unwrap();
+        assert_eq!(lines(&text), lines(&plain));
+        stop.cancel();
+    }
+}

@@ -29,8 +29,8 @@ use crate::telemetry::{self, LogFormat};
 
 /// How often verdicts are made: an offline verdict comes up to one tick
 /// after the grace period ran out. Half a second keeps that well inside
-/// the promised second; a tick over 100 000 benches costs a few ms of CPU
-/// (`benches/watch_fleet.rs`).
+/// the promised second; a tick over 100 000 benches costs about 16 ms of
+/// CPU (`benches/watch_fleet.rs`).
 const TICK: Duration = Duration::from_millis(500);
 const SAVE_EVERY: Duration = Duration::from_secs(1);
 const STAGE_DEADLINE: Duration = Duration::from_secs(5);

@@ -108,7 +108,12 @@ async fn run(port: u16, site: String, bench: String, every: Duration, stop: Arc<
                     false,
                     serde_json::to_vec(&hb).unwrap(),
                 );
-                tokio::time::sleep(every).await;
+                // Short naps: a cut takes effect at once, not up to a period
+                // later, so a site cut (many cuts in a row) is one moment.
+                let until = tokio::time::Instant::now() + every;
+                while tokio::time::Instant::now() < until && !stop.load(Ordering::SeqCst) {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
             }
         }
     };

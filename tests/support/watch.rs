@@ -62,7 +62,12 @@ impl Watch {
             .append(true)
             .open(&self.log)
             .unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_benchtel-watch"))
+        // A benchmark may compare another build of the watch.
+        let bin = std::env::var_os("BENCHTEL_WATCH_BIN").map_or_else(
+            || env!("CARGO_BIN_EXE_benchtel-watch").into(),
+            PathBuf::from,
+        );
+        let child = Command::new(bin)
             .arg("--config")
             .arg(&self.conf)
             .env_remove("NOTIFY_SOCKET")
