@@ -371,7 +371,7 @@ mod tests {
                 .receive("lab", &format!("bench-{i:04}"), &beat, 1000.0)
                 .unwrap();
         }
-        let shared = Shared::new(cfg, fleet, Clock::new(), Stats::new(false).unwrap());
+        let shared = Shared::new(cfg, fleet, Clock::new(), Stats::new(true).unwrap());
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let stop = CancellationToken::new();
