@@ -5,6 +5,9 @@
 #
 #   benches/checks.sh [DURATION]      (default 120 s)
 #
+# BENCHTEL_AGENT_BIN=path measures that build instead of building this
+# checkout (how before/after figures in BENCHMARKS.md are taken).
+#
 # The 50 checks: 20 tcp (a local listener), 10 http (a local python
 # http.server), 10 file, 10 exec (`true`). The 10 serial_expect probes talk
 # to 10 simulated Zephyr shells, each on its own socat pty pair.
@@ -14,8 +17,11 @@ DURATION=${1:-120}
 work=$(mktemp -d)
 trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$work"' EXIT
 command -v socat >/dev/null || { echo "install socat (apt)"; exit 1; }
-cargo build --release --locked --bin benchtel-agent >&2
-bin=target/release/benchtel-agent
+bin=${BENCHTEL_AGENT_BIN:-}
+if [ -z "$bin" ]; then
+  cargo build --release --locked --bin benchtel-agent >&2
+  bin=target/release/benchtel-agent
+fi
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
 http_port=$(free_port)

@@ -4,6 +4,7 @@
 #
 #   benches/footprint.sh [DURATION]        (default 300 s)
 #   OPT_LEVEL=z benches/footprint.sh 60    (the agent built at another opt-level)
+#   BENCHTEL_AGENT_BIN=path benches/footprint.sh   (another build, e.g. an older commit's)
 #
 # Peers (Debian packages, installed when missing and run as root):
 #   prometheus-node-exporter  default collectors, --web.listen-address=127.0.0.1:PORT
@@ -27,7 +28,9 @@ command -v prometheus-node-exporter >/dev/null || { echo "install prometheus-nod
 [ -x /usr/sbin/collectd ] || { echo "install collectd-core (apt)"; exit 1; }
 
 bin=target/release/benchtel-agent
-if [ -n "${OPT_LEVEL:-}" ]; then
+if [ -n "${BENCHTEL_AGENT_BIN:-}" ]; then
+  bin=$BENCHTEL_AGENT_BIN
+elif [ -n "${OPT_LEVEL:-}" ]; then
   CARGO_PROFILE_RELEASE_OPT_LEVEL=$OPT_LEVEL CARGO_TARGET_DIR=target/opt-$OPT_LEVEL \
     cargo build --release --locked --bin benchtel-agent >&2
   bin=target/opt-$OPT_LEVEL/release/benchtel-agent
