@@ -94,8 +94,9 @@ impl Telemetry {
             .build();
         let traces = SdkTracerProvider::builder()
             .with_resource(resource)
-            .with_span_processor(context::Stamp)
-            .with_span_processor(BatchSpanProcessor::builder(SpansExporter::new(sink)).build())
+            .with_span_processor(context::Stamped(
+                BatchSpanProcessor::builder(SpansExporter::new(sink)).build(),
+            ))
             .build();
         opentelemetry::global::set_tracer_provider(traces.clone());
         opentelemetry::global::set_meter_provider(meters.clone());
