@@ -18,7 +18,7 @@ use opentelemetry::{Key, KeyValue};
 use opentelemetry_appender_tracing::layer::OpenTelemetryTracingBridge;
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::logs::{BatchLogProcessor, SdkLoggerProvider};
-use opentelemetry_sdk::metrics::{PeriodicReader, SdkMeterProvider};
+use opentelemetry_sdk::metrics::{Instrument, PeriodicReader, SdkMeterProvider, Stream};
 use opentelemetry_sdk::trace::{BatchSpanProcessor, SdkTracerProvider};
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::prelude::*;
@@ -38,6 +38,9 @@ pub struct TelemetryOptions {
     pub export_interval: Duration,
     /// Also keep a Prometheus registry for the local `/metrics`.
     pub prometheus: bool,
+    /// Instruments (by name) whose series are bounded by this many instead
+    /// of the SDK's 2000, which it allocates tables for up front.
+    pub bounded: (&'static [&'static str], usize),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -72,7 +75,8 @@ impl Telemetry {
             .build();
         let mut meters = SdkMeterProvider::builder()
             .with_resource(resource.clone())
-            .with_reader(reader);
+            .with_reader(reader)
+            .with_view(bounded_view(opts.bounded));
         let mut registry = None;
         if opts.prometheus {
             let reg = prometheus::Registry::new();
@@ -127,6 +131,22 @@ impl Telemetry {
         let _ = self.traces.shutdown();
         let _ = self.logs.shutdown();
         let _ = self.meters.shutdown();
+    }
+}
+
+/// A view giving the instruments named in `names` a series limit of
+/// `limit`; other instruments keep the SDK's default.
+pub fn bounded_view(
+    (names, limit): (&'static [&'static str], usize),
+) -> impl Fn(&Instrument) -> Option<Stream> + Send + Sync + 'static {
+    move |i: &Instrument| {
+        if !names.contains(&i.name()) {
+            return None;
+        }
+        Stream::builder()
+            .with_cardinality_limit(limit.max(1))
+            .build()
+            .ok()
     }
 }
 

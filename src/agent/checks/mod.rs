@@ -15,7 +15,7 @@ mod record;
 pub mod tcp;
 pub mod usb;
 
-pub use record::{BOOT_BUCKETS, RUN_BUCKETS};
+pub use record::{BOOT_BUCKETS, INSTRUMENTS, RUN_BUCKETS, series_limit};
 
 use std::borrow::Cow;
 use std::hash::{Hash, Hasher};
@@ -53,6 +53,16 @@ pub enum Code {
 }
 
 impl Code {
+    pub const ALL: [Code; 7] = [
+        Code::Ok,
+        Code::Timeout,
+        Code::Missing,
+        Code::Busy,
+        Code::Mismatch,
+        Code::ConnectionFailed,
+        Code::Error,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Code::Ok => "ok",
@@ -209,6 +219,36 @@ impl CheckConfig {
     /// One run, as the scheduler would do it (for `benchtel-agent probe`).
     pub async fn run_once(&self) -> Outcome {
         self.kind.run(self.timeout).await
+    }
+}
+
+/// Makes checks with the same pattern share one compiled regex (a clone
+/// shares the compiled program and keeps its own match cache): the same
+/// probe set on several boards repeats every pattern, and each compiled
+/// copy of `Zephyr version (?P<major>\d+)` takes about 48 KiB.
+pub fn share_patterns(checks: &mut [CheckConfig]) {
+    let mut seen: std::collections::HashMap<String, regex::Regex> =
+        std::collections::HashMap::new();
+    let mut share = |re: &mut regex::Regex| {
+        let first = seen
+            .entry(re.as_str().to_string())
+            .or_insert_with(|| re.clone());
+        *re = first.clone();
+    };
+    for c in checks {
+        match &mut c.kind {
+            Kind::SerialExpect(e) => {
+                share(&mut e.expect);
+                e.fail.iter_mut().for_each(&mut share);
+            }
+            Kind::SerialWatch(w) => {
+                share(&mut w.reset);
+                w.fatal.iter_mut().for_each(&mut share);
+                w.milestones.iter_mut().for_each(|m| share(&mut m.pattern));
+            }
+            Kind::Http(h) => h.body_regex.iter_mut().for_each(&mut share),
+            _ => {}
+        }
     }
 }
 
