@@ -16,6 +16,8 @@
 //!   and shutdown of the whole pipeline.
 //! - [`systemd`]: `sd_notify` readiness and a watchdog that pings only while
 //!   the pipeline makes progress.
+//! - [`service`]: what both programs share: exit 78 on configuration
+//!   errors, signals to cancellation, stages stopped within deadlines.
 //! - [`sqlite`]: opening SQLite files that are quarantined, never
 //!   crash-looped on, when corrupt (the outbox, the watch's registry).
 //! - [`tls`]: the one rustls provider every client uses.
@@ -33,6 +35,7 @@ pub mod agent;
 pub mod config;
 pub mod mqtt;
 pub mod outbox;
+pub mod service;
 pub mod sqlite;
 pub mod systemd;
 pub mod telemetry;

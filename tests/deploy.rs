@@ -2,17 +2,21 @@
 //!
 //! A real agent (with real checks, a serial probe and a console watcher on
 //! simulated firmware) is scraped every second by a real Prometheus that
-//! loads `deploy/prometheus/benchtel-rules.yml`. Every Grafana panel's query
-//! runs there with its template variables filled in: the panels the agent
-//! feeds must show data; the rules must load and evaluate without error;
+//! loads `deploy/prometheus/benchtel-rules.yml`; so is, in another test, a
+//! real benchtel-watch hearing OTLP heartbeats from benches at two sites,
+//! some of which go silent. Every Grafana panel's query runs there with its
+//! template variables filled in: the panels the agent or the watch feeds
+//! must show data, the liveness counts and states must be the ones the
+//! scenario makes; the rules must load and evaluate without error, and the
+//! watch's fallback rules must pick the silent benches and only them;
 //! every metric name the rules and dashboards use must be one the agent
-//! really exports or one benchtel-watch serves. The Alertmanager example
-//! runs in a real Alertmanager, which must route and inhibit as its
-//! comments say.
+//! really exports or one a real benchtel-watch serves. The Alertmanager
+//! example runs in a real Alertmanager, which must route and inhibit as
+//! its comments say.
 
 mod support;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime};
@@ -20,11 +24,19 @@ use std::time::{Duration, Instant, SystemTime};
 use serde_json::{Value, json};
 use support::alertmanager::Alertmanager;
 use support::firmware::{Behaviour, Firmware};
+use support::http::{sample, wait_for};
 use support::prometheus::Prometheus;
+use support::watch::{Beater, Watch};
 
 const AGENT: &str = env!("CARGO_BIN_EXE_benchtel-agent");
 const BENCH: &str = "deploy-bench";
 const SITE: &str = "deploy-lab";
+
+/// What the agent test fills the dashboards' variables with.
+const AGENT_VARS: Vars = Vars {
+    site: SITE,
+    bench: BENCH,
+};
 
 /// Where a panel's data comes from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -36,9 +48,11 @@ enum Source {
     /// panel must show data when the agent's /metrics has it.
     AgentIfExported(&'static str),
     /// Prometheus's ALERTS series for benchtel-rules.yml: the test agent's
-    /// failing check makes BenchCheckDown pending.
+    /// failing check makes BenchCheckDown pending, the watch test's silent
+    /// benches BenchOfflineFallback.
     Rules,
-    /// benchtel-watch's /metrics.
+    /// benchtel-watch's /metrics: the panel must show data in the watch
+    /// test.
     Watch,
 }
 
@@ -104,22 +118,6 @@ const PANELS: &[(&str, &str, Source)] = &[
     ("benchtel-bench", "Records dropped", Agent),
     ("benchtel-bench", "Export requests", Agent),
     ("benchtel-bench", "Outbox databases replaced", Agent),
-];
-
-/// What benchtel-watch serves on its /metrics (its own issue defines them).
-const WATCH_METRICS: &[&str] = &[
-    "bench_heartbeat_age_seconds",
-    "bench_last_heartbeat_timestamp_seconds",
-    "bench_up",
-    "bench_liveness",
-    "bench_state",
-    "bench_clock_skew_seconds",
-    "benchtel_watch_alerts_total",
-    "benchtel_watch_ingest_up",
-    "benchtel_watch_heartbeats_total",
-    "benchtel_watch_rejected_total",
-    "benchtel_watch_alert_sends_total",
-    "benchtel_watch_benches",
 ];
 
 /// Label names that look like metric names.
@@ -286,17 +284,24 @@ fn state_mapping(dashboard: &str, title: &str, value: u32) -> String {
         .to_string()
 }
 
+/// The values of the dashboards' own variables.
+struct Vars {
+    /// `$bench_site`, used as `bench_site=~"$bench_site"`: a regex.
+    site: &'static str,
+    bench: &'static str,
+}
+
 /// Fills in Grafana's variables as Grafana would for a 1 s scrape interval.
-fn substitute(expr: &str) -> String {
-    let vars = [
+fn substitute(expr: &str, vars: &Vars) -> String {
+    let values = [
         ("$__rate_interval", "1m"),
         ("$__interval", "15s"),
         ("$__range", "5m"),
-        ("$bench_site", SITE),
-        ("$bench_id", BENCH),
+        ("$bench_site", vars.site),
+        ("$bench_id", vars.bench),
     ];
     let mut out = expr.to_string();
-    for (name, value) in vars {
+    for (name, value) in values {
         out = out.replace(name, value);
     }
     assert!(
@@ -564,9 +569,40 @@ fn metric_names(expr: &str) -> BTreeSet<String> {
         .collect()
 }
 
+/// Every metric name the rules (as Prometheus loaded them), the panels and
+/// the template variables use.
+fn used_metric_names(loaded_rules: &[Value]) -> BTreeSet<String> {
+    let mut names = BTreeSet::new();
+    for r in loaded_rules {
+        names.extend(metric_names(r["query"].as_str().unwrap()));
+    }
+    for p in &panels() {
+        for q in &p.queries {
+            names.extend(metric_names(&q.expr));
+        }
+    }
+    for v in variables() {
+        names.extend(metric_names(&v.query));
+    }
+    names
+}
+
+/// The names of the samples in a Prometheus text exposition (a histogram's
+/// `_bucket`, `_sum` and `_count` each): families without samples are not
+/// served as far as a query can tell.
+fn sample_names(text: &str) -> BTreeSet<String> {
+    text.lines()
+        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+        .filter_map(|l| l.split(['{', ' ']).next())
+        .map(str::to_string)
+        .collect()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn agent_panels_rules_and_names_work_against_a_real_agent_and_prometheus() {
     let panels = panels();
+    // Meanwhile, a real watch shows which names it serves.
+    let watch_names = std::thread::spawn(names_served_by_a_real_watch);
     let firmware = Firmware::start(Behaviour::ZephyrShell);
     let console = Firmware::start(Behaviour::Hang);
     let agent = start_agent(&firmware.port(), &console.port());
@@ -590,7 +626,7 @@ async fn agent_panels_rules_and_names_work_against_a_real_agent_and_prometheus()
             Watch => false,
         };
         for q in &panel.queries {
-            let expr = substitute(&q.expr);
+            let expr = substitute(&q.expr, &AGENT_VARS);
             loop {
                 let result = api.query(&expr, q.instant).await;
                 let done = match &result {
@@ -630,7 +666,7 @@ async fn agent_panels_rules_and_names_work_against_a_real_agent_and_prometheus()
         .find(|p| p.dashboard == "benchtel-bench" && p.title == "Bench state")
         .unwrap();
     assert_eq!(state_mapping("benchtel-bench", "Bench state", 1), "ready");
-    let expr = substitute(&state.queries[0].expr);
+    let expr = substitute(&state.queries[0].expr, &AGENT_VARS);
     loop {
         let data = api.query(&expr, true).await.unwrap().unwrap();
         if data["result"][0]["value"][1] == "1" {
@@ -723,19 +759,11 @@ async fn agent_panels_rules_and_names_work_against_a_real_agent_and_prometheus()
     }
 
     // Every metric name in the rules and the dashboards is one the agent
-    // exports (seen in Prometheus) or one benchtel-watch serves.
-    let mut names = BTreeSet::new();
-    for r in &loaded {
-        names.extend(metric_names(r["query"].as_str().unwrap()));
-    }
-    for p in &panels {
-        for q in &p.queries {
-            names.extend(metric_names(&q.expr));
-        }
-    }
-    for v in variables() {
-        names.extend(metric_names(&v.query));
-    }
+    // exports (seen in Prometheus) or one a real benchtel-watch serves.
+    let names = used_metric_names(&loaded);
+    let watch_names = watch_names
+        .join()
+        .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
     let host_dependent: Vec<&str> = PANELS
         .iter()
         .filter_map(|(_, _, s)| match s {
@@ -745,7 +773,7 @@ async fn agent_panels_rules_and_names_work_against_a_real_agent_and_prometheus()
         .collect();
     let mut unknown = Vec::new();
     for name in &names {
-        if WATCH_METRICS.contains(&name.as_str()) {
+        if watch_names.contains(name) {
             continue;
         }
         let selector = format!(r#"{{__name__="{name}", job="benchtel-agent"}}"#);
@@ -763,45 +791,618 @@ async fn agent_panels_rules_and_names_work_against_a_real_agent_and_prometheus()
     assert!(
         unknown.is_empty(),
         "the rules or dashboards use metric names that neither the agent exports \
-         nor benchtel-watch serves: {unknown:?}"
+         nor benchtel-watch serves: {unknown:?}\nbenchtel-watch served: {watch_names:?}"
     );
 }
 
-/// benchtel-watch does not serve its metrics yet: its panels are only
-/// checked to be queries Prometheus accepts.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn watch_panels_are_valid_promql() {
-    // TODO(watch): once benchtel-watch serves its /metrics, start it
-    // (CARGO_BIN_EXE_benchtel-watch) with a Mosquitto broker
-    // (tests/support/mosquitto.rs), publish heartbeats for two benches of a
-    // site, let this Prometheus scrape it with the rules loaded, stop one
-    // bench, and assert that every Watch panel shows data (as the agent test
-    // does), that bench:heartbeat_age_seconds grows for the silent bench, and
-    // that BenchOfflineFallback goes pending for it and for it only.
-    let prom = Prometheus::start(&[], &[&rules_file()]);
-    let api = Api::new(prom.url());
+// ---------------------------------------------------------------------------
+// benchtel-watch.
+
+/// The watch scenario. At the first site one bench goes silent on its own
+/// and one is in maintenance; then the second site goes down as a whole;
+/// then every bench still beating stops, and the watch is deaf.
+const LAB1: &str = "watch-lab1";
+const LAB2: &str = "watch-lab2";
+const SILENT: &str = "w1-silent";
+const MAINT: &str = "w1-maint";
+const WATCH_BENCHES: [(&str, &str); 6] = [
+    (LAB1, "w1-a"),
+    (LAB1, "w1-b"),
+    (LAB1, SILENT),
+    (LAB1, MAINT),
+    (LAB2, "w2-a"),
+    (LAB2, "w2-b"),
+];
+
+/// What the watch test fills the dashboards' variables with: both sites,
+/// and the bench that goes silent.
+const WATCH_VARS: Vars = Vars {
+    site: "watch-lab1|watch-lab2",
+    bench: SILENT,
+};
+
+/// How often the benches beat.
+const EVERY: Duration = Duration::from_millis(500);
+
+/// The watch's grace period in the scenario (`liveness.offline_after`).
+const OFFLINE_AFTER: f64 = 3.0;
+
+/// Second-scale thresholds, as tests/watch.rs uses: late after 1 s,
+/// offline after 3 s; deaf once no bench it expects was heard for 2 s,
+/// which is less than the grace period, so that a fleet gone silent at
+/// once is held late instead of judged offline; a site of 2 benches or
+/// more with half of them offline is one outage; alerts wait 1 s and are
+/// re-sent every second.
+fn watch_config(am: &Alertmanager) -> String {
+    format!(
+        r#"
+[liveness]
+late_after = "1s"
+offline_after = "{OFFLINE_AFTER}s"
+[ingest]
+silence = "2s"
+[storm]
+min_benches = 2
+[alerts]
+alertmanagers = ["{}"]
+resend_interval = "1s"
+hold = "1s"
+"#,
+        am.url()
+    )
+}
+
+/// A real watch pushing to a real Alertmanager and hearing benches that
+/// beat over OTLP/HTTP. Fields drop in order: the beats stop first.
+struct WatchRig {
+    beater: Beater,
+    watch: Watch,
+    am: Alertmanager,
+}
+
+impl WatchRig {
+    /// Starts them and waits until every bench is online and the watch has
+    /// learnt their interval (until then it assumes 10 s, and a grace
+    /// period of two intervals).
+    fn start(benches: &[(&str, &str)]) -> WatchRig {
+        let am = Alertmanager::start();
+        let watch = Watch::start(&watch_config(&am));
+        let beater = Beater::start(vec![watch.addr()], benches, EVERY, 0.0);
+        wait_for(
+            &format!("{} benches online at their interval", benches.len()),
+            Duration::from_secs(20),
+            || {
+                let known = watch.benches();
+                known.len() == benches.len()
+                    && known.iter().all(|b| {
+                        b["liveness"] == "online"
+                            && b["heartbeat_interval_seconds"].as_f64() < Some(2.0)
+                    })
+            },
+        );
+        WatchRig { beater, watch, am }
+    }
+
+    /// A request the watch rejects as a whole: a body that is not protobuf.
+    fn reject_a_request(&self) {
+        let (code, body) = self.watch.post_otlp(b"not protobuf", &[]);
+        assert_eq!(code, 400, "{body}");
+    }
+
+    fn maintenance(&self, bench: &str) {
+        let (code, body) = support::http::post(
+            &self.watch.addr(),
+            &format!("/api/v1/benches/{bench}/maintenance"),
+            &["Content-Type: application/json"],
+            br#"{"on": true}"#,
+        )
+        .expect("watch answers");
+        assert_eq!(code, 200, "{body}");
+    }
+}
+
+/// The metric names a real benchtel-watch serves once its families have
+/// samples: it has heard benches, rejected a request, judged a bench
+/// offline and pushed that alert to Alertmanager. (Its MQTT families stay
+/// empty without a broker.)
+fn names_served_by_a_real_watch() -> BTreeSet<String> {
+    let rig = WatchRig::start(&[
+        ("names-lab", "n1"),
+        ("names-lab", "n2"),
+        ("names-lab", "n3"),
+    ]);
+    rig.reject_a_request();
+    rig.beater.kill("n3");
+    wait_for(
+        "the watch to push BenchOffline for n3 to Alertmanager",
+        Duration::from_secs(30),
+        || {
+            let m = rig.watch.metrics();
+            let fired = &[("alertname", "BenchOffline"), ("state", "firing")];
+            sample(&m, "benchtel_watch_alerts_total", fired) == Some(1.0)
+                && sample(&m, "benchtel_watch_alert_sends_total", &[("result", "ok")])
+                    .is_some_and(|n| n >= 1.0)
+        },
+    );
+    sample_names(&rig.watch.metrics())
+}
+
+type Series = Vec<(BTreeMap<String, String>, f64)>;
+
+/// An instant query's series: labels and value.
+async fn instant(api: &Api, expr: &str) -> Result<Series, String> {
+    let data = api
+        .query(expr, true)
+        .await
+        .ok_or_else(|| "Prometheus does not answer".to_string())?
+        .map_err(|e| format!("Prometheus refused {expr}: {e}"))?;
+    Ok(data["result"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|s| {
+            let labels = s["metric"]
+                .as_object()
+                .unwrap()
+                .iter()
+                .map(|(k, v)| (k.clone(), v.as_str().unwrap().to_string()))
+                .collect();
+            let value = s["value"][1]
+                .as_str()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(f64::NAN);
+            (labels, value)
+        })
+        .collect())
+}
+
+/// `series` keyed by the values of `labels`, joined with `/`.
+fn by(series: &Series, labels: &[&str]) -> BTreeMap<String, f64> {
+    series
+        .iter()
+        .map(|(l, v)| {
+            let key: Vec<&str> = labels
+                .iter()
+                .map(|k| l.get(*k).map_or("", String::as_str))
+                .collect();
+            (key.join("/"), *v)
+        })
+        .collect()
+}
+
+/// Polls `check` until it holds, or fails with `what` and its last
+/// complaint after 30 s.
+async fn eventually<T>(what: &str, mut check: impl AsyncFnMut() -> Result<T, String>) -> T {
     let deadline = Instant::now() + Duration::from_secs(30);
-    let mut checked = 0;
-    for panel in panels().iter().filter(|p| p.source() == Watch) {
-        for q in &panel.queries {
-            let expr = substitute(&q.expr);
-            let result = loop {
-                if let Some(r) = api.query(&expr, q.instant).await {
-                    break r;
+    loop {
+        match check().await {
+            Ok(v) => return v,
+            Err(last) => assert!(Instant::now() < deadline, "{what}: {last}"),
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+fn panel(dashboard: &str, title: &str) -> Panel {
+    panels()
+        .into_iter()
+        .find(|p| p.dashboard == dashboard && p.title == title)
+        .unwrap_or_else(|| panic!("no panel \"{title}\" in {dashboard}"))
+}
+
+/// The Fleet dashboard's stats that count benches by liveness.
+const LIVENESS_STATS: [&str; 4] = [
+    "Benches online",
+    "Benches late",
+    "Benches offline",
+    "Stopped or in maintenance",
+];
+
+/// Waits until the liveness stats show `want` (as Grafana shows a stat:
+/// the last value of its one series; no value is not 0).
+async fn liveness_stats_reach(api: &Api, want: [f64; 4], when: &str) {
+    let exprs: Vec<String> = LIVENESS_STATS
+        .iter()
+        .map(|t| substitute(&panel("benchtel-fleet", t).queries[0].expr, &WATCH_VARS))
+        .collect();
+    eventually(
+        &format!("{LIVENESS_STATS:?} should show {want:?} {when}"),
+        async || {
+            let mut got = Vec::new();
+            for e in &exprs {
+                match instant(api, e).await?.as_slice() {
+                    [(_, v)] => got.push(*v),
+                    other => return Err(format!("{e} gave {other:?}")),
                 }
-                assert!(Instant::now() < deadline, "prometheus does not answer");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            };
-            if let Err(e) = result {
-                panic!(
-                    "panel \"{}\" ({}) query {}: Prometheus refused it: {e}\n{expr}",
-                    panel.title, panel.dashboard, q.ref_id
+            }
+            if got == want {
+                Ok(())
+            } else {
+                Err(format!("they show {got:?}"))
+            }
+        },
+    )
+    .await;
+}
+
+/// Waits until BenchOfflineFallback is pending for exactly `benches` (its
+/// `for` of 2 minutes is longer than this test: promtool's tests check
+/// that it fires after it).
+async fn fallback_pending_for(api: &Api, benches: &[(&str, &str)]) {
+    let want: BTreeMap<String, f64> = benches
+        .iter()
+        .map(|(site, bench)| (format!("{bench}/{site}/pending/critical"), 1.0))
+        .collect();
+    eventually(
+        &format!("BenchOfflineFallback should be pending for exactly {benches:?}"),
+        async || {
+            let alerts = instant(api, r#"ALERTS{alertname="BenchOfflineFallback"}"#).await?;
+            let got = by(
+                &alerts,
+                &["bench_id", "bench_site", "alertstate", "severity"],
+            );
+            if got == want {
+                Ok(())
+            } else {
+                Err(format!("it is for {got:?}"))
+            }
+        },
+    )
+    .await;
+}
+
+/// Checks a range query of `bench:heartbeat_age_seconds` over the time
+/// since `silent_since`: the silent bench's age grows with the clock, the
+/// others' stays below the grace period.
+fn check_ages(range: &Value, silent_since: f64) {
+    // The last beat and the scrape that shows it take up to ~1.5 s.
+    let from = silent_since + 2.0;
+    let mut silent_points = 0;
+    for s in range["result"].as_array().unwrap() {
+        let bench = s["metric"]["bench_id"].as_str().unwrap();
+        let points: Vec<(f64, f64)> = s["values"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| {
+                (
+                    p[0].as_f64().unwrap(),
+                    p[1].as_str().unwrap().parse().unwrap(),
+                )
+            })
+            .filter(|(t, _)| *t >= from)
+            .collect();
+        if bench == SILENT {
+            silent_points = points.len();
+            for w in points.windows(2) {
+                assert!(w[1].1 >= w[0].1, "{bench}'s age went down: {points:?}");
+            }
+            let (first, last) = (points[0], points[points.len() - 1]);
+            assert!(
+                last.1 - first.1 >= last.0 - first.0 - 2.0,
+                "{bench}'s age does not grow with the clock: {points:?}"
+            );
+            for (t, age) in &points {
+                assert!(
+                    *age <= t - silent_since + 1.0,
+                    "{bench} at {t}: age {age} older than its silence"
                 );
             }
+        } else {
+            for (t, age) in &points {
+                assert!(
+                    *age < OFFLINE_AFTER,
+                    "{bench} is beating, yet its age was {age} at {t}: {points:?}"
+                );
+            }
+        }
+    }
+    assert!(
+        silent_points >= 4,
+        "{silent_points} points of {SILENT}'s age: {range}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_panels_and_rules_work_against_a_real_watch_and_prometheus() {
+    let rig = WatchRig::start(&WATCH_BENCHES);
+    rig.maintenance(MAINT);
+    rig.reject_a_request();
+    let rules = rules_file();
+    let prom = Prometheus::start(&[("benchtel-watch", &rig.watch.addr())], &[&rules]);
+    let api = Api::new(prom.url());
+
+    // Every bench beats: five online, one in maintenance.
+    liveness_stats_reach(&api, [5.0, 0.0, 0.0, 1.0], "with every bench beating").await;
+
+    // One bench goes silent: offline for the watch, and for the fallback
+    // rule, which picks it and only it.
+    rig.beater.kill(SILENT);
+    let silent_since = unix_now();
+    liveness_stats_reach(&api, [4.0, 0.0, 1.0, 1.0], "with one bench silent").await;
+    fallback_pending_for(&api, &[(LAB1, SILENT)]).await;
+
+    // Its heartbeat age grows; the others' does not.
+    eventually("the silent bench's age to pass 6 s", async || {
+        let ages = by(
+            &instant(&api, "bench:heartbeat_age_seconds").await?,
+            &["bench_id"],
+        );
+        match ages.get(SILENT) {
+            Some(age) if *age >= 6.0 && ages.len() == WATCH_BENCHES.len() => Ok(()),
+            _ => Err(format!("ages: {ages:?}")),
+        }
+    })
+    .await;
+    let range = api
+        .query("bench:heartbeat_age_seconds", false)
+        .await
+        .unwrap()
+        .unwrap();
+    check_ages(&range, silent_since);
+
+    // The second site goes down as a whole: one BenchSiteOffline, and the
+    // fallback for each of its benches.
+    rig.beater.kill("w2-a");
+    rig.beater.kill("w2-b");
+    liveness_stats_reach(&api, [2.0, 0.0, 3.0, 1.0], "with a site down").await;
+    fallback_pending_for(&api, &[(LAB1, SILENT), (LAB2, "w2-a"), (LAB2, "w2-b")]).await;
+    eventually("BenchSiteOffline in Alertmanager", async || {
+        let sites: Vec<Value> = rig
+            .am
+            .active("BenchSiteOffline")
+            .iter()
+            .map(|a| a["labels"]["bench_site"].clone())
+            .collect();
+        if sites == [json!(LAB2)] {
+            Ok(())
+        } else {
+            Err(format!("for {sites:?}"))
+        }
+    })
+    .await;
+    eventually(
+        "the watch's BenchSiteOffline counted in Prometheus",
+        async || {
+            let fired = instant(
+                &api,
+                r#"benchtel_watch_alerts_total{alertname="BenchSiteOffline", state="firing"}"#,
+            )
+            .await?;
+            match fired.as_slice() {
+                [(_, v)] if *v == 1.0 => Ok(()),
+                other => Err(format!("{other:?}")),
+            }
+        },
+    )
+    .await;
+
+    // The table counts benches per site and state.
+    let table = substitute(
+        &panel("benchtel-fleet", "Liveness by site").queries[0].expr,
+        &WATCH_VARS,
+    );
+    let want: BTreeMap<String, f64> = [
+        ("watch-lab1/maintenance", 1.0),
+        ("watch-lab1/offline", 1.0),
+        ("watch-lab1/online", 2.0),
+        ("watch-lab2/offline", 2.0),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect();
+    eventually("Liveness by site to count the benches", async || {
+        let got = by(&instant(&api, &table).await?, &["bench_site", "state"]);
+        if got == want {
+            Ok(())
+        } else {
+            Err(format!("it shows {got:?}"))
+        }
+    })
+    .await;
+
+    // The timelines encode each bench's liveness as a number that their
+    // value mappings name.
+    let timeline = substitute(
+        &panel("benchtel-fleet", "Liveness timeline").queries[0].expr,
+        &WATCH_VARS,
+    );
+    let want: BTreeMap<String, String> = [
+        ("w1-a", "online"),
+        ("w1-b", "online"),
+        (SILENT, "offline"),
+        (MAINT, "maintenance"),
+        ("w2-a", "offline"),
+        ("w2-b", "offline"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    let named = |dashboard: &str, title: &str, series: &Series, key: &[&str]| {
+        by(series, key)
+            .into_iter()
+            .map(|(k, v)| (k, state_mapping(dashboard, title, v as u32)))
+            .collect::<BTreeMap<String, String>>()
+    };
+    eventually(
+        "the Liveness timeline to name each bench's state",
+        async || {
+            let series = instant(&api, &timeline).await?;
+            let got = named(
+                "benchtel-fleet",
+                "Liveness timeline",
+                &series,
+                &["bench_id"],
+            );
+            if got == want {
+                Ok(())
+            } else {
+                Err(format!("it shows {got:?}"))
+            }
+        },
+    )
+    .await;
+    for (bench, state) in [
+        (SILENT, "offline"),
+        (MAINT, "maintenance"),
+        ("w1-a", "online"),
+    ] {
+        let vars = Vars {
+            site: WATCH_VARS.site,
+            bench,
+        };
+        let expr = substitute(&panel("benchtel-bench", "Liveness").queries[0].expr, &vars);
+        let series = instant(&api, &expr).await.unwrap();
+        let got = named("benchtel-bench", "Liveness", &series, &[]);
+        assert_eq!(
+            got.values().collect::<Vec<_>>(),
+            [state],
+            "the Bench dashboard's Liveness of {bench}: {expr}"
+        );
+    }
+
+    // The agents' "Bench states reported" also reads the watch's
+    // bench_state, which carries only the current state and keeps it for
+    // silent benches: each bench counts once, in the state it last reported.
+    let reported = substitute(
+        &panel("benchtel-fleet", "Bench states reported").queries[0].expr,
+        &WATCH_VARS,
+    );
+    let got = by(&instant(&api, &reported).await.unwrap(), &["state"]);
+    assert_eq!(
+        got,
+        BTreeMap::from([("ready".to_string(), 6.0)]),
+        "{reported}"
+    );
+
+    // Every panel the watch feeds (and the rules' alerts) shows data, as
+    // Grafana queries it. (The stats show 0 rather than nothing when no
+    // bench is in their state: their values are checked above.)
+    let mut checked = 0;
+    for p in panels()
+        .iter()
+        .filter(|p| matches!(p.source(), Watch | Rules))
+    {
+        for q in &p.queries {
+            let expr = substitute(&q.expr, &WATCH_VARS);
+            let what = format!(
+                "panel \"{}\" ({}) query {} should show data from the watch:\n{expr}\n",
+                p.title, p.dashboard, q.ref_id
+            );
+            eventually(&what, async || match api.query(&expr, q.instant).await {
+                None => Err("Prometheus does not answer".to_string()),
+                Some(Err(e)) => panic!("{what}Prometheus refused it: {e}"),
+                Some(Ok(data)) if has_finite(&data) => Ok(()),
+                Some(Ok(data)) => Err(format!("last answer {data}\n{}", prom.log())),
+            })
+            .await;
             checked += 1;
         }
     }
-    assert!(checked >= 15, "only {checked} watch queries");
+    assert!(checked >= 16, "only {checked} watch queries");
+
+    // The template variables list the watch's benches and sites.
+    for v in variables() {
+        let (selector, label) = label_values(&v.query);
+        let want: BTreeSet<&str> = match label.as_str() {
+            "bench_id" => WATCH_BENCHES.iter().map(|(_, b)| *b).collect(),
+            "bench_site" => [LAB1, LAB2].into(),
+            other => panic!("variable {} lists {other}: what should it hold?", v.name),
+        };
+        let body = api
+            .get(
+                &format!("/api/v1/label/{label}/values"),
+                &[("match[]", &selector)],
+            )
+            .await
+            .unwrap();
+        let listed: BTreeSet<&str> = body["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(Value::as_str)
+            .collect();
+        assert!(
+            want.is_subset(&listed),
+            "variable {} of {} ({}) lists {listed:?}, not all of {want:?}",
+            v.name,
+            v.dashboard,
+            v.query
+        );
+    }
+
+    // Every bench still beating stops at once: the watch is deaf. It holds
+    // the two that were online as late and says its ingest is down; the
+    // offline fallback stands down, and the ingest fallback goes pending.
+    for bench in ["w1-a", "w1-b", MAINT] {
+        rig.beater.kill(bench);
+    }
+    let ingest = substitute(
+        &panel("benchtel-fleet", "Ingest up").queries[0].expr,
+        &WATCH_VARS,
+    );
+    eventually("Ingest up to show 0", async || {
+        match instant(&api, &ingest).await?.as_slice() {
+            [(_, v)] if *v == 0.0 => Ok(()),
+            other => Err(format!("it shows {other:?}")),
+        }
+    })
+    .await;
+    liveness_stats_reach(&api, [0.0, 2.0, 3.0, 1.0], "with the watch deaf").await;
+    fallback_pending_for(&api, &[]).await;
+    let addr = rig.watch.addr();
+    eventually(
+        "BenchWatchIngestDownFallback pending for the watch",
+        async || {
+            let alerts =
+                instant(&api, r#"ALERTS{alertname="BenchWatchIngestDownFallback"}"#).await?;
+            let got = by(&alerts, &["job", "instance", "alertstate"]);
+            let want = BTreeMap::from([(format!("benchtel-watch/{addr}/pending"), 1.0)]);
+            if got == want {
+                Ok(())
+            } else {
+                Err(format!("it is {got:?}"))
+            }
+        },
+    )
+    .await;
+    eventually("BenchWatchIngestDown in Alertmanager", async || {
+        let watches: Vec<Value> = rig
+            .am
+            .active("BenchWatchIngestDown")
+            .iter()
+            .map(|a| a["labels"]["watch"].clone())
+            .collect();
+        if watches == [json!("test-watch")] {
+            Ok(())
+        } else {
+            Err(format!("for {watches:?}"))
+        }
+    })
+    .await;
+
+    // Every rule evaluated the watch's real series without error, and the
+    // watch, scraped all along, raised none of the rules for a lost watch.
+    let body = api.get("/api/v1/rules", &[]).await.unwrap();
+    for r in body["data"]["groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|g| g["rules"].as_array().unwrap())
+    {
+        assert_eq!(
+            r["health"], "ok",
+            "rule {} fails on the watch's series: {}",
+            r["name"], r["lastError"]
+        );
+    }
+    let lost = instant(
+        &api,
+        r#"ALERTS{alertname=~"BenchtelWatchDown|BenchtelWatchMetricsAbsent"}"#,
+    )
+    .await
+    .unwrap();
+    assert!(lost.is_empty(), "{lost:?}");
 }
 
 // ---------------------------------------------------------------------------

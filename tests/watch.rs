@@ -311,3 +311,121 @@ fn bad_configs_exit_78_naming_the_key() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("liveness.offline_after = \"soon\""), "{err}");
 }
+
+#[test]
+fn maintenance_and_retirement_through_the_api_need_the_admin_token() {
+    let am = Alertmanager::start();
+    let token = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(token.path(), "adm1n\n").unwrap();
+    let watch = Watch::start_http(
+        &format!(
+            "admin_token_file = {:?}",
+            token.path().display().to_string()
+        ),
+        &config(&am, ""),
+    );
+    let beater = Beater::start(
+        vec![watch.addr()],
+        &[("lab", "a"), ("lab", "b")],
+        EVERY,
+        0.0,
+    );
+    settled(&watch, 2);
+    let post = |path: &str, auth: Option<&str>, body: &str| {
+        let mut headers = vec!["Content-Type: application/json".to_string()];
+        if let Some(t) = auth {
+            headers.push(format!("Authorization: Bearer {t}"));
+        }
+        let h: Vec<&str> = headers.iter().map(String::as_str).collect();
+        support::http::post(&watch.addr(), path, &h, body.as_bytes()).unwrap()
+    };
+    assert_eq!(
+        post("/api/v1/benches/b/maintenance", None, r#"{"on":true}"#).0,
+        401
+    );
+    assert_eq!(
+        post(
+            "/api/v1/benches/b/maintenance",
+            Some("wrong"),
+            r#"{"on":true}"#
+        )
+        .0,
+        401
+    );
+    let (code, body) = post(
+        "/api/v1/benches/b/maintenance",
+        Some("adm1n"),
+        r#"{"on":true}"#,
+    );
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(
+        post("/api/v1/benches/nope/maintenance", Some("adm1n"), "{}").0,
+        404
+    );
+    wait_for("b in maintenance", Duration::from_secs(5), || {
+        watch.liveness("b").as_deref() == Some("maintenance")
+    });
+    beater.kill("b");
+    std::thread::sleep(Duration::from_secs(6));
+    assert!(
+        am.alerts().is_empty(),
+        "a bench in maintenance paged: {:?}",
+        am.alerts()
+    );
+    let (code, _) = post("/api/v1/benches/b/retire", Some("adm1n"), "");
+    assert_eq!(code, 200);
+    assert_eq!(watch.benches().len(), 1);
+    let m = watch.metrics();
+    assert_eq!(
+        sample(&m, "bench_up", &[("bench_id", "b")]),
+        None,
+        "retired benches are no longer exported"
+    );
+}
+
+#[test]
+fn webhooks_get_each_firing_and_resolution_once_even_after_failures() {
+    let am = Alertmanager::start();
+    let hook = support::webhook::Webhook::start();
+    let watch = Watch::start(&config(
+        &am,
+        &format!("[[alerts.webhook]]\nurl = \"{}\"\n", hook.url()),
+    ));
+    let beater = Beater::start(
+        vec![watch.addr()],
+        &[("lab", "a"), ("lab", "b")],
+        EVERY,
+        0.0,
+    );
+    settled(&watch, 2);
+    // The receiver is down for the first two attempts: retried with backoff.
+    hook.fail_next(2);
+    beater.kill("b");
+    wait_for("the firing webhook", Duration::from_secs(20), || {
+        hook.bodies().len() == 1
+    });
+    let fired = &hook.bodies()[0];
+    assert_eq!(fired["status"], "firing");
+    assert_eq!(fired["alerts"][0]["labels"]["alertname"], "BenchOffline");
+    assert_eq!(fired["alerts"][0]["labels"]["bench_id"], "b");
+    beater.revive("lab", "b");
+    wait_for("the resolved webhook", Duration::from_secs(20), || {
+        hook.bodies().len() == 2
+    });
+    let resolved = &hook.bodies()[1];
+    assert_eq!(resolved["status"], "resolved");
+    assert!(resolved["alerts"][0]["endsAt"].is_string());
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(
+        hook.bodies().len(),
+        2,
+        "each event is delivered once, not re-sent"
+    );
+    let m = watch.metrics();
+    let ok = sample(
+        &m,
+        "benchtel_watch_alert_sends_total",
+        &[("receiver", &hook.url()), ("result", "ok")],
+    );
+    assert_eq!(ok, Some(2.0), "{m}");
+}

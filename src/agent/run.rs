@@ -26,6 +26,7 @@ use crate::config::{AgentConfig, Compression};
 use crate::outbox::exporter::Sink;
 use crate::outbox::forwarder::{self, Forwarder, ForwarderOptions, Wakeups};
 use crate::outbox::{self, Outbox, Signal, StoreOptions};
+use crate::service;
 use crate::systemd::{self, Liveness};
 use crate::telemetry::{self, LogFormat, Telemetry, TelemetryOptions};
 
@@ -222,7 +223,7 @@ pub async fn run(cfg: AgentConfig, cancel: CancellationToken) -> Result<(), Agen
     cancel.cancelled().await;
     tracing::info!("shutting down: stopping sources");
     systemd::notify_stopping();
-    stop_stage(sources, &sources_cancel).await;
+    service::stop_stage(sources, &sources_cancel, STAGE_DEADLINE).await;
     // Right after the last heartbeat, so the watch hears "planned stop"
     // at once; it runs while the SDK flushes and joins with the senders.
     mqtt_stop.cancel();
@@ -240,7 +241,7 @@ pub async fn run(cfg: AgentConfig, cancel: CancellationToken) -> Result<(), Agen
         );
     }
     senders_cancel.cancel();
-    stop_stage(senders, &senders_cancel).await;
+    service::stop_stage(senders, &senders_cancel, STAGE_DEADLINE).await;
     if let Err(e) = forwarder.flush(Instant::now() + FINAL_FORWARD).await {
         eprintln!("benchtel-agent: final forward failed: {e}");
     }
@@ -375,21 +376,5 @@ fn warn_unstable_ports(cfg: &AgentConfig) {
             tracing::warn!(check = %c.name, port = %path.display(),
                 "serial port named by enumeration order; use /dev/serial/by-id/… or by-path so a replug cannot swap boards");
         }
-    }
-}
-
-/// Cancels a stage and waits for its tasks, abandoning them at the deadline.
-async fn stop_stage(mut set: JoinSet<()>, cancel: &CancellationToken) {
-    cancel.cancel();
-    let drained = tokio::time::timeout(STAGE_DEADLINE, async {
-        while set.join_next().await.is_some() {}
-    })
-    .await;
-    if drained.is_err() {
-        tracing::warn!(
-            left = set.len(),
-            "stage did not stop within its deadline; aborting it"
-        );
-        set.abort_all();
     }
 }

@@ -5,11 +5,10 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use benchtel::agent::control::Request;
-use benchtel::config::{self, AgentConfig, ConfigErrors, Env};
+use benchtel::config::{self, AgentConfig, Env};
 use benchtel::outbox::{DropReason, Outbox};
 use benchtel::telemetry::context::ExecutionContext;
 use clap::{Parser, Subcommand, ValueEnum};
-use tokio_util::sync::CancellationToken;
 
 #[derive(Parser)]
 #[command(version, about = "Telemetry agent for hardware test benches")]
@@ -101,7 +100,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let mut cfg = match config::load(cli.config.as_deref(), &Env::from_process()) {
         Ok(cfg) => cfg,
-        Err(errors) => return config_failed(&errors),
+        Err(errors) => return benchtel::service::config_failed("benchtel-agent", &errors),
     };
     if let Some(format) = cli.log_format {
         cfg.log.format = match format {
@@ -161,42 +160,9 @@ fn main() -> ExitCode {
     }
 }
 
-fn config_failed(errors: &ConfigErrors) -> ExitCode {
-    eprintln!(
-        "benchtel-agent: the configuration has {} error(s):",
-        errors.0.len()
-    );
-    for e in &errors.0 {
-        eprintln!("  {e}");
-    }
-    ExitCode::from(u8::try_from(config::EX_CONFIG).unwrap_or(78))
-}
-
 fn run(cfg: AgentConfig) -> anyhow::Result<()> {
-    // One thread is plenty for a bench agent and keeps RSS small; database
-    // work goes to the blocking pool.
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the async runtime")?;
-    runtime.block_on(async {
-        use tokio::signal::unix::{SignalKind, signal};
-        // Installed before anything else, so a stop during start-up is
-        // still a clean stop.
-        let mut term = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
-        let mut int = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
-        let cancel = CancellationToken::new();
-        let stop = cancel.clone();
-        tokio::spawn(async move {
-            tokio::select! {
-                _ = term.recv() => {}
-                _ = int.recv() => {}
-            }
-            stop.cancel();
-        });
-        benchtel::agent::run::run(cfg, cancel).await?;
-        anyhow::Ok(())
-    })
+    benchtel::service::run_until_signalled(|cancel| benchtel::agent::run::run(cfg, cancel))?;
+    Ok(())
 }
 
 fn control(cfg: &AgentConfig, req: Request) -> anyhow::Result<()> {

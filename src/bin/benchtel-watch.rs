@@ -4,11 +4,9 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::Context;
-use benchtel::config::{self, ConfigErrors, Env};
+use benchtel::config::{self, Env};
 use benchtel::watch::config::WatchConfig;
 use clap::{Parser, Subcommand, ValueEnum};
-use tokio_util::sync::CancellationToken;
 
 #[derive(Parser)]
 #[command(
@@ -44,7 +42,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let mut cfg = match benchtel::watch::config::load(cli.config.as_deref(), &Env::from_process()) {
         Ok(cfg) => cfg,
-        Err(errors) => return config_failed(&errors),
+        Err(errors) => return benchtel::service::config_failed("benchtel-watch", &errors),
     };
     if let Some(format) = cli.log_format {
         cfg.log.format = match format {
@@ -68,36 +66,7 @@ fn main() -> ExitCode {
     }
 }
 
-fn config_failed(errors: &ConfigErrors) -> ExitCode {
-    eprintln!(
-        "benchtel-watch: the configuration has {} error(s):",
-        errors.0.len()
-    );
-    for e in &errors.0 {
-        eprintln!("  {e}");
-    }
-    ExitCode::from(u8::try_from(config::EX_CONFIG).unwrap_or(78))
-}
-
 fn run(cfg: WatchConfig) -> anyhow::Result<()> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the async runtime")?;
-    runtime.block_on(async {
-        use tokio::signal::unix::{SignalKind, signal};
-        let mut term = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
-        let mut int = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
-        let cancel = CancellationToken::new();
-        let stop = cancel.clone();
-        tokio::spawn(async move {
-            tokio::select! {
-                _ = term.recv() => {}
-                _ = int.recv() => {}
-            }
-            stop.cancel();
-        });
-        benchtel::watch::run::run(cfg, cancel).await?;
-        anyhow::Ok(())
-    })
+    benchtel::service::run_until_signalled(|cancel| benchtel::watch::run::run(cfg, cancel))?;
+    Ok(())
 }

@@ -119,32 +119,73 @@ pub struct SourcesConfig {
     pub host_metrics: HostMetricsConfig,
 }
 
-/// Loads and validates the configuration. `explicit` is `--config`.
-pub fn load(explicit: Option<&Path>, env: &Env) -> Result<AgentConfig, ConfigErrors> {
-    let (path, required) = match (explicit, &env.benchtel_config) {
+/// A configuration file as found: `explicit` (`--config`), else the path
+/// in an environment variable, else the default path, which alone may be
+/// absent (built-in defaults).
+pub(crate) struct FoundFile {
+    pub path: PathBuf,
+    /// The path as shown in errors.
+    pub label: String,
+    /// `None`: absent at the default path, or unreadable (an error was
+    /// recorded).
+    pub text: Option<String>,
+    /// False only when the default path is absent.
+    pub exists: bool,
+}
+
+pub(crate) fn find_file(
+    explicit: Option<&Path>,
+    from_env: Option<&String>,
+    default: &str,
+    errors: &mut Vec<ConfigError>,
+) -> FoundFile {
+    let (path, required) = match (explicit, from_env) {
         (Some(p), _) => (p.to_path_buf(), true),
         (None, Some(p)) => (PathBuf::from(p), true),
-        (None, None) => (PathBuf::from(DEFAULT_PATH), false),
+        (None, None) => (PathBuf::from(default), false),
     };
-    let file = path.display().to_string();
-    let mut errors = Vec::new();
-    let (raw, source) = match std::fs::read_to_string(&path) {
-        Ok(text) => (
-            raw::parse(&file, &text, &mut errors),
-            ConfigSource::File(path.clone()),
-        ),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound && !required => {
-            (raw::RawConfig::default(), ConfigSource::Defaults)
-        }
+    let label = path.display().to_string();
+    let (text, exists) = match std::fs::read_to_string(&path) {
+        Ok(text) => (Some(text), true),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && !required => (None, false),
         Err(e) => {
             errors.push(ConfigError::new(
-                &file,
+                &label,
                 "(file)",
-                &file,
+                &label,
                 format!("cannot read the configuration file: {e}"),
             ));
-            (raw::RawConfig::default(), ConfigSource::File(path.clone()))
+            (None, true)
         }
+    };
+    FoundFile {
+        path,
+        label,
+        text,
+        exists,
+    }
+}
+
+/// Loads and validates the configuration. `explicit` is `--config`.
+pub fn load(explicit: Option<&Path>, env: &Env) -> Result<AgentConfig, ConfigErrors> {
+    let mut errors = Vec::new();
+    let found = find_file(
+        explicit,
+        env.benchtel_config.as_ref(),
+        DEFAULT_PATH,
+        &mut errors,
+    );
+    let file = found.label.clone();
+    let raw = found
+        .text
+        .as_deref()
+        .map_or_else(raw::RawConfig::default, |t| {
+            raw::parse(&file, t, &mut errors)
+        });
+    let source = if found.exists {
+        ConfigSource::File(found.path)
+    } else {
+        ConfigSource::Defaults
     };
     let cfg = resolve(raw, source, &file, env, &mut errors);
     match cfg {

@@ -74,6 +74,9 @@ fn valid_fixtures_load() {
     assert_eq!(full.bench.id, "lab1-bench07");
     assert_eq!(full.outbox.max_age, Duration::from_secs(7 * 86_400));
     assert_eq!(full.sources.host_metrics.collectors.len(), 5);
+    let mqtt = full.mqtt.expect("full.toml has [mqtt]");
+    assert_eq!(mqtt.connection.keepalive(), Duration::from_secs(15));
+    assert!(!mqtt.options.publish_probes);
 }
 
 #[test]
@@ -84,6 +87,7 @@ fn a_missing_default_file_means_defaults_but_a_named_one_is_an_error() {
     assert_eq!(cfg.otlp.endpoint.as_str(), "http://localhost:4318/");
     assert_eq!(cfg.http.listen.to_string(), "127.0.0.1:9464");
     assert_eq!(cfg.sources.heartbeat.interval, Duration::from_secs(10));
+    assert!(cfg.mqtt.is_none(), "MQTT is off unless configured");
     assert!(!cfg.bench.id.is_empty());
     let missing = dir.path().join("nope.toml");
     let err = load(Some(&missing), &Env::default()).unwrap_err();

@@ -213,7 +213,21 @@ impl Bench {
         {
             return Received::Duplicate;
         }
-        let previous = slot.replace((beat.run_id.clone(), beat.seq, beat.sent));
+        let previous = match slot {
+            // The same run as last time (nearly always): no new copy of its id.
+            Some((run, seq, sent)) if *run == beat.run_id => Some(Previous {
+                same_run: true,
+                seq: std::mem::replace(seq, beat.seq),
+                sent: std::mem::replace(sent, beat.sent),
+            }),
+            _ => slot
+                .replace((beat.run_id.clone(), beat.seq, beat.sent))
+                .map(|(_, seq, sent)| Previous {
+                    same_run: false,
+                    seq,
+                    sent,
+                }),
+        };
         let tolerance = self.late_after(th);
         let judged = match beat.sent {
             Some(sent) => self.anchor.judge(now, sent, tolerance, self.interval),
@@ -232,22 +246,15 @@ impl Bench {
     }
 
     /// Takes what a live heartbeat says about the bench.
-    fn learn(&mut self, beat: &Beat, previous: Option<(String, u64, Option<f64>)>) {
-        if let Some(state) = &beat.state {
-            self.reported_state = Some(state.clone());
-        }
-        if let Some(v) = &beat.agent_version {
-            self.agent_version = Some(v.clone());
-        }
-        if let Some(b) = &beat.boot_id {
-            self.boot_id = Some(b.clone());
-        }
+    fn learn(&mut self, beat: &Beat, previous: Option<Previous>) {
+        keep(&mut self.reported_state, &beat.state);
+        keep(&mut self.agent_version, &beat.agent_version);
+        keep(&mut self.boot_id, &beat.boot_id);
         let interval = beat.interval.or_else(|| {
             // OTLP carries no interval: infer it from two points of one run.
-            let (run, seq, sent) = previous?;
-            let (sent, prev_sent) = (beat.sent?, sent?);
-            (run == beat.run_id && beat.seq > seq)
-                .then(|| (sent - prev_sent) / (beat.seq - seq) as f64)
+            let p = previous?;
+            let (sent, prev_sent) = (beat.sent?, p.sent?);
+            (p.same_run && beat.seq > p.seq).then(|| (sent - prev_sent) / (beat.seq - p.seq) as f64)
         });
         if let Some(i) = interval.filter(|i| i.is_finite()) {
             self.interval = i.clamp(1.0, 3600.0);
@@ -415,6 +422,23 @@ impl Bench {
     /// Bench clock minus watch clock, from the anchor.
     pub fn skew(&self) -> Option<f64> {
         self.anchor.offset().map(|o| -o)
+    }
+}
+
+/// The newest heartbeat of a transport before this one.
+struct Previous {
+    same_run: bool,
+    seq: u64,
+    sent: Option<f64>,
+}
+
+/// Takes a reported value, copying it only when it changed: heartbeats
+/// repeat the same values, ten thousand a second at fleet scale.
+fn keep(field: &mut Option<String>, reported: &Option<String>) {
+    if let Some(v) = reported
+        && field.as_deref() != Some(v.as_str())
+    {
+        *field = Some(v.clone());
     }
 }
 

@@ -10,116 +10,148 @@
 //! Written by hand rather than through the `prometheus` crate's collectors:
 //! at fleet scale that would allocate a protobuf message per series, and
 //! the text format of plain gauges is a few lines (the crate still encodes
-//! the watch's own metrics).
+//! the watch's own metrics). A hundred thousand benches make 600 000 lines
+//! (about 48 MB) per scrape, so neither the snapshot nor the writing
+//! allocates per sample (see `benches/watch_fleet.rs`).
 
 use std::fmt::Write;
 
-use super::bench::{Bench, Liveness, Ts};
+use super::bench::{Liveness, Ts};
 use super::fleet::Fleet;
 
 /// A bench's scrape-time values, copied out so the fleet lock is not held
-/// while the text is written.
+/// while the text is written. The snapshot is taken under the lock, so a
+/// row holds one allocation: the site is an index into
+/// [`Snapshot::per_site`], the reported state one into [`Snapshot::states`]
+/// (a fleet reports a handful of distinct states).
 pub struct Row {
-    site: String,
+    site: u32,
     id: String,
     last_heard: Option<Ts>,
     liveness: Liveness,
-    reported_state: Option<String>,
+    reported_state: Option<u32>,
     skew: Option<f64>,
-}
-
-impl Row {
-    fn of(b: &Bench) -> Row {
-        Row {
-            site: b.site.clone(),
-            id: b.id.clone(),
-            last_heard: b.last_heard,
-            liveness: b.liveness,
-            reported_state: b.reported_state.clone(),
-            skew: b.skew(),
-        }
-    }
 }
 
 /// What one scrape needs from the fleet.
 pub struct Snapshot {
     pub rows: Vec<Row>,
     pub per_site: Vec<(String, usize)>,
+    /// The distinct reported states.
+    pub states: Vec<String>,
     pub ingest_up: bool,
 }
 
 pub fn snapshot(fleet: &Fleet) -> Snapshot {
-    Snapshot {
-        rows: fleet
-            .sites
-            .values()
-            .flat_map(|s| s.benches.values())
-            .map(Row::of)
-            .collect(),
-        per_site: fleet
-            .sites
-            .iter()
-            .map(|(name, s)| (name.clone(), s.benches.len()))
-            .collect(),
+    let mut snap = Snapshot {
+        rows: Vec::with_capacity(fleet.len()),
+        per_site: Vec::with_capacity(fleet.sites.len()),
+        states: Vec::new(),
         ingest_up: fleet.ingest.deaf.is_none(),
+    };
+    for (name, site) in &fleet.sites {
+        let index = snap.per_site.len() as u32;
+        snap.per_site.push((name.clone(), site.benches.len()));
+        for b in site.benches.values() {
+            let reported_state = b
+                .reported_state
+                .as_deref()
+                .map(|s| intern(&mut snap.states, s));
+            snap.rows.push(Row {
+                site: index,
+                id: b.id.clone(),
+                last_heard: b.last_heard,
+                liveness: b.liveness,
+                reported_state,
+                skew: b.skew(),
+            });
+        }
+    }
+    snap
+}
+
+/// The index of `s` in `states`, added if new. A linear search: there are
+/// few distinct states, and a hash per row would cost more.
+fn intern(states: &mut Vec<String>, s: &str) -> u32 {
+    match states.iter().position(|k| k == s) {
+        Some(i) => i as u32,
+        None => {
+            states.push(s.to_string());
+            (states.len() - 1) as u32
+        }
     }
 }
 
 /// A sample: an optional extra label, and the value.
-type Sample = (Option<(&'static str, String)>, f64);
+type Sample<'a> = (Option<(&'static str, &'a str)>, f64);
 
 struct Family {
     name: &'static str,
     help: &'static str,
     /// The sample of one bench, or `None` to skip the bench.
-    value: fn(&Row, Ts) -> Option<Sample>,
+    value: for<'a> fn(&'a Snapshot, &'a Row, Ts) -> Option<Sample<'a>>,
 }
 
 const FAMILIES: [Family; 6] = [
     Family {
         name: "bench_heartbeat_age_seconds",
         help: "Seconds since the watch last received a live heartbeat from the bench, by the watch's clock",
-        value: |r, now| r.last_heard.map(|h| (None, (now - h).max(0.0))),
+        value: |_, r, now| r.last_heard.map(|h| (None, (now - h).max(0.0))),
     },
     Family {
         name: "bench_last_heartbeat_timestamp_seconds",
         help: "When the watch last received a live heartbeat from the bench (Unix time, watch clock)",
-        value: |r, _| r.last_heard.map(|h| (None, h)),
+        value: |_, r, _| r.last_heard.map(|h| (None, h)),
     },
     Family {
         name: "bench_up",
         help: "1 if the bench was heard within its grace period (online or late), else 0",
-        value: |r, _| Some((None, f64::from(u8::from(r.liveness.is_up())))),
+        value: |_, r, _| Some((None, f64::from(u8::from(r.liveness.is_up())))),
     },
     Family {
         name: "bench_liveness",
         help: "The watch's verdict on the bench (the current state has value 1)",
-        value: |r, _| Some((Some(("state", r.liveness.as_str().to_string())), 1.0)),
+        value: |_, r, _| Some((Some(("state", r.liveness.as_str())), 1.0)),
     },
     Family {
         name: "bench_state",
         help: "The state the bench last reported (the current state has value 1)",
-        value: |r, _| r.reported_state.clone().map(|s| (Some(("state", s)), 1.0)),
+        value: |snap, r, _| {
+            let state = snap.states.get(r.reported_state? as usize)?;
+            Some((Some(("state", state.as_str())), 1.0))
+        },
     },
     Family {
         name: "bench_clock_skew_seconds",
         help: "Bench clock minus watch clock, from live heartbeats",
-        value: |r, _| r.skew.map(|s| (None, s)),
+        value: |_, r, _| r.skew.map(|s| (None, s)),
     },
 ];
 
 /// Writes the per-bench families and the fleet-level self metrics.
 pub fn render(snap: &Snapshot, now: Ts, out: &mut String) {
+    let _ = render_chunked(snap, now, usize::MAX, out, &mut |_| Ok(()));
+}
+
+/// Writes the same text as [`render`] into `out`, handing `out` to `flush`
+/// whenever it holds `chunk` bytes and once at the end; `flush` is to empty
+/// it. A scrape then never holds the whole text (48 MB at a hundred
+/// thousand benches); an error from `flush` (the scraper left) stops it.
+pub fn render_chunked(
+    snap: &Snapshot,
+    now: Ts,
+    chunk: usize,
+    out: &mut String,
+    flush: &mut dyn FnMut(&mut String) -> std::io::Result<()>,
+) -> std::io::Result<()> {
     for f in &FAMILIES {
         let _ = writeln!(out, "# HELP {} {}\n# TYPE {} gauge", f.name, f.help, f.name);
         for r in &snap.rows {
-            if let Some((extra, v)) = (f.value)(r, now) {
-                out.push_str(f.name);
-                let _ = write!(out, "{{bench_id=\"{}\",bench_site=\"{}\"", r.id, r.site);
-                if let Some((k, v)) = extra {
-                    let _ = write!(out, ",{k}=\"{}\"", escape(&v));
+            if let Some((extra, v)) = (f.value)(snap, r, now) {
+                sample(out, f.name, snap.site(r), r, extra, v);
+                if out.len() >= chunk {
+                    flush(out)?;
                 }
-                let _ = writeln!(out, "}} {}", number(v));
             }
         }
     }
@@ -132,22 +164,61 @@ pub fn render(snap: &Snapshot, now: Ts, out: &mut String) {
         "# HELP benchtel_watch_ingest_up 1 while the watch can hear the benches (broker session and own ping up, not everyone silent)\n# TYPE benchtel_watch_ingest_up gauge\nbenchtel_watch_ingest_up {}",
         u8::from(snap.ingest_up)
     );
+    flush(out)
+}
+
+impl Snapshot {
+    fn site(&self, r: &Row) -> &str {
+        self.per_site
+            .get(r.site as usize)
+            .map_or("", |(name, _)| name.as_str())
+    }
+}
+
+/// One line, `name{bench_id="…",bench_site="…"[,k="v"]} value`, written
+/// piece by piece: `write!` per line costs more than all the rest.
+fn sample(out: &mut String, name: &str, site: &str, r: &Row, extra: Option<(&str, &str)>, v: f64) {
+    out.push_str(name);
+    out.push_str("{bench_id=\"");
+    out.push_str(&r.id);
+    out.push_str("\",bench_site=\"");
+    out.push_str(site);
+    out.push('"');
+    if let Some((k, v)) = extra {
+        out.push(',');
+        out.push_str(k);
+        out.push_str("=\"");
+        escape(out, v);
+        out.push('"');
+    }
+    out.push_str("} ");
+    number(out, v);
+    out.push('\n');
 }
 
 /// Bench ids and sites are label-safe by admission; reported states come
 /// from the network and are escaped.
-fn escape(s: &str) -> String {
-    s.replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
+fn escape(out: &mut String, s: &str) {
+    if !s.contains(['\\', '"', '\n']) {
+        out.push_str(s);
+        return;
+    }
+    for c in s.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '\n' => out.push_str("\\n"),
+            c => out.push(c),
+        }
+    }
 }
 
-fn number(v: f64) -> String {
-    if v.fract() == 0.0 && v.abs() < 1e15 {
-        format!("{}", v as i64)
+fn number(out: &mut String, v: f64) {
+    let _ = if v.fract() == 0.0 && v.abs() < 1e15 {
+        write!(out, "{}", v as i64)
     } else {
-        format!("{v:.3}")
-    }
+        write!(out, "{v:.3}")
+    };
 }
 
 #[cfg(test)]

@@ -11,6 +11,7 @@ use std::io::Write;
 use std::net::SocketAddr;
 
 use axum::Router;
+use axum::body::Body;
 use axum::extract::{ConnectInfo, Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -18,6 +19,7 @@ use axum::routing::{get, post};
 use prometheus::{Encoder, TextEncoder};
 use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
+use tokio_util::io::{ReaderStream, SyncIoBridge};
 use tokio_util::sync::CancellationToken;
 
 use super::alerts::rfc3339;
@@ -50,47 +52,81 @@ pub async fn serve(listener: TcpListener, shared: Shared, shutdown: Cancellation
     }
 }
 
+/// Text handed to the pipe (or the gzip encoder) at a time.
+const METRICS_CHUNK: usize = 64 * 1024;
+
+/// `GET /metrics`, streamed: the text is written (and gzipped) off the async
+/// threads into a bounded pipe that the response body reads, so a scrape
+/// of a large fleet holds a few chunks in memory, not the whole text, and
+/// its bytes leave while the rest is written.
 async fn metrics(State(shared): State<Shared>, headers: HeaderMap) -> Response {
     let snap = exposition::snapshot(&shared.lock_fleet());
     let now = shared.clock.now();
     let registry = shared.stats.registry.clone();
     let gzip = accepts_gzip(&headers);
-    // Writing a large fleet takes a while: off the async threads.
-    let rendered = tokio::task::spawn_blocking(move || {
-        let mut text = String::with_capacity(snap.rows.len() * 6 * 90 + 4096);
-        exposition::render(&snap, now, &mut text);
-        let mut body = text.into_bytes();
-        TextEncoder::new().encode(&registry.gather(), &mut body)?;
-        if gzip {
-            let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-            enc.write_all(&body)?;
-            body = enc.finish()?;
+    let (reader, writer) = tokio::io::duplex(4 * METRICS_CHUNK);
+    let writer = SyncIoBridge::new(writer);
+    tokio::task::spawn_blocking(move || {
+        if let Err(e) = write_metrics(&snap, now, &registry, gzip, writer) {
+            tracing::debug!(error = %e, "a /metrics scrape ended early");
         }
-        Ok::<_, Box<dyn std::error::Error + Send + Sync>>(body)
-    })
-    .await;
-    match rendered {
-        Ok(Ok(body)) => {
-            let mut resp = (
-                StatusCode::OK,
-                [(
-                    header::CONTENT_TYPE,
-                    "text/plain; version=0.0.4; charset=utf-8",
-                )],
-                body,
-            )
-                .into_response();
-            if gzip {
-                resp.headers_mut().insert(
-                    header::CONTENT_ENCODING,
-                    header::HeaderValue::from_static("gzip"),
-                );
-            }
-            resp
-        }
-        Ok(Err(e)) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
-        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+    });
+    let body = Body::from_stream(ReaderStream::with_capacity(reader, METRICS_CHUNK));
+    let mut resp = (
+        StatusCode::OK,
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        body,
+    )
+        .into_response();
+    if gzip {
+        resp.headers_mut().insert(
+            header::CONTENT_ENCODING,
+            header::HeaderValue::from_static("gzip"),
+        );
     }
+    resp
+}
+
+/// Writes the whole exposition to `out`, gzipped when asked. Dropping `out`
+/// at the end is what ends the response body.
+fn write_metrics(
+    snap: &exposition::Snapshot,
+    now: Ts,
+    registry: &prometheus::Registry,
+    gzip: bool,
+    out: impl Write,
+) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    if gzip {
+        let mut enc = flate2::write::GzEncoder::new(out, flate2::Compression::fast());
+        write_text(snap, now, registry, &mut enc)?;
+        enc.finish()?.flush()?;
+    } else {
+        let mut out = out;
+        write_text(snap, now, registry, &mut out)?;
+        out.flush()?;
+    }
+    Ok(())
+}
+
+fn write_text(
+    snap: &exposition::Snapshot,
+    now: Ts,
+    registry: &prometheus::Registry,
+    out: &mut impl Write,
+) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    let mut text = String::with_capacity(METRICS_CHUNK + 1024);
+    exposition::render_chunked(snap, now, METRICS_CHUNK, &mut text, &mut |t| {
+        out.write_all(t.as_bytes())?;
+        t.clear();
+        Ok(())
+    })?;
+    let mut own = Vec::new();
+    TextEncoder::new().encode(&registry.gather(), &mut own)?;
+    out.write_all(&own)?;
+    Ok(())
 }
 
 fn accepts_gzip(headers: &HeaderMap) -> bool {
@@ -278,5 +314,89 @@ fn admin(shared: &Shared, peer: SocketAddr, headers: &HeaderMap) -> Result<(), A
         }
         None if peer.ip().is_loopback() => Ok(()),
         None => Err(ApiError::NotLoopback),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Read;
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::config::Env;
+    use crate::watch::bench::{Beat, Transport};
+    use crate::watch::clock::Clock;
+    use crate::watch::fleet::Fleet;
+    use crate::watch::stats::Stats;
+
+    async fn get(addr: SocketAddr, gzip: bool) -> (Option<String>, Vec<u8>) {
+        crate::tls::install_provider();
+        let mut req = reqwest::Client::new().get(format!("http://{addr}/metrics"));
+        if gzip {
+            req = req.header(header::ACCEPT_ENCODING, "gzip");
+        }
+        let resp = req.send().await.unwrap();
+        assert_eq!(resp.status(), 200);
+        let encoding = resp
+            .headers()
+            .get(header::CONTENT_ENCODING)
+            .map(|v| v.to_str().unwrap().to_string());
+        (encoding, resp.bytes().await.unwrap().to_vec())
+    }
+
+    /// The lines of a scrape, without the ages (they move between scrapes).
+    fn lines(text: &str) -> Vec<&str> {
+        text.lines()
+            .filter(|l| !l.starts_with("bench_heartbeat_age_seconds{"))
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn metrics_stream_whole_across_many_chunks_plain_and_gzipped() {
+        let cfg = Arc::new(crate::watch::config::load(None, &Env::default()).unwrap());
+        let mut fleet = Fleet::new(cfg.clone(), 1000.0);
+        let beat = Beat {
+            transport: Transport::Mqtt,
+            run_id: "r".into(),
+            seq: 1,
+            sent: Some(1000.0),
+            state: Some("ready".into()),
+            interval: Some(10.0),
+            boot_id: None,
+            agent_version: None,
+        };
+        // About 1 MB of text: many 64 KiB chunks through the pipe.
+        for i in 0..3000 {
+            fleet
+                .receive("lab", &format!("bench-{i:04}"), &beat, 1000.0)
+                .unwrap();
+        }
+        let shared = Shared::new(cfg, fleet, Clock::new(), Stats::new(true).unwrap());
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let stop = CancellationToken::new();
+        tokio::spawn(serve(listener, shared, stop.clone()));
+
+        let (encoding, plain) = get(addr, false).await;
+        assert_eq!(encoding, None);
+        let plain = String::from_utf8(plain).unwrap();
+        assert!(plain.len() > 16 * METRICS_CHUNK, "{} bytes", plain.len());
+        let up = plain.lines().filter(|l| l.starts_with("bench_up{")).count();
+        assert_eq!(up, 3000);
+        assert!(plain.contains("\nbench_up{bench_id=\"bench-2999\",bench_site=\"lab\"} 1\n"));
+        assert!(plain.contains("benchtel_watch_ingest_up 1\n"));
+        assert!(
+            plain.contains("\nbenchtel_watch_mqtt_connected 0\n"),
+            "the own metrics"
+        );
+
+        let (encoding, gzipped) = get(addr, true).await;
+        assert_eq!(encoding.as_deref(), Some("gzip"));
+        let mut text = String::new();
+        flate2::read::GzDecoder::new(&gzipped[..])
+            .read_to_string(&mut text)
+            .unwrap();
+        assert_eq!(lines(&text), lines(&plain));
+        stop.cancel();
     }
 }

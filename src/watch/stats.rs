@@ -37,14 +37,18 @@ fn counter(
 }
 
 impl Stats {
-    pub fn new() -> Result<Stats, StatsError> {
+    /// `mqtt`: whether MQTT ingest is configured; without it the session
+    /// gauge is not exported (a 0 would read as "broker down").
+    pub fn new(mqtt: bool) -> Result<Stats, StatsError> {
         let registry = Registry::new();
         let r = &registry;
         let mqtt_connected = IntGauge::new(
             "benchtel_watch_mqtt_connected",
             "1 while the watch's MQTT session is up (absent without MQTT)",
         )?;
-        registry.register(Box::new(mqtt_connected.clone()))?;
+        if mqtt {
+            registry.register(Box::new(mqtt_connected.clone()))?;
+        }
         Ok(Stats {
             heartbeats: counter(
                 r,

@@ -49,6 +49,15 @@ impl FakeBench {
         self.halt();
     }
 
+    /// Cuts every bench at the same moment (stopping them one by one would
+    /// spread the cut over their heartbeat intervals).
+    pub fn cut_all(benches: Vec<FakeBench>) {
+        for b in &benches {
+            b.stop.store(true, Ordering::SeqCst);
+        }
+        drop(benches);
+    }
+
     fn halt(&mut self) {
         self.stop.store(true, Ordering::SeqCst);
         if let Some(t) = self.thread.take() {
@@ -99,7 +108,12 @@ async fn run(port: u16, site: String, bench: String, every: Duration, stop: Arc<
                     false,
                     serde_json::to_vec(&hb).unwrap(),
                 );
-                tokio::time::sleep(every).await;
+                // Short naps: a cut takes effect at once, not up to a period
+                // later, so a site cut (many cuts in a row) is one moment.
+                let until = tokio::time::Instant::now() + every;
+                while tokio::time::Instant::now() < until && !stop.load(Ordering::SeqCst) {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
             }
         }
     };

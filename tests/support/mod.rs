@@ -17,6 +17,7 @@ pub mod prometheus;
 pub mod receiver;
 pub mod rotel;
 pub mod watch;
+pub mod webhook;
 
 use std::path::PathBuf;
 

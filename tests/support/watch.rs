@@ -23,13 +23,18 @@ impl Watch {
     /// A watch whose config is `extra` plus its listen address and registry
     /// (which `extra` must not set).
     pub fn start(extra: &str) -> Watch {
+        Watch::start_http("", extra)
+    }
+
+    /// Like `start`, with extra lines for its `[http]` section.
+    pub fn start_http(http: &str, extra: &str) -> Watch {
         let dir = tempfile::tempdir().unwrap();
         let port = super::free_port();
         let conf = dir.path().join("watch.toml");
         std::fs::write(
             &conf,
             format!(
-                "[http]\nlisten = \"127.0.0.1:{port}\"\n[registry]\npath = {:?}\n[watch]\nreplica = \"test-watch\"\n{extra}\n",
+                "[http]\nlisten = \"127.0.0.1:{port}\"\n{http}\n[registry]\npath = {:?}\n[watch]\nreplica = \"test-watch\"\n{extra}\n",
                 dir.path().join("watch.db").display().to_string()
             ),
         )
@@ -57,7 +62,12 @@ impl Watch {
             .append(true)
             .open(&self.log)
             .unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_benchtel-watch"))
+        // A benchmark may compare another build of the watch.
+        let bin = std::env::var_os("BENCHTEL_WATCH_BIN").map_or_else(
+            || env!("CARGO_BIN_EXE_benchtel-watch").into(),
+            PathBuf::from,
+        );
+        let child = Command::new(bin)
             .arg("--config")
             .arg(&self.conf)
             .env_remove("NOTIFY_SOCKET")
@@ -95,6 +105,10 @@ impl Watch {
 
     pub fn addr(&self) -> String {
         format!("127.0.0.1:{}", self.port)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("watch is not running").id()
     }
 
     pub fn output(&self) -> String {

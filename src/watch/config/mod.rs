@@ -11,7 +11,9 @@ use regex::Regex;
 use serde::Deserialize;
 use url::Url;
 
-use crate::config::{Checker, ConfigError, ConfigErrors, Env, Secret, Section, parse_table};
+use crate::config::{
+    Checker, ConfigError, ConfigErrors, Env, Secret, Section, find_file, parse_table,
+};
 
 pub const DEFAULT_PATH: &str = "/etc/benchtel/watch.toml";
 
@@ -407,26 +409,19 @@ struct RawWebhook {
 
 /// Loads and validates. `explicit` is `--config`.
 pub fn load(explicit: Option<&Path>, env: &Env) -> Result<WatchConfig, ConfigErrors> {
-    let (path, required) = match (explicit, &env.benchtel_watch_config) {
-        (Some(p), _) => (p.to_path_buf(), true),
-        (None, Some(p)) => (PathBuf::from(p), true),
-        (None, None) => (PathBuf::from(DEFAULT_PATH), false),
-    };
-    let file = path.display().to_string();
     let mut errors = Vec::new();
-    let (raw, source) = match std::fs::read_to_string(&path) {
-        Ok(text) => (parse(&file, &text, &mut errors), Some(path.clone())),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound && !required => (Raw::default(), None),
-        Err(e) => {
-            errors.push(ConfigError::new(
-                &file,
-                "(file)",
-                &file,
-                format!("cannot read the configuration file: {e}"),
-            ));
-            (Raw::default(), Some(path.clone()))
-        }
-    };
+    let found = find_file(
+        explicit,
+        env.benchtel_watch_config.as_ref(),
+        DEFAULT_PATH,
+        &mut errors,
+    );
+    let file = found.label.clone();
+    let raw = found
+        .text
+        .as_deref()
+        .map_or_else(Raw::default, |t| parse(&file, t, &mut errors));
+    let source = found.exists.then_some(found.path);
     let cfg = resolve(raw, source, &file, env, &mut errors);
     if errors.is_empty() {
         Ok(cfg)

@@ -123,3 +123,59 @@ fn several_mistakes_are_reported_together() {
             .unwrap_err();
     assert_eq!(err.0.len(), 3, "{err}");
 }
+
+/// packaging/watch.toml shows every key commented out with its built-in
+/// default; a key renamed or moved in code must be moved there too.
+#[test]
+fn the_packaged_watch_toml_uncommented_equals_the_builtin_defaults() {
+    let shipped =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("packaging/watch.toml"))
+            .unwrap();
+    // Keys whose shown value is an example, not the default.
+    let examples = [
+        "admin_token_file",
+        "path",
+        "allow",
+        "late_after",
+        "silence",
+        "external_url",
+    ];
+    let mut in_example_table = false;
+    let mut text = String::new();
+    for line in shipped.lines() {
+        if line.starts_with("# [[") {
+            in_example_table = true;
+        } else if line.is_empty() || line.starts_with('[') {
+            in_example_table = false;
+        }
+        let key_line = line.strip_prefix("# ").filter(|l| {
+            l.split_once(" = ")
+                .is_some_and(|(k, _)| k.chars().all(|c| c.is_ascii_lowercase() || c == '_'))
+        });
+        match key_line {
+            Some(_) if in_example_table => {}
+            Some(l) if examples.contains(&l.split_once(" = ").unwrap().0) => {}
+            Some(l) => text.push_str(l),
+            None if line.starts_with('[') => text.push_str(line),
+            None => {}
+        }
+        text.push('\n');
+    }
+    let uncommented = load_str(&text).unwrap_or_else(|e| panic!("{e}\n---\n{text}"));
+    let builtin = load(None, &Env::default()).unwrap();
+    let show = |c: &WatchConfig| {
+        format!(
+            "{:?} {:?} {:?} {:?} {:?} {:?} {:?} {:?}",
+            c.http.listen,
+            c.liveness,
+            c.storm,
+            c.alerts.hold,
+            c.alerts.resend_interval,
+            c.alerts.resolved_resend,
+            c.alerts.timeout,
+            c.benches.max
+        )
+    };
+    assert_eq!(show(&uncommented), show(&builtin));
+    assert!(text.contains("hold = "), "the file shows alerts.hold");
+}

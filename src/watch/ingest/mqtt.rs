@@ -82,6 +82,7 @@ pub async fn run(shared: Shared, conn: Connection, cancel: CancellationToken) {
 
 /// Polls the event loop forever, reconnecting with backoff.
 async fn drive(shared: Shared, client: AsyncClient, mut eventloop: EventLoop) {
+    let ping = ping_topic(&shared.cfg.replica);
     let mut backoff = reconnect_backoff();
     let mut connected = false;
     loop {
@@ -93,7 +94,7 @@ async fn drive(shared: Shared, client: AsyncClient, mut eventloop: EventLoop) {
                 tracing::info!("MQTT session up; subscribing");
                 subscribe(&shared, &client).await;
             }
-            Ok(Event::Incoming(Incoming::Publish(p))) => handle(&shared, &p),
+            Ok(Event::Incoming(Incoming::Publish(p))) => handle(&shared, &ping, &p),
             Ok(_) => {}
             Err(e) => {
                 if connected {
@@ -153,10 +154,10 @@ async fn ping(client: AsyncClient, topic: String, every: Duration) {
     }
 }
 
-/// Takes one message.
-fn handle(shared: &Shared, p: &Publish) {
+/// Takes one message; `ping` is this replica's ping topic.
+fn handle(shared: &Shared, ping: &str, p: &Publish) {
     let now = shared.clock.now();
-    if p.topic == ping_topic(&shared.cfg.replica) {
+    if p.topic == ping {
         shared.lock_fleet().ingest.ping_returned = Some(now);
         return;
     }

@@ -102,7 +102,7 @@ async fn serve(edit: impl FnOnce(&mut WatchConfig)) -> Server {
         cfg.clone(),
         Fleet::new(cfg, clock.now()),
         clock,
-        Stats::new().unwrap(),
+        Stats::new(false).unwrap(),
     );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
