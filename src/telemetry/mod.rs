@@ -139,9 +139,10 @@ impl Telemetry {
 }
 
 /// The SDK allocates its span queue in full at start and touches all of it:
-/// 2048 spans by default, 740 KiB of RSS. The agent's spans are few (failed
-/// check runs and verdict changes), so a queue of 512, exported in batches
-/// of 128, absorbs sixty failing checks a second for eight seconds.
+/// 2048 spans by default, 740 KiB of RSS. The agent's spans are one per
+/// check run, and a full batch of 128 is exported at once, so with sixty
+/// runs a second a queue of 512 still holds eight seconds of a stalled
+/// outbox write.
 /// `OTEL_BSP_MAX_QUEUE_SIZE` and `OTEL_BSP_MAX_EXPORT_BATCH_SIZE` still win.
 fn span_batches() -> BatchConfig {
     let mut batches = BatchConfigBuilder::default();

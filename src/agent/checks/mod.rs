@@ -5,8 +5,7 @@
 //! verdict (up/down) changes only after `fail_after` consecutive failures or
 //! `recover_after` consecutive successes, so one glitch does not flap the
 //! bench; only verdict changes are logged and sent to the readiness state
-//! machine, while every run is counted and timed (and, when it failed or
-//! changed the verdict, traced).
+//! machine, while every run is counted, timed and traced.
 
 pub mod exec;
 pub mod file;
@@ -387,9 +386,7 @@ async fn run_one(
         instruments.run(&labels, &outcome, started.elapsed());
         let ok = outcome.code == Code::Ok;
         let change = state.feed(ok, check.fail_after, check.recover_after);
-        if !ok || change.is_some() {
-            trace_run(&tracer, &span_name, started_at, &labels, &outcome);
-        }
+        trace_run(&tracer, &span_name, started_at, &labels, &outcome);
         if let Some(up) = change {
             instruments.up.record(i64::from(up), &labels.check);
             if up {
@@ -411,10 +408,11 @@ async fn run_one(
     }
 }
 
-/// A span for a run worth a look in a trace: a failed one (with what was
-/// seen) or one that changed the verdict. Passing runs are counted and
-/// timed by the metrics alone: a span each (sixty a second on a busy bench)
-/// cost more CPU and memory than the checks, and would crowd the outbox.
+/// A span per run, made after the run from its start time rather than
+/// held open across it: the run's future then carries no span, and a
+/// check that is cancelled mid-run leaves no half span behind. A span per
+/// passing run costs 0.1 % of a core at sixty runs a second
+/// (`BENCHMARKS.md`).
 fn trace_run(
     tracer: &BoxedTracer,
     name: &Cow<'static, str>,
