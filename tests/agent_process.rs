@@ -752,8 +752,70 @@ affects_ready = false
         sample(&text, "bench_health_failures_total", &failed).unwrap() >= 3.0,
         "{text}"
     );
+    // The instrument stays up from now on: its failures are all counted,
+    // and a few passing runs follow.
+    let refusals = sample(&text, "bench_health_failures_total", &refused).unwrap();
+    let runs = |text: &str| {
+        sample(
+            text,
+            "bench_health_check_duration_seconds_count",
+            &[("check", "instrument")],
+        )
+    };
+    wait_for(
+        "passing runs of the instrument",
+        Duration::from_secs(30),
+        || runs(&metrics()).is_some_and(|n| n >= refusals + 5.0),
+    );
+    let metrics_at_stop = metrics();
+    let flaky_failures = sample(&metrics_at_stop, "bench_health_failures_total", &failed).unwrap();
     let (status, _) = agent.terminate();
     assert!(status.success());
+
+    // Traced: every run, failed or passing.
+    let spans = committed_check_spans(&dir.path().join("outbox.db"));
+    let of = |name: &str, error: bool| {
+        spans
+            .iter()
+            .filter(|(n, e)| n == name && *e == error)
+            .count() as f64
+    };
+    let passing = runs(&metrics_at_stop).unwrap() - refusals;
+    assert_eq!(of("check instrument", true), refusals, "{spans:?}");
+    assert!(
+        of("check instrument", false) >= passing,
+        "{passing} {spans:?}"
+    );
+    assert!(of("check flaky-tool", true) >= flaky_failures, "{spans:?}");
+}
+
+/// (name, failed) of every check span committed in the outbox file.
+fn committed_check_spans(db: &Path) -> Vec<(String, bool)> {
+    use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+    use opentelemetry_proto::tonic::trace::v1::status::StatusCode;
+    let conn = rusqlite::Connection::open(db).unwrap();
+    let mut stmt = conn
+        .prepare("SELECT body FROM records WHERE signal = 3")
+        .unwrap();
+    let bodies: Vec<Vec<u8>> = stmt
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    bodies
+        .iter()
+        .map(|b| ExportTraceServiceRequest::decode(b.as_slice()).unwrap())
+        .flat_map(|r| r.resource_spans)
+        .flat_map(|r| r.scope_spans)
+        .flat_map(|s| s.spans)
+        .filter(|s| s.name.starts_with("check "))
+        .map(|s| {
+            let failed = s
+                .status
+                .is_some_and(|st| st.code == StatusCode::Error as i32);
+            (s.name, failed)
+        })
+        .collect()
 }
 
 #[test]

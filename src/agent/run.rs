@@ -80,6 +80,7 @@ fn telemetry_options(cfg: &AgentConfig) -> TelemetryOptions {
         attributes,
         export_interval: cfg.telemetry.export_interval,
         prometheus: cfg.http.enabled,
+        bounded: (&checks::INSTRUMENTS, checks::series_limit(&cfg.checks)),
     }
 }
 

@@ -279,6 +279,7 @@ fn resolve(
         export_interval: check.positive("telemetry.export_interval", raw.telemetry.export_interval),
     };
     check_checks(&mut check, &checks);
+    crate::agent::checks::share_patterns(&mut checks);
     check.positive("sources.heartbeat.interval", raw.sources.heartbeat.interval);
     check.positive(
         "sources.host_metrics.interval",

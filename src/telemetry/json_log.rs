@@ -170,6 +170,7 @@ mod tests {
 
     #[test]
     fn lines_carry_every_adr_field_and_the_context() {
+        let _turn = context::TEST_LOCK.lock().unwrap_or_else(|e| e.into_inner());
         let buf = Buf::default();
         let b = buf.clone();
         let layer = JsonLayer::new("benchtel-agent", move || {

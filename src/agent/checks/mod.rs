@@ -5,7 +5,7 @@
 //! verdict (up/down) changes only after `fail_after` consecutive failures or
 //! `recover_after` consecutive successes, so one glitch does not flap the
 //! bench; only verdict changes are logged and sent to the readiness state
-//! machine, while every run is counted and traced.
+//! machine, while every run is counted, timed and traced.
 
 pub mod exec;
 pub mod file;
@@ -14,13 +14,15 @@ mod record;
 pub mod tcp;
 pub mod usb;
 
-pub use record::{BOOT_BUCKETS, RUN_BUCKETS};
+pub use record::{BOOT_BUCKETS, INSTRUMENTS, RUN_BUCKETS, series_limit};
 
+use std::borrow::Cow;
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use opentelemetry::KeyValue;
+use opentelemetry::global::BoxedTracer;
 use opentelemetry::metrics::Meter;
 use opentelemetry::trace::{Span, Status, Tracer};
 use serde::{Deserialize, Serialize};
@@ -50,6 +52,16 @@ pub enum Code {
 }
 
 impl Code {
+    pub const ALL: [Code; 7] = [
+        Code::Ok,
+        Code::Timeout,
+        Code::Missing,
+        Code::Busy,
+        Code::Mismatch,
+        Code::ConnectionFailed,
+        Code::Error,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Code::Ok => "ok",
@@ -209,6 +221,36 @@ impl CheckConfig {
     }
 }
 
+/// Makes checks with the same pattern share one compiled regex (a clone
+/// shares the compiled program and keeps its own match cache): the same
+/// probe set on several boards repeats every pattern, and each compiled
+/// copy of `Zephyr version (?P<major>\d+)` takes about 48 KiB.
+pub fn share_patterns(checks: &mut [CheckConfig]) {
+    let mut seen: std::collections::HashMap<String, regex::Regex> =
+        std::collections::HashMap::new();
+    let mut share = |re: &mut regex::Regex| {
+        let first = seen
+            .entry(re.as_str().to_string())
+            .or_insert_with(|| re.clone());
+        *re = first.clone();
+    };
+    for c in checks {
+        match &mut c.kind {
+            Kind::SerialExpect(e) => {
+                share(&mut e.expect);
+                e.fail.iter_mut().for_each(&mut share);
+            }
+            Kind::SerialWatch(w) => {
+                share(&mut w.reset);
+                w.fatal.iter_mut().for_each(&mut share);
+                w.milestones.iter_mut().for_each(|m| share(&mut m.pattern));
+            }
+            Kind::Http(h) => h.body_regex.iter_mut().for_each(&mut share),
+            _ => {}
+        }
+    }
+}
+
 /// Runs a blocking probe (waiting on GPIO edges) off the async runtime.
 async fn blocking<C: Send + 'static>(cfg: C, f: fn(C) -> Outcome) -> Outcome {
     tokio::task::spawn_blocking(move || f(cfg))
@@ -258,14 +300,19 @@ impl Hysteresis {
 /// Runs every check on its own schedule until cancelled, at most
 /// `max_concurrent` at a time.
 pub async fn run_all(
-    checks: Vec<CheckConfig>,
+    mut checks: Vec<CheckConfig>,
     max_concurrent: usize,
     meter: Meter,
     verdicts: mpsc::Sender<Verdict>,
     cancel: CancellationToken,
 ) {
     let instruments = Arc::new(Instruments::new(&meter));
+    http::share_clients(checks.iter_mut().filter_map(|c| match &mut c.kind {
+        Kind::Http(h) => Some(h),
+        _ => None,
+    }));
     let permits = Arc::new(Semaphore::new(max_concurrent.max(1)));
+    let epoch = tokio::time::Instant::now();
     let mut set = tokio::task::JoinSet::new();
     for check in checks {
         if let Kind::SerialWatch(w) = &check.kind {
@@ -281,6 +328,7 @@ pub async fn run_all(
         }
         set.spawn(run_one(
             check,
+            epoch,
             permits.clone(),
             instruments.clone(),
             verdicts.clone(),
@@ -290,18 +338,30 @@ pub async fn run_all(
     while set.join_next().await.is_some() {}
 }
 
+/// The grid check runs are placed on. Runs that fall on the same grid
+/// point share one wake-up of the agent instead of each having its own:
+/// with fifty checks at 1 s, that is ten wake-ups a second, not fifty
+/// (measured in `BENCHMARKS.md`: wake-ups, not the checks themselves, were
+/// most of the agent's own CPU time).
+pub const GRID: Duration = Duration::from_millis(100);
+
 /// Spreads first runs over the interval by name, so fifty checks with the
 /// same interval do not fire in the same millisecond, and stays stable
-/// across restarts.
+/// across restarts. The delay is a whole number of [`GRID`] steps (of the
+/// interval itself when it is shorter), counted from the moment all checks
+/// start, so checks whose intervals are multiples of the grid keep sharing
+/// their wake-ups.
 pub fn first_delay(name: &str, interval: Duration) -> Duration {
     let mut h = std::collections::hash_map::DefaultHasher::new();
     name.hash(&mut h);
-    let ms = interval.as_millis().max(1) as u64;
-    Duration::from_millis(h.finish() % ms)
+    let step = GRID.min(interval).max(Duration::from_millis(1));
+    let steps = (interval.as_millis() / step.as_millis()).max(1) as u64;
+    step * (h.finish() % steps) as u32
 }
 
 async fn run_one(
     check: CheckConfig,
+    epoch: tokio::time::Instant,
     permits: Arc<Semaphore>,
     instruments: Arc<Instruments>,
     verdicts: mpsc::Sender<Verdict>,
@@ -309,9 +369,9 @@ async fn run_one(
 ) {
     let tracer = opentelemetry::global::tracer("benchtel");
     let labels = Labels::new(&check.name, &check.kind);
-    let span_name: std::borrow::Cow<'static, str> = format!("check {}", check.name).into();
+    let span_name: Cow<'static, str> = format!("check {}", check.name).into();
     let mut state = Hysteresis::default();
-    let mut next = tokio::time::Instant::now() + first_delay(&check.name, check.interval);
+    let mut next = epoch + first_delay(&check.name, check.interval);
     loop {
         tokio::select! {
             _ = cancel.cancelled() => return,
@@ -321,19 +381,13 @@ async fn run_one(
         let Ok(_permit) = permits.acquire().await else {
             return;
         };
-        let mut span = tracer.start(span_name.clone());
-        let started = Instant::now();
+        let (started, started_at) = (Instant::now(), SystemTime::now());
         let outcome = check.kind.run(check.timeout).await;
-        let took = started.elapsed();
-        span.set_attribute(labels.check[0].clone());
-        span.set_attribute(KeyValue::new("code", outcome.code.as_str()));
-        if outcome.code != Code::Ok {
-            span.set_status(Status::error(outcome.detail.clone()));
-        }
-        span.end();
-        instruments.run(&labels, &outcome, took);
+        instruments.run(&labels, &outcome, started.elapsed());
         let ok = outcome.code == Code::Ok;
-        if let Some(up) = state.feed(ok, check.fail_after, check.recover_after) {
+        let change = state.feed(ok, check.fail_after, check.recover_after);
+        trace_run(&tracer, &span_name, started_at, &labels, &outcome);
+        if let Some(up) = change {
             instruments.up.record(i64::from(up), &labels.check);
             if up {
                 tracing::info!(check = %check.name, code = outcome.code.as_str(), detail = %outcome.detail, "health check up");
@@ -352,6 +406,30 @@ async fn run_one(
             instruments.up.record(i64::from(up), &labels.check);
         }
     }
+}
+
+/// A span per run, made after the run from its start time rather than
+/// held open across it: the run's future then carries no span, and a
+/// check that is cancelled mid-run leaves no half span behind. A span per
+/// passing run costs 0.1 % of a core at sixty runs a second
+/// (`BENCHMARKS.md`).
+fn trace_run(
+    tracer: &BoxedTracer,
+    name: &Cow<'static, str>,
+    started_at: SystemTime,
+    labels: &Labels,
+    outcome: &Outcome,
+) {
+    let mut span = tracer
+        .span_builder(name.clone())
+        .with_start_time(started_at)
+        .start(tracer);
+    span.set_attribute(labels.check[0].clone());
+    span.set_attribute(KeyValue::new("code", outcome.code.as_str()));
+    if outcome.code != Code::Ok {
+        span.set_status(Status::error(outcome.detail.clone()));
+    }
+    span.end();
 }
 
 /// A console watcher runs for as long as the agent does, re-opening the
@@ -451,12 +529,27 @@ mod tests {
     }
 
     #[test]
-    fn first_runs_spread_over_the_interval() {
+    fn first_runs_spread_over_the_interval_on_the_grid() {
         let interval = Duration::from_secs(1);
-        let delays: std::collections::BTreeSet<_> = (0..50)
-            .map(|i| first_delay(&format!("check-{i}"), interval))
+        let mut per_slot = std::collections::BTreeMap::new();
+        for i in 0..50 {
+            let d = first_delay(&format!("check-{i}"), interval);
+            assert!(d < interval, "{d:?}");
+            assert_eq!(d.as_millis() % GRID.as_millis(), 0, "{d:?} is off the grid");
+            *per_slot.entry(d).or_insert(0) += 1;
+        }
+        // Every one of the ten grid points is used, none by a crowd.
+        assert_eq!(per_slot.len(), 10, "{per_slot:?}");
+        assert!(per_slot.values().all(|n| *n <= 10), "{per_slot:?}");
+        // Stable across restarts, and spread over long intervals too.
+        let long = Duration::from_secs(30);
+        assert_eq!(first_delay("psu", long), first_delay("psu", long));
+        let spread: std::collections::BTreeSet<_> = (0..50)
+            .map(|i| first_delay(&format!("check-{i}"), long))
             .collect();
-        assert!(delays.len() > 40, "{delays:?}");
-        assert!(delays.iter().all(|d| *d < interval));
+        assert!(spread.len() > 40, "{spread:?}");
+        // An interval shorter than the grid is its own step.
+        let short = Duration::from_millis(40);
+        assert!((0..20).all(|i| first_delay(&format!("c{i}"), short) == Duration::ZERO));
     }
 }

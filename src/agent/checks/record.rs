@@ -27,6 +27,40 @@ pub const BOOT_BUCKETS: [f64; 16] = [
     0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 15.0, 20.0, 30.0, 45.0, 60.0, 90.0, 120.0, 180.0, 300.0,
 ];
 
+/// The instruments of checks and probes, as the SDK names them (before the
+/// exporters add a unit suffix). Their series are bounded by the
+/// configuration ([`series_limit`]), not by the SDK's default of 2000.
+pub const INSTRUMENTS: [&str; 7] = [
+    "bench_boot_milestone",
+    "bench_probe_value",
+    "bench_health_check_up",
+    "bench_health_failures",
+    "bench_health_check_duration",
+    "bench_probe_success",
+    "bench_probe_duration",
+];
+
+/// How many series any one of [`INSTRUMENTS`] can have with `checks`: a
+/// failure series per check and result code is the most a check makes,
+/// plus its probe values and boot milestones.
+///
+/// The SDK allocates each instrument's tables for its series limit up front
+/// (two of 2001 entries per instrument and reader by default), and sixty
+/// checks writing into them touch nearly every page: sized to the
+/// configuration, a busy agent's RSS is 0.8 MiB smaller (`BENCHMARKS.md`).
+pub fn series_limit(checks: &[super::CheckConfig]) -> usize {
+    let per_check = |c: &super::CheckConfig| {
+        let extra = match &c.kind {
+            Kind::SerialExpect(e) => e.expect.capture_names().flatten().count(),
+            Kind::SerialWatch(w) => w.milestones.len(),
+            Kind::GpioEdges(_) => 1,
+            _ => 0,
+        };
+        Code::ALL.len() + extra
+    };
+    checks.iter().map(per_check).sum::<usize>().max(1)
+}
+
 pub(super) struct Instruments {
     pub(super) boot: Histogram<f64>,
     pub(super) up: Gauge<i64>,
@@ -41,37 +75,37 @@ impl Instruments {
     pub(super) fn new(meter: &Meter) -> Instruments {
         Instruments {
             boot: meter
-                .f64_histogram("bench_boot_milestone")
+                .f64_histogram(INSTRUMENTS[0])
                 .with_unit("s")
                 .with_description("Time from a reset marker on the console to each boot milestone")
                 .with_boundaries(BOOT_BUCKETS.to_vec())
                 .build(),
             values: meter
-                .f64_gauge("bench_probe_value")
+                .f64_gauge(INSTRUMENTS[1])
                 .with_description("Values read by probes, e.g. a firmware version or a signal level")
                 .build(),
             up: meter
-                .i64_gauge("bench_health_check_up")
+                .i64_gauge(INSTRUMENTS[2])
                 .with_description("1 while a health check is up, 0 while it is down")
                 .build(),
             failures: meter
-                .u64_counter("bench_health_failures")
+                .u64_counter(INSTRUMENTS[3])
                 .with_description("Failed health-check runs, by check and result code")
                 .build(),
             duration: meter
-                .f64_histogram("bench_health_check_duration")
+                .f64_histogram(INSTRUMENTS[4])
                 .with_unit("s")
                 .with_description("Duration of health-check runs")
                 .with_boundaries(RUN_BUCKETS.to_vec())
                 .build(),
             probe_success: meter
-                .i64_gauge("bench_probe_success")
+                .i64_gauge(INSTRUMENTS[5])
                 .with_description(
                     "Result of a probe's last run: 1 passed, 0 failed (not the up/down verdict)",
                 )
                 .build(),
             probe_duration: meter
-                .f64_histogram("bench_probe_duration")
+                .f64_histogram(INSTRUMENTS[6])
                 .with_unit("s")
                 .with_description(
                     "Duration of probe runs; for serial_watch, from the reset marker to the boot's verdict",
@@ -157,5 +191,128 @@ impl Labels {
             probe_name,
             probe,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use opentelemetry::metrics::MeterProvider;
+    use opentelemetry_sdk::metrics::data::{AggregatedMetrics, MetricData};
+    use opentelemetry_sdk::metrics::{InMemoryMetricExporter, PeriodicReader, SdkMeterProvider};
+
+    use super::*;
+    use crate::agent::checks::CheckConfig;
+
+    fn checks() -> Vec<CheckConfig> {
+        #[derive(serde::Deserialize)]
+        struct File {
+            checks: Vec<CheckConfig>,
+        }
+        let file: File = toml::from_str(
+            r#"
+[[checks]]
+name = "psu"
+type = "tcp"
+address = "127.0.0.1:1"
+[[checks]]
+name = "version"
+type = "serial_expect"
+port = "/dev/null"
+expect = 'v(?P<major>\d+)\.(?P<minor>\d+)'
+[[checks]]
+name = "boot"
+type = "serial_watch"
+port = "/dev/null"
+reset = "SPL"
+milestones = [
+  { name = "spl", pattern = "SPL", within = "1s" },
+  { name = "kernel", pattern = "kernel", within = "5s" },
+  { name = "login", pattern = "login:", within = "9s" },
+]
+[[checks]]
+name = "led"
+type = "gpio_edges"
+line = "LED"
+window = "1s"
+min_edges = 1
+"#,
+        )
+        .unwrap();
+        file.checks
+    }
+
+    /// (instrument, whether an overflow series appeared, series) after
+    /// recording everything `checks` can make.
+    fn record_all(limit: usize) -> Vec<(String, bool, usize)> {
+        let exporter = InMemoryMetricExporter::default();
+        let provider = SdkMeterProvider::builder()
+            .with_reader(PeriodicReader::builder(exporter.clone()).build())
+            .with_view(crate::telemetry::bounded_view((&INSTRUMENTS, limit)))
+            .build();
+        let instruments = Instruments::new(&provider.meter("t"));
+        for c in checks() {
+            let labels = Labels::new(&c.name, &c.kind);
+            let mut outcome = Outcome::ok("");
+            outcome.values = vec![("major".into(), 3.0), ("minor".into(), 5.0)];
+            for code in Code::ALL {
+                outcome.code = code;
+                instruments.run(&labels, &outcome, Duration::from_millis(3));
+                instruments.up.record(1, &labels.check);
+            }
+            for m in ["spl", "kernel", "login"] {
+                let attrs = [labels.probe_name.clone(), KeyValue::new("milestone", m)];
+                instruments.boot.record(1.0, &attrs);
+            }
+        }
+        provider.force_flush().unwrap();
+        let rm = exporter.get_finished_metrics().unwrap().pop().unwrap();
+        let mut out = Vec::new();
+        for m in rm.scope_metrics().flat_map(|s| s.metrics()) {
+            let sets: Vec<Vec<String>> = match m.data() {
+                AggregatedMetrics::F64(MetricData::Histogram(h)) => h
+                    .data_points()
+                    .map(|p| p.attributes().map(|kv| kv.key.to_string()).collect())
+                    .collect(),
+                AggregatedMetrics::F64(MetricData::Gauge(g)) => g
+                    .data_points()
+                    .map(|p| p.attributes().map(|kv| kv.key.to_string()).collect())
+                    .collect(),
+                AggregatedMetrics::I64(MetricData::Gauge(g)) => g
+                    .data_points()
+                    .map(|p| p.attributes().map(|kv| kv.key.to_string()).collect())
+                    .collect(),
+                AggregatedMetrics::U64(MetricData::Sum(s)) => s
+                    .data_points()
+                    .map(|p| p.attributes().map(|kv| kv.key.to_string()).collect())
+                    .collect(),
+                _ => panic!("unexpected data for {}", m.name()),
+            };
+            let overflow = sets
+                .iter()
+                .any(|keys| keys.iter().any(|k| k == "otel.metric.overflow"));
+            out.push((m.name().to_string(), overflow, sets.len()));
+        }
+        out
+    }
+
+    #[test]
+    fn the_series_limit_holds_every_series_checks_can_make() {
+        let limit = series_limit(&checks());
+        let got = record_all(limit);
+        assert_eq!(got.len(), INSTRUMENTS.len(), "{got:?}");
+        assert!(got.iter().all(|(_, overflow, _)| !overflow), "{got:?}");
+        let failures = got.iter().find(|(n, ..)| n == "bench_health_failures");
+        // Four checks, every code but ok.
+        assert_eq!(failures.map(|f| f.2), Some(4 * 6), "{got:?}");
+        // The limit is what the SDK enforces: one less and something spills.
+        let smaller = record_all(24 - 1);
+        assert!(
+            smaller.iter().any(|(_, overflow, _)| *overflow),
+            "{smaller:?}"
+        );
+        assert!(
+            limit < 100,
+            "sized to the config, not the SDK's 2000: {limit}"
+        );
     }
 }
