@@ -36,7 +36,10 @@ import sys
 f = open(sys.argv[1], "r+b", buffering=0)
 buf = b""
 while True:
-    b = f.read(1)
+    try:
+        b = f.read(1)
+    except OSError:  # the pty went away: the run is over
+        break
     if not b:
         break
     buf += b

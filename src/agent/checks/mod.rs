@@ -386,7 +386,7 @@ async fn run_one(
         instruments.run(&labels, &outcome, started.elapsed());
         let ok = outcome.code == Code::Ok;
         let change = state.feed(ok, check.fail_after, check.recover_after);
-        trace_run(&tracer, &span_name, started_at, &labels, &outcome);
+        trace_run(&tracer, span_name.clone(), started_at, &labels, &outcome);
         if let Some(up) = change {
             instruments.up.record(i64::from(up), &labels.check);
             if up {
@@ -415,13 +415,13 @@ async fn run_one(
 /// (`BENCHMARKS.md`).
 fn trace_run(
     tracer: &BoxedTracer,
-    name: &Cow<'static, str>,
+    name: Cow<'static, str>,
     started_at: SystemTime,
     labels: &Labels,
     outcome: &Outcome,
 ) {
     let mut span = tracer
-        .span_builder(name.clone())
+        .span_builder(name)
         .with_start_time(started_at)
         .start(tracer);
     span.set_attribute(labels.check[0].clone());
