@@ -250,12 +250,13 @@ impl Bench {
         keep(&mut self.reported_state, &beat.state);
         keep(&mut self.agent_version, &beat.agent_version);
         keep(&mut self.boot_id, &beat.boot_id);
-        let interval = beat.interval.or_else(|| {
-            // OTLP carries no interval: infer it from two points of one run.
-            let p = previous?;
-            let (sent, prev_sent) = (beat.sent?, p.sent?);
-            (p.same_run && beat.seq > p.seq).then(|| (sent - prev_sent) / (beat.seq - p.seq) as f64)
-        });
+        let interval = match beat.interval {
+            Some(stated) => Some(stated),
+            // Heard over MQTT too: the interval it states is the shorter
+            // cadence, and an OTLP cadence would fight it beat by beat.
+            None if self.runs[Transport::Mqtt.index()].is_some() => None,
+            None => otlp_cadence(beat, previous),
+        };
         if let Some(i) = interval.filter(|i| i.is_finite()) {
             self.interval = i.clamp(1.0, 3600.0);
         }
@@ -430,6 +431,19 @@ struct Previous {
     same_run: bool,
     seq: u64,
     sent: Option<f64>,
+}
+
+/// How often a bench is heard over OTLP, which states no interval: the
+/// time between two points of one run whose count grew. A point is one
+/// export of the agent's cumulative heartbeat counter, not one heartbeat:
+/// with a beat every second and an export every 10 s each point carries ten
+/// beats and the next one comes 10 s later, so the silence to expect is the
+/// export interval, not the time per beat. (A point a collector lost makes
+/// it look twice as long until the next one: lenient, and brief.)
+fn otlp_cadence(beat: &Beat, previous: Option<Previous>) -> Option<f64> {
+    let p = previous?;
+    let (sent, prev_sent) = (beat.sent?, p.sent?);
+    (p.same_run && beat.seq > p.seq).then_some(sent - prev_sent)
 }
 
 /// Takes a reported value, copying it only when it changed: heartbeats

@@ -19,15 +19,50 @@ pub struct Agent {
 /// unreachable OTLP collector (the outbox keeps everything), `/metrics` on
 /// a free port, and `extra` appended.
 pub fn config(dir: &Path, extra: &str) -> PathBuf {
+    config_with(dir, &Options::default(), extra)
+}
+
+/// What a test may change in [`config`]'s defaults.
+pub struct Options<'a> {
+    /// `bench.id`.
+    pub bench: &'a str,
+    /// `bench.site`.
+    pub site: &'a str,
+    /// `otlp.endpoint`; `None`: a free port where nothing listens.
+    pub otlp_endpoint: Option<&'a str>,
+    /// `sources.heartbeat.interval`.
+    pub heartbeat: &'a str,
+    /// `telemetry.export_interval`.
+    pub export_interval: &'a str,
+}
+
+impl Default for Options<'_> {
+    fn default() -> Self {
+        Options {
+            bench: "test-bench",
+            site: "lab",
+            otlp_endpoint: None,
+            heartbeat: "100ms",
+            export_interval: "1s",
+        }
+    }
+}
+
+/// Like [`config`], with `opts` instead of the defaults.
+pub fn config_with(dir: &Path, opts: &Options, extra: &str) -> PathBuf {
     let path = dir.join(format!("agent-{}.toml", super::free_port()));
+    let otlp = opts.otlp_endpoint.map_or_else(
+        || format!("http://127.0.0.1:{}", super::free_port()),
+        str::to_string,
+    );
     let text = format!(
         r#"
 [bench]
-id = "test-bench"
-site = "lab"
+id = "{bench}"
+site = "{site}"
 
 [otlp]
-endpoint = "http://127.0.0.1:{otlp}"
+endpoint = "{otlp}"
 backoff_min = "1s"
 
 [outbox]
@@ -41,20 +76,23 @@ format = "text"
 level = "info,benchtel::agent::mqtt=debug"
 
 [telemetry]
-export_interval = "1s"
+export_interval = "{export}"
 
 [sources.heartbeat]
-interval = "100ms"
+interval = "{heartbeat}"
 
 [sources.host_metrics]
 enabled = false
 {extra}
 "#,
-        otlp = super::free_port(),
+        bench = opts.bench,
+        site = opts.site,
         outbox = dir
             .join(format!("outbox-{}.db", super::free_port()))
             .display(),
         port = super::free_port(),
+        export = opts.export_interval,
+        heartbeat = opts.heartbeat,
     );
     std::fs::write(&path, text).unwrap();
     path

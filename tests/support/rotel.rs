@@ -35,24 +35,63 @@ fn binary() -> PathBuf {
 }
 
 impl Rotel {
+    /// Receives on an ephemeral port and drops everything (after printing it).
     pub fn start() -> Rotel {
+        Rotel::spawn(
+            &["--exporter", "blackhole"],
+            &[],
+            &["metrics", "logs", "traces"],
+        )
+    }
+
+    /// Receives on an ephemeral port and forwards metrics with its OTLP
+    /// exporter over HTTP (protobuf, gzip) to `base_url`, to which rotel
+    /// appends `/v1/metrics`, with each `(name, value)` of `headers` on
+    /// every request; traces and logs go to a blackhole. The headers go
+    /// through the environment, as a token should, not the command line.
+    pub fn start_forwarding_to(base_url: &str, headers: &[(&str, &str)]) -> Rotel {
+        let headers = headers
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join(",");
+        Rotel::spawn(
+            &[
+                "--exporters",
+                "watch:otlp,drop:blackhole",
+                "--exporters-metrics",
+                "watch",
+                "--exporters-traces",
+                "drop",
+                "--exporters-logs",
+                "drop",
+            ],
+            &[
+                ("ROTEL_EXPORTER_WATCH_ENDPOINT", base_url),
+                ("ROTEL_EXPORTER_WATCH_PROTOCOL", "http"),
+                ("ROTEL_EXPORTER_WATCH_CUSTOM_HEADERS", &headers),
+            ],
+            &["metrics"],
+        )
+    }
+
+    fn spawn(exporters: &[&str], env: &[(&str, &str)], debug_log: &[&str]) -> Rotel {
         let dir = tempfile::tempdir().unwrap();
         let log = dir.path().join("rotel.log");
         let port = super::free_port();
         let grpc = super::free_port();
-        let child = Command::new(binary())
-            .arg("start")
+        let mut cmd = Command::new(binary());
+        cmd.arg("start")
             .args(["--otlp-http-endpoint", &format!("127.0.0.1:{port}")])
             .args(["--otlp-grpc-endpoint", &format!("127.0.0.1:{grpc}")])
-            .args(["--exporter", "blackhole"])
-            .args([
-                "--debug-log",
-                "metrics",
-                "--debug-log",
-                "logs",
-                "--debug-log",
-                "traces",
-            ])
+            .args(exporters);
+        for signal in debug_log {
+            cmd.args(["--debug-log", signal]);
+        }
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let child = cmd
             .args(["--debug-log-verbosity", "detailed"])
             .arg("--pid-file")
             .arg(dir.path().join("rotel.pid"))

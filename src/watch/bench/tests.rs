@@ -138,16 +138,52 @@ fn duplicates_are_recognised_per_transport() {
     assert_eq!(b.receive(&restarted, 40.0, &th()), Received::Live);
 }
 
+fn otlp_point(seq: u64, sent: f64) -> Beat {
+    Beat {
+        transport: Transport::Otlp,
+        interval: None,
+        ..beat(seq, sent)
+    }
+}
+
 #[test]
-fn otlp_intervals_are_inferred_from_two_points() {
+fn otlp_intervals_are_the_time_between_points() {
     let mut b = Bench::new("lab", "b1", 0.0);
     for (seq, t) in [(1, 0.0), (3, 60.0)] {
-        let mut p = beat(seq, t);
-        p.transport = Transport::Otlp;
-        p.interval = None;
-        b.receive(&p, t, &th());
+        b.receive(&otlp_point(seq, t), t, &th());
+    }
+    assert_eq!(b.interval, 60.0);
+}
+
+#[test]
+fn an_otlp_bench_is_judged_by_its_exports_not_its_beats() {
+    // The agent beats every second and exports every 30 s: each point
+    // carries thirty beats, and the next one comes 30 s later.
+    let mut b = Bench::new("lab", "b1", 0.0);
+    for (i, t) in [0.0, 30.0, 60.0, 90.0].into_iter().enumerate() {
+        let got = b.receive(&otlp_point(30 * (i as u64 + 1), t), t, &th());
+        assert_eq!(got, Received::Live);
     }
     assert_eq!(b.interval, 30.0);
+    assert_eq!(b.late_after(&th()), 90.0);
+    // Just before the next export: not late, let alone offline.
+    assert_eq!(b.verdict(119.0, &th(), 0.0), Liveness::Online);
+    let tight = Thresholds {
+        offline_after: Duration::from_secs(30),
+        ..th()
+    };
+    assert_eq!(b.offline_after(&tight), 60.0, "never under two exports");
+    assert_eq!(b.verdict(121.0, &tight, 0.0), Liveness::Online);
+}
+
+#[test]
+fn an_interval_stated_over_mqtt_is_not_replaced_by_the_otlp_cadence() {
+    let mut b = beating(100.0);
+    assert_eq!(b.interval, 10.0);
+    for (seq, t) in [(10, 100.0), (16, 160.0)] {
+        b.receive(&otlp_point(seq, t), t, &th());
+    }
+    assert_eq!(b.interval, 10.0);
 }
 
 #[test]
