@@ -188,17 +188,21 @@ fn heartbeats<'a>(records: impl IntoIterator<Item = &'a LogRecord>) -> BTreeSet<
         .collect()
 }
 
-/// The heartbeats committed in the outbox file right now.
-fn committed_heartbeats(db: &Path) -> BTreeSet<(String, u64)> {
+/// The bodies of one signal's records committed in the outbox file.
+fn committed_bodies(db: &Path, signal: i64) -> Vec<Vec<u8>> {
     let conn = rusqlite::Connection::open(db).unwrap();
     let mut stmt = conn
-        .prepare("SELECT body FROM records WHERE signal = 2")
+        .prepare("SELECT body FROM records WHERE signal = ?1")
         .unwrap();
-    let bodies: Vec<Vec<u8>> = stmt
-        .query_map([], |r| r.get(0))
+    stmt.query_map([signal], |r| r.get(0))
         .unwrap()
         .map(Result::unwrap)
-        .collect();
+        .collect()
+}
+
+/// The heartbeats committed in the outbox file right now.
+fn committed_heartbeats(db: &Path) -> BTreeSet<(String, u64)> {
+    let bodies = committed_bodies(db, 2);
     let requests: Vec<ExportLogsServiceRequest> = bodies
         .iter()
         .map(|b| ExportLogsServiceRequest::decode(b.as_slice()).unwrap())
@@ -793,15 +797,7 @@ affects_ready = false
 fn committed_check_spans(db: &Path) -> Vec<(String, bool)> {
     use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
     use opentelemetry_proto::tonic::trace::v1::status::StatusCode;
-    let conn = rusqlite::Connection::open(db).unwrap();
-    let mut stmt = conn
-        .prepare("SELECT body FROM records WHERE signal = 3")
-        .unwrap();
-    let bodies: Vec<Vec<u8>> = stmt
-        .query_map([], |r| r.get(0))
-        .unwrap()
-        .map(Result::unwrap)
-        .collect();
+    let bodies = committed_bodies(db, 3);
     bodies
         .iter()
         .map(|b| ExportTraceServiceRequest::decode(b.as_slice()).unwrap())

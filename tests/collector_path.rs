@@ -268,18 +268,7 @@ fn a_collector_with_a_wrong_token_is_refused_and_counted() {
     };
     // Three refused exports: the collector kept trying and kept being
     // refused, and never got through in between.
-    diag.wait(
-        "three unauthorized OTLP requests",
-        Duration::from_secs(30),
-        || {
-            sample(
-                &watch.metrics(),
-                "benchtel_watch_rejected_total",
-                &[("transport", "otlp"), ("reason", "unauthorized")],
-            )
-            .is_some_and(|n| n >= 3.0)
-        },
-    );
+    three_refused(&diag, "unauthorized");
     assert!(watch.benches().is_empty(), "{:?}", watch.benches());
     let m = watch.metrics();
     assert_eq!(
@@ -322,17 +311,23 @@ fn a_token_for_another_site_is_forbidden() {
         rotel: &rotel,
         agents: vec![&agent],
     };
+    three_refused(&diag, "forbidden_site");
+    assert!(watch.benches().is_empty(), "{:?}", watch.benches());
+}
+
+/// Waits for three OTLP requests refused for `reason`: the collector kept
+/// trying and was refused every time.
+fn three_refused(diag: &Diag, reason: &str) {
     diag.wait(
-        "three OTLP requests forbidden for their site",
+        &format!("three OTLP requests refused as {reason}"),
         Duration::from_secs(30),
         || {
             sample(
-                &watch.metrics(),
+                &diag.watch.metrics(),
                 "benchtel_watch_rejected_total",
-                &[("transport", "otlp"), ("reason", "forbidden_site")],
+                &[("transport", "otlp"), ("reason", reason)],
             )
             .is_some_and(|n| n >= 3.0)
         },
     );
-    assert!(watch.benches().is_empty(), "{:?}", watch.benches());
 }
