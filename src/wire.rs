@@ -2,8 +2,8 @@
 //! names and the JSON payloads. Both sides use these types, so a change here
 //! is a change of the protocol.
 //!
-//! Topics (`<site>` and `<bench>` are label-safe names, see
-//! [`crate::config`]):
+//! Topics (`<site>` and `<bench>` are label-safe names, checked when the
+//! configuration is loaded):
 //! - `benchtel/<site>/<bench>/heartbeat`: [`Heartbeat`], QoS 1, not retained.
 //! - `benchtel/<site>/<bench>/status`: [`Status`], retained; the agent's
 //!   Last Will sets it to `offline` with reason `connection_lost`, a clean
@@ -173,7 +173,22 @@ pub struct ProbeVerdict {
 /// control socket: `{"cmd":"maintenance","on":true}`,
 /// `{"cmd":"context_set","execution_id":"…","task_id":"…","correlation_id":"…"}`,
 /// `{"cmd":"context_clear"}`.
-pub use crate::agent::control::Request as Command;
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "cmd", rename_all = "snake_case")]
+pub enum Command {
+    ContextSet(ExecutionContext),
+    ContextClear,
+    Maintenance { on: bool },
+}
+
+/// The execution context the orchestrator hands the agent (which test run,
+/// which task, which request chain), as it travels in a [`Command`].
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExecutionContext {
+    pub execution_id: Option<String>,
+    pub task_id: Option<String>,
+    pub correlation_id: Option<String>,
+}
 
 #[cfg(test)]
 mod tests {

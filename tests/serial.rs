@@ -5,6 +5,7 @@ mod support;
 use std::time::Duration;
 
 use benchtel::agent::checks::Code;
+use benchtel::agent::checks::serial::ExpectCheck;
 use benchtel::agent::probes::serial::expect::Config;
 use support::firmware::{Behaviour, Firmware};
 
@@ -159,7 +160,7 @@ milestones = [
 
 /// Runs one watch while the board prints `console`.
 async fn watch_boot(console: &str) -> benchtel::agent::checks::Outcome {
-    use benchtel::agent::probes::serial::watch::run_once;
+    use benchtel::agent::checks::serial::run_once;
     let fw = Firmware::start(Behaviour::Hang);
     let cfg = watcher(&fw.port());
     let probe = tokio::spawn(async move { run_once(&cfg, Duration::from_secs(10)).await });
@@ -231,7 +232,7 @@ async fn probes_sharing_a_port_take_turns() {
 
 #[tokio::test]
 async fn a_watch_and_an_expect_share_one_console() {
-    use benchtel::agent::probes::serial::watch::run_once;
+    use benchtel::agent::checks::serial::run_once;
     let fw = Firmware::start(Behaviour::ZephyrShell);
     let cfg = watcher(&fw.port());
     let watching = tokio::spawn(async move { run_once(&cfg, Duration::from_secs(15)).await });

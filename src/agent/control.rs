@@ -12,16 +12,10 @@ use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::telemetry::context::{self, ExecutionContext};
-
-/// Requests on the socket.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "cmd", rename_all = "snake_case")]
-pub enum Request {
-    ContextSet(ExecutionContext),
-    ContextClear,
-    Maintenance { on: bool },
-}
+use crate::telemetry::context;
+/// Requests on the socket are the commands of the wire protocol (the same
+/// as on MQTT's `…/cmd`); the name stays for the CLI.
+pub use crate::wire::Command as Request;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Answer {

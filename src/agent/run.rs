@@ -15,6 +15,9 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use opentelemetry::metrics::Meter;
+
+use super::build;
 use super::checks::Verdict;
 use super::http::{self, HttpState};
 use super::probes::serial::PortRef;
@@ -104,13 +107,47 @@ fn forwarder_options(cfg: &AgentConfig) -> ForwarderOptions {
 }
 
 /// Runs the agent until `cancel` fires, then shuts down in stages.
-pub async fn run(cfg: AgentConfig, cancel: CancellationToken) -> Result<(), AgentError> {
-    let opts = store_options(&cfg);
+pub async fn run(mut cfg: AgentConfig, cancel: CancellationToken) -> Result<(), AgentError> {
+    let core = start_core(&cfg).await?;
+    let checks = build::checks(&mut cfg.checks, &core.meter);
+    let (senders, inputs) = start_senders(&cfg, &core).await?;
+    tracing::info!(
+        "benchtel-agent {} started: {}",
+        env!("CARGO_PKG_VERSION"),
+        cfg.summary()
+    );
+    systemd::notify_ready(&cfg.summary());
+    let sources = start_sources(&cfg, checks, &core.meter, inputs);
+
+    cancel.cancelled().await;
+    tracing::info!("shutting down: stopping sources");
+    systemd::notify_stopping();
+    sources.stop().await;
+    // Right after the last heartbeat, so the watch hears "planned stop"
+    // at once; it runs while the SDK flushes and joins with the senders.
+    senders.mqtt_stop.cancel();
+    flush_sdk(core.telemetry).await;
+    senders.stop().await;
+    close_outbox(&core.outbox).await
+}
+
+/// What every later stage builds on: the outbox, the SDK writing into it,
+/// logging, and the liveness the watchdog judges.
+struct Core {
+    outbox: Arc<Outbox>,
+    forwarder: Arc<Forwarder>,
+    telemetry: Telemetry,
+    meter: Meter,
+    liveness: Liveness,
+}
+
+async fn start_core(cfg: &AgentConfig) -> Result<Core, AgentError> {
+    let opts = store_options(cfg);
     let (outbox, report) = tokio::task::spawn_blocking(move || Outbox::open(opts)).await??;
     let outbox = Arc::new(outbox);
     let wakeups = Arc::new(Wakeups::default());
     let telemetry = Telemetry::start(
-        &telemetry_options(&cfg),
+        &telemetry_options(cfg),
         Sink::new(outbox.clone(), wakeups.clone()),
     )?;
     let format = match cfg.log.format {
@@ -127,78 +164,80 @@ pub async fn run(cfg: AgentConfig, cancel: CancellationToken) -> Result<(), Agen
         tracing::error!(path = %cfg.outbox.path.display(), moved_to = %moved.display(), detail = %detail,
             "outbox database was corrupt: moved it aside and started a fresh one");
     }
-    warn_unstable_ports(&cfg);
+    warn_unstable_ports(cfg);
     let meter = telemetry.meter();
     outbox::self_metrics::register(&meter, &outbox);
-    let liveness = Liveness::default();
-
-    let mut senders = JoinSet::new();
-    let senders_cancel = CancellationToken::new();
-    if let (true, Some(registry)) = (cfg.http.enabled, telemetry.registry.clone()) {
-        let listener = tokio::net::TcpListener::bind(cfg.http.listen)
-            .await
-            .map_err(|source| AgentError::Listen {
-                addr: cfg.http.listen,
-                source,
-            })?;
-        let state = HttpState {
-            registry,
-            liveness: liveness.clone(),
-            outbox: outbox.clone(),
-        };
-        let stop = senders_cancel.clone();
-        senders.spawn(async move {
-            if let Err(e) = http::serve(listener, state, stop).await {
-                tracing::error!(error = %e, "/metrics server failed");
-            }
-        });
-    }
     let forwarder = Arc::new(Forwarder::new(
         outbox.clone(),
         wakeups,
-        forwarder_options(&cfg),
+        forwarder_options(cfg),
         &meter,
     )?);
-    for signal in Signal::ALL {
-        let beacon = liveness.beacon(signal.path(), Duration::from_secs(60));
-        senders.spawn(
-            forwarder
-                .clone()
-                .run(signal, beacon, senders_cancel.clone()),
-        );
+    Ok(Core {
+        outbox,
+        forwarder,
+        telemetry,
+        meter,
+        liveness: Liveness::default(),
+    })
+}
+
+/// The stage that sends: `/metrics`, the forwarder lanes, outbox expiry,
+/// the watchdog, the control socket and the MQTT publisher.
+struct Senders {
+    set: JoinSet<()>,
+    cancel: CancellationToken,
+    /// Stopped on its own, before the others.
+    mqtt_stop: CancellationToken,
+    forwarder: Arc<Forwarder>,
+}
+
+/// What the sources stage takes from the senders.
+struct SourceInputs {
+    maintenance: mpsc::Receiver<bool>,
+    taps: Taps,
+}
+
+async fn start_senders(
+    cfg: &AgentConfig,
+    core: &Core,
+) -> Result<(Senders, SourceInputs), AgentError> {
+    let mut senders = Senders {
+        set: JoinSet::new(),
+        cancel: CancellationToken::new(),
+        mqtt_stop: CancellationToken::new(),
+        forwarder: core.forwarder.clone(),
+    };
+    if let (true, Some(registry)) = (cfg.http.enabled, core.telemetry.registry.clone()) {
+        let state = HttpState {
+            registry,
+            liveness: core.liveness.clone(),
+            outbox: core.outbox.clone(),
+        };
+        senders.spawn_http(cfg.http.listen, state).await?;
     }
-    senders.spawn(forwarder::run_expiry(
-        outbox.clone(),
-        EXPIRY_EVERY,
-        liveness.beacon("outbox expiry", Duration::from_secs(60)),
-        senders_cancel.clone(),
-    ));
-    senders.spawn(systemd::run_watchdog(
-        liveness.clone(),
-        senders_cancel.clone(),
-    ));
+    senders.spawn_lanes(core);
     let (maintenance_tx, maintenance) = mpsc::channel(4);
     let control = control::bind(&cfg.control_socket)?;
-    senders.spawn(control::serve(
+    senders.set.spawn(control::serve(
         control,
         maintenance_tx.clone(),
-        senders_cancel.clone(),
+        senders.cancel.clone(),
     ));
     let (beats_tx, beats) = watch::channel(None);
     let (probes_tx, probes) = mpsc::channel(64);
-    let mqtt_stop = CancellationToken::new();
     if let Some(m) = &cfg.mqtt {
         let links = mqtt::Links {
             beats,
             verdicts: probes,
             maintenance: maintenance_tx,
         };
-        senders.spawn(run_mqtt(
+        senders.set.spawn(run_mqtt(
             m.clone(),
-            identity(&cfg),
+            identity(cfg),
             links,
-            meter.clone(),
-            mqtt_stop.clone(),
+            core.meter.clone(),
+            senders.mqtt_stop.clone(),
         ));
     }
     let taps = Taps {
@@ -209,42 +248,76 @@ pub async fn run(cfg: AgentConfig, cancel: CancellationToken) -> Result<(), Agen
             .filter(|m| m.options.publish_probes)
             .map(|_| probes_tx),
     };
+    Ok((senders, SourceInputs { maintenance, taps }))
+}
 
-    tracing::info!(
-        "benchtel-agent {} started: {}",
-        env!("CARGO_PKG_VERSION"),
-        cfg.summary()
-    );
-    systemd::notify_ready(&cfg.summary());
+impl Senders {
+    async fn spawn_http(
+        &mut self,
+        addr: std::net::SocketAddr,
+        state: HttpState,
+    ) -> Result<(), AgentError> {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|source| AgentError::Listen { addr, source })?;
+        let stop = self.cancel.clone();
+        self.set.spawn(async move {
+            if let Err(e) = http::serve(listener, state, stop).await {
+                tracing::error!(error = %e, "/metrics server failed");
+            }
+        });
+        Ok(())
+    }
 
-    let sources_cancel = CancellationToken::new();
-    let sources = start_sources(&cfg, &telemetry, maintenance, taps, &sources_cancel);
+    /// A forwarder lane per signal, outbox expiry and the watchdog.
+    fn spawn_lanes(&mut self, core: &Core) {
+        for signal in Signal::ALL {
+            let beacon = core.liveness.beacon(signal.path(), Duration::from_secs(60));
+            self.set.spawn(
+                self.forwarder
+                    .clone()
+                    .run(signal, beacon, self.cancel.clone()),
+            );
+        }
+        self.set.spawn(forwarder::run_expiry(
+            core.outbox.clone(),
+            EXPIRY_EVERY,
+            core.liveness
+                .beacon("outbox expiry", Duration::from_secs(60)),
+            self.cancel.clone(),
+        ));
+        self.set.spawn(systemd::run_watchdog(
+            core.liveness.clone(),
+            self.cancel.clone(),
+        ));
+    }
 
-    cancel.cancelled().await;
-    tracing::info!("shutting down: stopping sources");
-    systemd::notify_stopping();
-    service::stop_stage(sources, &sources_cancel, STAGE_DEADLINE).await;
-    // Right after the last heartbeat, so the watch hears "planned stop"
-    // at once; it runs while the SDK flushes and joins with the senders.
-    mqtt_stop.cancel();
-    let telemetry = Arc::new(telemetry);
-    let t = telemetry.clone();
-    if tokio::time::timeout(
+    /// Stops the senders, then one last forward within its deadline.
+    async fn stop(mut self) {
+        self.cancel.cancel();
+        service::stop_stage(std::mem::take(&mut self.set), &self.cancel, STAGE_DEADLINE).await;
+        if let Err(e) = self.forwarder.flush(Instant::now() + FINAL_FORWARD).await {
+            eprintln!("benchtel-agent: final forward failed: {e}");
+        }
+    }
+}
+
+/// The SDK flushes what it holds into the outbox, within a deadline.
+async fn flush_sdk(telemetry: Telemetry) {
+    let flushed = tokio::time::timeout(
         STAGE_DEADLINE,
-        tokio::task::spawn_blocking(move || t.shutdown()),
+        tokio::task::spawn_blocking(move || telemetry.shutdown()),
     )
-    .await
-    .is_err()
-    {
+    .await;
+    if flushed.is_err() {
         eprintln!(
             "benchtel-agent: the SDK did not flush into the outbox within {STAGE_DEADLINE:?}"
         );
     }
-    senders_cancel.cancel();
-    service::stop_stage(senders, &senders_cancel, STAGE_DEADLINE).await;
-    if let Err(e) = forwarder.flush(Instant::now() + FINAL_FORWARD).await {
-        eprintln!("benchtel-agent: final forward failed: {e}");
-    }
+}
+
+/// Checkpoints the database, saying what stays for the next start.
+async fn close_outbox(outbox: &Arc<Outbox>) -> Result<(), AgentError> {
     let status = outbox.status()?;
     let ob = outbox.clone();
     tokio::task::spawn_blocking(move || ob.checkpoint()).await??;
@@ -286,13 +359,25 @@ struct Taps {
     verdicts: Option<mpsc::Sender<Verdict>>,
 }
 
+/// The sources stage: readiness, checks, heartbeat and host metrics.
+struct Sources {
+    set: JoinSet<()>,
+    cancel: CancellationToken,
+}
+
+impl Sources {
+    async fn stop(self) {
+        service::stop_stage(self.set, &self.cancel, STAGE_DEADLINE).await;
+    }
+}
+
 fn start_sources(
     cfg: &AgentConfig,
-    telemetry: &Telemetry,
-    maintenance: mpsc::Receiver<bool>,
-    taps: Taps,
-    cancel: &CancellationToken,
-) -> JoinSet<()> {
+    checks: checks::Runtime,
+    meter: &Meter,
+    inputs: SourceInputs,
+) -> Sources {
+    let cancel = CancellationToken::new();
     let mut set = JoinSet::new();
     let (state_tx, state) = watch::channel(BenchState::Starting);
     let boot_offset = heartbeat::uptime().unwrap_or_default();
@@ -301,21 +386,20 @@ fn start_sources(
             .iter()
             .filter(|c| c.affects_ready)
             .map(|c| c.name.clone()),
-        &telemetry.meter(),
+        meter,
         state_tx,
         boot_offset,
     );
     let (verdict_tx, verdicts) = mpsc::channel(64);
-    set.spawn(readiness.run(verdicts, maintenance, cancel.clone()));
-    let verdict_tx = match taps.verdicts {
+    set.spawn(readiness.run(verdicts, inputs.maintenance, cancel.clone()));
+    let verdict_tx = match inputs.taps.verdicts {
         Some(copy) => tee_verdicts(verdict_tx, copy, &mut set),
         None => verdict_tx,
     };
-    if !cfg.checks.is_empty() {
+    if !checks.checks.is_empty() {
         set.spawn(checks::run_all(
-            cfg.checks.clone(),
+            checks,
             cfg.bench.max_concurrent_checks,
-            telemetry.meter(),
             verdict_tx,
             cancel.clone(),
         ));
@@ -324,21 +408,17 @@ fn start_sources(
     if hb.enabled {
         set.spawn(heartbeat::run(
             hb.clone(),
-            telemetry.meter(),
+            meter.clone(),
             state,
-            taps.beats,
+            inputs.taps.beats,
             cancel.clone(),
         ));
     }
     let hm = &cfg.sources.host_metrics;
     if hm.enabled {
-        set.spawn(host_metrics::run(
-            hm.clone(),
-            telemetry.meter(),
-            cancel.clone(),
-        ));
+        set.spawn(host_metrics::run(hm.clone(), meter.clone(), cancel.clone()));
     }
-    set
+    Sources { set, cancel }
 }
 
 /// Verdicts go to readiness as before, and a copy to `copy`; a full copy

@@ -4,14 +4,7 @@
 
 use std::sync::RwLock;
 
-use serde::{Deserialize, Serialize};
-
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ExecutionContext {
-    pub execution_id: Option<String>,
-    pub task_id: Option<String>,
-    pub correlation_id: Option<String>,
-}
+pub use crate::wire::ExecutionContext;
 
 static CURRENT: RwLock<Option<ExecutionContext>> = RwLock::new(None);
 

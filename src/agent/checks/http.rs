@@ -1,6 +1,8 @@
 //! `type = "http"`: an instrument's or a service's HTTP endpoint answers
 //! with the expected status (and body).
 
+use std::sync::{Arc, OnceLock};
+
 use serde::Deserialize;
 
 use super::{Code, Outcome};
@@ -24,11 +26,6 @@ pub struct Config {
     /// Accept any TLS certificate (self-signed lab instruments).
     #[serde(default)]
     pub insecure: bool,
-    /// Built on the first run and kept: a client (connection pool, TLS
-    /// roots) per run costs more than the check itself. The scheduler
-    /// hands every http check of the agent the same one ([`shared`]).
-    #[serde(skip)]
-    pub client: std::sync::OnceLock<reqwest::Client>,
 }
 
 /// Builds the client a check uses.
@@ -39,21 +36,36 @@ fn build(insecure: bool) -> Result<reqwest::Client, reqwest::Error> {
         .build()
 }
 
-/// Gives the http checks among `checks` one client per `insecure` setting
-/// instead of one each: every client holds its own TLS configuration, trust
-/// store and connection pool (ten http checks took 1.4 MiB more RSS with a
-/// client each, see `BENCHMARKS.md`). A client that cannot be built is left
-/// for each check to report when it runs.
-pub fn share_clients<'a>(checks: impl IntoIterator<Item = &'a mut Config>) {
-    let mut clients: [Option<reqwest::Client>; 2] = [None, None];
-    for cfg in checks {
-        let slot = &mut clients[usize::from(cfg.insecure)];
-        if slot.is_none() {
-            *slot = build(cfg.insecure).ok();
+/// The clients of the http checks: one per `insecure` setting instead of
+/// one per check, since every client holds its own TLS configuration,
+/// trust store and connection pool (ten http checks took 1.4 MiB more RSS
+/// with a client each, see `BENCHMARKS.md`), and one per run would cost
+/// more than the check itself. Built by the agent's composition root; a
+/// client that cannot be built is left for each check to report (and to
+/// build again) when it runs. Clones share the clients.
+#[derive(Debug, Clone, Default)]
+pub struct Clients {
+    by_insecure: Arc<[OnceLock<reqwest::Client>; 2]>,
+}
+
+impl Clients {
+    /// Builds the clients `checks` will use.
+    pub fn for_checks<'a>(checks: impl IntoIterator<Item = &'a Config>) -> Clients {
+        let clients = Clients::default();
+        for cfg in checks {
+            let _ = clients.get(cfg.insecure);
         }
-        if let Some(c) = slot {
-            let _ = cfg.client.set(c.clone());
+        clients
+    }
+
+    /// The client for this `insecure` setting, built if it is not yet.
+    pub fn get(&self, insecure: bool) -> Result<reqwest::Client, reqwest::Error> {
+        let slot = &self.by_insecure[usize::from(insecure)];
+        if let Some(c) = slot.get() {
+            return Ok(c.clone());
         }
+        let c = build(insecure)?;
+        Ok(slot.get_or_init(|| c).clone())
     }
 }
 
@@ -65,13 +77,16 @@ fn ok200() -> Vec<u16> {
 }
 
 impl Config {
+    /// One run with a client of its own (`benchtel-agent probe`).
     pub async fn run(&self) -> Outcome {
-        let client = match self.client.get() {
-            Some(c) => c.clone(),
-            None => match build(self.insecure) {
-                Ok(c) => self.client.get_or_init(|| c).clone(),
-                Err(e) => return Outcome::fail(Code::Error, e.to_string()),
-            },
+        self.run_with(&Clients::default()).await
+    }
+
+    /// One run with the agent's shared clients.
+    pub async fn run_with(&self, clients: &Clients) -> Outcome {
+        let client = match clients.get(self.insecure) {
+            Ok(c) => c,
+            Err(e) => return Outcome::fail(Code::Error, e.to_string()),
         };
         let method = match reqwest::Method::from_bytes(self.method.as_bytes()) {
             Ok(m) => m,
@@ -135,7 +150,6 @@ mod tests {
             expect_status: vec![200],
             body_regex: re.map(|r| regex::Regex::new(r).unwrap()),
             insecure: false,
-            client: Default::default(),
         };
         assert_eq!(cfg("/ok", None).run().await.code, Code::Ok);
         assert_eq!(cfg("/ok", Some("output on")).run().await.code, Code::Ok);

@@ -9,12 +9,14 @@
 
 pub mod exec;
 pub mod file;
+pub mod gpio;
 pub mod http;
 mod record;
+pub mod serial;
 pub mod tcp;
 pub mod usb;
 
-pub use record::{BOOT_BUCKETS, INSTRUMENTS, RUN_BUCKETS, series_limit};
+pub use record::{BOOT_BUCKETS, INSTRUMENTS, Instruments, RUN_BUCKETS, series_limit};
 
 use std::borrow::Cow;
 use std::hash::{Hash, Hasher};
@@ -23,13 +25,13 @@ use std::time::{Duration, Instant, SystemTime};
 
 use opentelemetry::KeyValue;
 use opentelemetry::global::BoxedTracer;
-use opentelemetry::metrics::Meter;
 use opentelemetry::trace::{Span, Status, Tracer};
 use serde::{Deserialize, Serialize};
 
-use crate::agent::probes::gpio::{self, chardev::Chardev};
-use crate::agent::probes::serial::watch;
-use record::{Instruments, Labels};
+use crate::agent::probes::gpio as gpio_probe;
+use crate::agent::probes::serial::{expect, watch};
+use record::Labels;
+use serial::ExpectCheck;
 use tokio::sync::{Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 
@@ -111,11 +113,11 @@ pub enum Kind {
     Tcp(tcp::Config),
     File(file::Config),
     Usb(usb::Config),
-    SerialExpect(crate::agent::probes::serial::expect::Config),
+    SerialExpect(expect::Config),
     SerialWatch(watch::Config),
-    GpioLevel(gpio::LevelConfig),
-    GpioEdges(gpio::EdgesConfig),
-    GpioStuck(gpio::StuckConfig),
+    GpioLevel(gpio_probe::LevelConfig),
+    GpioEdges(gpio_probe::EdgesConfig),
+    GpioStuck(gpio_probe::StuckConfig),
 }
 
 /// One `[[checks]]` entry.
@@ -186,23 +188,19 @@ impl Kind {
         }
     }
 
-    async fn run(&self, timeout: Duration) -> Outcome {
+    async fn run(&self, timeout: Duration, clients: &http::Clients) -> Outcome {
         let run = async {
             match self {
                 Kind::Exec(c) => c.run(timeout).await,
-                Kind::Http(c) => c.run().await,
+                Kind::Http(c) => c.run_with(clients).await,
                 Kind::Tcp(c) => c.run().await,
                 Kind::File(c) => c.run(),
                 Kind::Usb(c) => c.run(),
                 Kind::SerialExpect(c) => c.run(timeout).await,
-                Kind::SerialWatch(c) => watch::run_once(c, timeout).await,
-                Kind::GpioLevel(c) => gpio::probe_level(&Chardev, c),
-                Kind::GpioEdges(c) => {
-                    blocking(c.clone(), |c| gpio::probe_edges(&Chardev, &c)).await
-                }
-                Kind::GpioStuck(c) => {
-                    blocking(c.clone(), |c| gpio::probe_stuck(&Chardev, &c)).await
-                }
+                Kind::SerialWatch(c) => serial::run_once(c, timeout).await,
+                Kind::GpioLevel(c) => gpio::run_level(c),
+                Kind::GpioEdges(c) => gpio::run_edges(c).await,
+                Kind::GpioStuck(c) => gpio::run_stuck(c).await,
             }
         };
         // Exec enforces its own deadline so it can kill the process group;
@@ -217,7 +215,7 @@ impl Kind {
 impl CheckConfig {
     /// One run, as the scheduler would do it (for `benchtel-agent probe`).
     pub async fn run_once(&self) -> Outcome {
-        self.kind.run(self.timeout).await
+        self.kind.run(self.timeout, &http::Clients::default()).await
     }
 }
 
@@ -249,13 +247,6 @@ pub fn share_patterns(checks: &mut [CheckConfig]) {
             _ => {}
         }
     }
-}
-
-/// Runs a blocking probe (waiting on GPIO edges) off the async runtime.
-async fn blocking<C: Send + 'static>(cfg: C, f: fn(C) -> Outcome) -> Outcome {
-    tokio::task::spawn_blocking(move || f(cfg))
-        .await
-        .unwrap_or_else(|e| Outcome::fail(Code::Error, format!("probe task failed: {e}")))
 }
 
 /// A verdict change, sent to the readiness state machine.
@@ -297,26 +288,34 @@ impl Hysteresis {
     }
 }
 
+/// What running checks share: built once, from the checks' plain
+/// configuration, by the agent's composition root
+/// ([`crate::agent::build`]).
+pub struct Runtime {
+    pub checks: Vec<CheckConfig>,
+    pub clients: http::Clients,
+    pub instruments: Arc<Instruments>,
+}
+
 /// Runs every check on its own schedule until cancelled, at most
 /// `max_concurrent` at a time.
 pub async fn run_all(
-    mut checks: Vec<CheckConfig>,
+    runtime: Runtime,
     max_concurrent: usize,
-    meter: Meter,
     verdicts: mpsc::Sender<Verdict>,
     cancel: CancellationToken,
 ) {
-    let instruments = Arc::new(Instruments::new(&meter));
-    http::share_clients(checks.iter_mut().filter_map(|c| match &mut c.kind {
-        Kind::Http(h) => Some(h),
-        _ => None,
-    }));
+    let Runtime {
+        checks,
+        clients,
+        instruments,
+    } = runtime;
     let permits = Arc::new(Semaphore::new(max_concurrent.max(1)));
     let epoch = tokio::time::Instant::now();
     let mut set = tokio::task::JoinSet::new();
     for check in checks {
         if let Kind::SerialWatch(w) = &check.kind {
-            set.spawn(run_watch(
+            set.spawn(serial::run_watch(
                 Labels::new(&check.name, &check.kind),
                 check.affects_ready,
                 w.clone(),
@@ -328,6 +327,7 @@ pub async fn run_all(
         }
         set.spawn(run_one(
             check,
+            clients.clone(),
             epoch,
             permits.clone(),
             instruments.clone(),
@@ -361,6 +361,7 @@ pub fn first_delay(name: &str, interval: Duration) -> Duration {
 
 async fn run_one(
     check: CheckConfig,
+    clients: http::Clients,
     epoch: tokio::time::Instant,
     permits: Arc<Semaphore>,
     instruments: Arc<Instruments>,
@@ -382,7 +383,7 @@ async fn run_one(
             return;
         };
         let (started, started_at) = (Instant::now(), SystemTime::now());
-        let outcome = check.kind.run(check.timeout).await;
+        let outcome = check.kind.run(check.timeout, &clients).await;
         instruments.run(&labels, &outcome, started.elapsed());
         let ok = outcome.code == Code::Ok;
         let change = state.feed(ok, check.fail_after, check.recover_after);
@@ -430,83 +431,6 @@ fn trace_run(
         span.set_status(Status::error(outcome.detail.clone()));
     }
     span.end();
-}
-
-/// A console watcher runs for as long as the agent does, re-opening the
-/// port with backoff when the adapter disappears (itself a failure).
-///
-/// Its runs are boots: each ends when the board booted (a pass), missed a
-/// milestone's deadline or printed a fatal line (a failure), timed from the
-/// reset marker. A boot loop and a lost port are failures without a run to
-/// time.
-async fn run_watch(
-    labels: Labels,
-    affects_ready: bool,
-    cfg: watch::Config,
-    instruments: Arc<Instruments>,
-    verdicts: mpsc::Sender<Verdict>,
-    cancel: CancellationToken,
-) {
-    let mut tracker = watch::BootTracker::new(cfg.clone());
-    let mut up: Option<bool> = None;
-    let mut retry = Duration::from_secs(1);
-    // When the boot under way started, as the tracker counts it.
-    let mut boot_started: Option<tokio::time::Instant> = None;
-    let judge = |ok: bool,
-                 code: Code,
-                 detail: &str,
-                 took: Option<Duration>,
-                 up: &mut Option<bool>| {
-        instruments.probe_result(&labels, ok, took);
-        if !ok {
-            instruments.failed(&labels, code);
-            tracing::warn!(check = %labels.name, code = code.as_str(), detail = %detail, "serial watch failure");
-        }
-        if *up != Some(ok) {
-            *up = Some(ok);
-            instruments.up.record(i64::from(ok), &labels.check);
-            let _ = verdicts.try_send(Verdict {
-                check: labels.name.to_string(),
-                up: ok,
-                affects_ready,
-            });
-        }
-    };
-    loop {
-        let why = tokio::select! {
-            _ = cancel.cancelled() => return,
-            why = watch::follow(&cfg, &mut tracker, |e, t| {
-                match e {
-                    watch::Event::Reset => boot_started = Some(tokio::time::Instant::now()),
-                    watch::Event::Milestone { name: m, after } => {
-                        let attrs = [labels.probe_name.clone(), KeyValue::new("milestone", m.clone())];
-                        instruments.boot.record(after.as_secs_f64(), &attrs);
-                        retry = Duration::from_secs(1);
-                    }
-                    watch::Event::Booted => {
-                        let took = boot_started.take().map(|s| s.elapsed());
-                        judge(true, Code::Ok, "booted", took, &mut up);
-                    }
-                    e => if let Some(code) = e.failure() {
-                        // A boot loop is noticed at a reset: that boot goes on.
-                        let took = match e {
-                            watch::Event::BootLoop { .. } => None,
-                            _ => boot_started.take().map(|s| s.elapsed()),
-                        };
-                        judge(false, code, &format!("{e:?}; last console lines: {:?}", t.last_lines()), took, &mut up);
-                    },
-                }
-                false
-            }) => why,
-        };
-        boot_started = None;
-        judge(false, Code::Missing, &why, None, &mut up);
-        tokio::select! {
-            _ = cancel.cancelled() => return,
-            _ = tokio::time::sleep(retry) => {}
-        }
-        retry = (retry * 2).min(Duration::from_secs(30));
-    }
 }
 
 #[cfg(test)]

@@ -61,7 +61,9 @@ pub fn series_limit(checks: &[super::CheckConfig]) -> usize {
     checks.iter().map(per_check).sum::<usize>().max(1)
 }
 
-pub(super) struct Instruments {
+/// The instruments every check records into, built once by the agent's
+/// composition root.
+pub struct Instruments {
     pub(super) boot: Histogram<f64>,
     pub(super) up: Gauge<i64>,
     values: Gauge<f64>,
@@ -72,7 +74,7 @@ pub(super) struct Instruments {
 }
 
 impl Instruments {
-    pub(super) fn new(meter: &Meter) -> Instruments {
+    pub fn new(meter: &Meter) -> Instruments {
         Instruments {
             boot: meter
                 .f64_histogram(INSTRUMENTS[0])

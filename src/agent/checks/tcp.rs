@@ -1,8 +1,6 @@
 //! `type = "tcp"`: can a TCP connection be made (an instrument's LAN port,
 //! the DUT's SSH)?
 
-use std::time::Duration;
-
 use serde::Deserialize;
 
 use super::{Code, Outcome};
@@ -33,9 +31,6 @@ fn is_unreachable(e: &std::io::Error) -> bool {
         ConnectionRefused | ConnectionReset | HostUnreachable | NetworkUnreachable | TimedOut
     )
 }
-
-/// How long a TCP check may wait by default.
-pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
 
 #[cfg(test)]
 mod tests {

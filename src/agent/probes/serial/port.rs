@@ -13,7 +13,7 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::{mpsc, watch};
 
-use super::{FlowControl, Parity, PortSettings};
+use super::{FlowControl, Parity, PortRef, PortSettings, SerialError};
 
 /// What the console said.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -61,6 +61,24 @@ type Registry = Mutex<HashMap<PathBuf, Weak<SharedPort>>>;
 fn registry() -> &'static Registry {
     static PORTS: OnceLock<Registry> = OnceLock::new();
     PORTS.get_or_init(Registry::default)
+}
+
+/// Finds the port and shares it (see [`shared`]).
+pub fn open_shared(
+    port: &PortRef,
+    baud: u32,
+    parity: Parity,
+    flow_control: FlowControl,
+    settle: Duration,
+) -> Result<Arc<SharedPort>, SerialError> {
+    let path = port.resolve()?;
+    Ok(shared(&Settings {
+        path,
+        baud,
+        parity,
+        flow_control,
+        settle,
+    }))
 }
 
 /// The shared port for `settings.path`, starting its owner if needed. The
@@ -144,7 +162,7 @@ async fn own(
                     None => return,
                 }
             }
-            Err(outcome) => outcome.detail,
+            Err(e) => e.to_string(),
         };
         let _ = state.send(PortState::Gone(why.clone()));
         publish(&events, PortEvent::Gone(why)).await;

@@ -13,9 +13,8 @@ use regex::Regex;
 use serde::Deserialize;
 use tokio::time::Instant;
 
-use super::port::{self, PortEvent, PortState, Settings};
-use super::{FlowControl, Parity, PortRef};
-use crate::agent::checks::Code;
+use super::port::{PortEvent, PortState};
+use super::{FlowControl, Parity, PortRef, SerialError, b115200};
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -92,9 +91,6 @@ impl Budget {
     }
 }
 
-fn b115200() -> u32 {
-    115_200
-}
 fn three() -> usize {
     3
 }
@@ -117,13 +113,13 @@ pub enum Event {
 }
 
 impl Event {
-    /// The result code of a failing event; `None` for progress.
-    pub fn failure(&self) -> Option<Code> {
-        match self {
-            Event::Missed { .. } => Some(Code::Timeout),
-            Event::Fatal { .. } | Event::BootLoop { .. } => Some(Code::Mismatch),
-            _ => None,
-        }
+    /// Whether the event fails the boot (or the bench, for a boot loop);
+    /// the others are progress.
+    pub fn is_failure(&self) -> bool {
+        matches!(
+            self,
+            Event::Missed { .. } | Event::Fatal { .. } | Event::BootLoop { .. }
+        )
     }
 }
 
@@ -233,23 +229,20 @@ impl BootTracker {
 
 /// Follows the console (through the port's owner, so `serial_expect`
 /// probes can share it) until the port goes away or `on_event` returns
-/// true; every event goes to `on_event`. Returns why it stopped.
+/// true; every event goes to `on_event`. `Ok` when `on_event` stopped it,
+/// else why the port was lost.
 pub async fn follow(
     cfg: &Config,
     tracker: &mut BootTracker,
     mut on_event: impl FnMut(&Event, &BootTracker) -> bool,
-) -> String {
-    let path = match cfg.port.resolve() {
-        Ok(p) => p,
-        Err(outcome) => return outcome.detail,
-    };
-    let port = port::shared(&Settings {
-        path,
-        baud: cfg.baud,
-        parity: cfg.parity,
-        flow_control: cfg.flow_control,
-        settle: Duration::ZERO,
-    });
+) -> Result<(), SerialError> {
+    let port = super::port::open_shared(
+        &cfg.port,
+        cfg.baud,
+        cfg.parity,
+        cfg.flow_control,
+        Duration::ZERO,
+    )?;
     let mut lines = port.subscribe();
     let mut budget = Budget {
         per_second: cfg.forward_rate,
@@ -258,7 +251,7 @@ pub async fn follow(
         suppressed: 0,
     };
     if let PortState::Gone(why) = port.ready(Duration::from_secs(10)).await {
-        return why;
+        return Err(SerialError::Gone(why));
     }
     loop {
         let deadline = tracker.next_deadline();
@@ -277,12 +270,12 @@ pub async fn follow(
                 tracker.line(&text, Instant::now())
             }
             Some(Some(PortEvent::Partial(_))) => continue,
-            Some(Some(PortEvent::Gone(why))) => return why,
-            Some(None) => return "the port owner has stopped".into(),
+            Some(Some(PortEvent::Gone(why))) => return Err(SerialError::Gone(why)),
+            Some(None) => return Err(SerialError::OwnerStopped),
         };
         for e in events {
             if on_event(&e, tracker) {
-                return "stopped".into();
+                return Ok(());
             }
         }
     }
@@ -298,41 +291,6 @@ fn forward(budget: &mut Budget, text: &str) {
         budget.suppressed = 0;
     }
     tracing::info!(target: "console", line = %text, "console");
-}
-
-/// One boot, for `benchtel-agent probe`: waits up to `timeout` for the
-/// board to boot or fail.
-pub async fn run_once(cfg: &Config, timeout: Duration) -> crate::agent::checks::Outcome {
-    use crate::agent::checks::Outcome;
-    let mut tracker = BootTracker::new(cfg.clone());
-    let mut verdict: Option<Outcome> = None;
-    let followed = tokio::time::timeout(
-        timeout,
-        follow(cfg, &mut tracker, |e, t| {
-            verdict = match e {
-                Event::Booted => Some(Outcome::ok("booted")),
-                e => e.failure().map(|code| {
-                    Outcome::fail(
-                        code,
-                        format!("{e:?}; last console lines: {:?}", t.last_lines()),
-                    )
-                }),
-            };
-            verdict.is_some()
-        }),
-    )
-    .await;
-    match (verdict, followed) {
-        (Some(v), _) => v,
-        (None, Ok(why)) => Outcome::fail(Code::Missing, why),
-        (None, Err(_)) => Outcome::fail(
-            Code::Timeout,
-            format!(
-                "no boot seen within {timeout:?}; last console lines: {:?}",
-                tracker.last_lines()
-            ),
-        ),
-    }
 }
 
 #[cfg(test)]
@@ -409,7 +367,7 @@ milestones = [
                 within: Duration::from_secs(10)
             }]
         );
-        assert_eq!(e[0].failure(), Some(Code::Timeout));
+        assert!(e[0].is_failure());
         at(&mut t, 1, "U-Boot SPL").await;
         let e = at(&mut t, 3, "Kernel panic - not syncing").await;
         assert!(matches!(&e[0], Event::Fatal { .. }));
