@@ -15,16 +15,10 @@ use std::io::Write;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use backon::BackoffBuilder;
 use flate2::Compression;
 use flate2::write::GzEncoder;
 use opentelemetry::KeyValue;
 use opentelemetry::metrics::{Counter, Meter};
-use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceResponse;
-use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceResponse;
-use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceResponse;
-use prost::Message;
-use reqwest::StatusCode;
 use reqwest::header::{
     CONTENT_ENCODING, CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue, RETRY_AFTER,
 };
@@ -34,13 +28,15 @@ use tokio_util::sync::CancellationToken;
 use url::Url;
 
 use super::{DropReason, Outbox, OutboxError, Record, Signal};
-use crate::systemd::Beacon;
 
-/// A `Retry-After` longer than this is treated as this: a misbehaving proxy
-/// must not park the queue for a day.
-const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
-/// Response bodies are read up to this size (OTLP responses are tiny).
-const MAX_RESPONSE_BYTES: usize = 64 * 1024;
+mod answer;
+mod lane;
+
+use crate::systemd::Beacon;
+use answer::read_capped;
+pub use answer::{Outcome, classify, parse_retry_after};
+pub use lane::Lane;
+
 /// How long one database step may take before the watchdog may complain.
 const DB_STEP: Duration = Duration::from_secs(30);
 
@@ -91,23 +87,6 @@ pub enum ForwarderError {
     Outbox(#[from] OutboxError),
     #[error("outbox task failed: {0}")]
     Join(#[from] tokio::task::JoinError),
-}
-
-/// What one send attempt came to.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Outcome {
-    /// 2xx; `rejected_items` is what a `partial_success` said it refused.
-    Delivered {
-        rejected_items: u64,
-        message: String,
-    },
-    /// Try the same records again later, not before `after` if given.
-    Retry {
-        after: Option<Duration>,
-        why: String,
-    },
-    /// The receiver will never take these records.
-    Permanent { status: u16, why: String },
 }
 
 /// What one step of a lane did.
@@ -353,117 +332,6 @@ impl Forwarder {
     }
 }
 
-/// A lane's own state: its backoff and which records it sends one by one.
-pub struct Lane {
-    backoff: backon::ExponentialBackoff,
-    isolate_through: i64,
-    sent_through: i64,
-}
-
-impl Lane {
-    pub fn new(opts: &ForwarderOptions) -> Lane {
-        Lane {
-            backoff: backoff(opts),
-            isolate_through: 0,
-            sent_through: 0,
-        }
-    }
-
-    fn isolating(&self) -> bool {
-        self.sent_through < self.isolate_through
-    }
-
-    fn isolate_through(&mut self, id: i64) {
-        self.isolate_through = id;
-    }
-
-    fn passed(&mut self, id: i64) {
-        self.sent_through = id;
-    }
-
-    fn reset_backoff(&mut self, opts: &ForwarderOptions) {
-        self.backoff = backoff(opts);
-    }
-
-    /// The next backoff delay, but never shorter than the server asked.
-    fn next_delay(&mut self, at_least: Option<Duration>) -> Duration {
-        let ours = self.backoff.next().unwrap_or(Duration::from_secs(60));
-        at_least.map_or(ours, |theirs| theirs.min(MAX_RETRY_AFTER).max(ours))
-    }
-}
-
-fn backoff(opts: &ForwarderOptions) -> backon::ExponentialBackoff {
-    backon::ExponentialBuilder::new()
-        .with_min_delay(opts.backoff_min)
-        .with_max_delay(opts.backoff_max)
-        .with_jitter()
-        .without_max_times()
-        .build()
-}
-
-/// Sorts an HTTP answer into an [`Outcome`].
-pub fn classify(
-    signal: Signal,
-    status: StatusCode,
-    retry_after: Option<Duration>,
-    is_protobuf: bool,
-    body: &[u8],
-) -> Outcome {
-    if status.is_success() {
-        let (rejected_items, message) = if is_protobuf {
-            partial_success(signal, body)
-        } else {
-            (0, String::new())
-        };
-        return Outcome::Delivered {
-            rejected_items,
-            message,
-        };
-    }
-    let why = format!("HTTP {status}: {}", snippet(body));
-    match status.as_u16() {
-        429 | 502 | 503 | 504 | 408 => Outcome::Retry {
-            after: retry_after,
-            why,
-        },
-        401 | 403 | 404 | 407 => {
-            tracing::error!(signal = signal.as_str(), status = status.as_u16(), why = %why, "collector refuses us: check otlp.endpoint and otlp headers; records stay queued");
-            Outcome::Retry { after: None, why }
-        }
-        code => Outcome::Permanent { status: code, why },
-    }
-}
-
-fn partial_success(signal: Signal, body: &[u8]) -> (u64, String) {
-    let decoded = match signal {
-        Signal::Metrics => ExportMetricsServiceResponse::decode(body)
-            .ok()
-            .and_then(|r| r.partial_success)
-            .map(|p| (p.rejected_data_points, p.error_message)),
-        Signal::Logs => ExportLogsServiceResponse::decode(body)
-            .ok()
-            .and_then(|r| r.partial_success)
-            .map(|p| (p.rejected_log_records, p.error_message)),
-        Signal::Traces => ExportTraceServiceResponse::decode(body)
-            .ok()
-            .and_then(|r| r.partial_success)
-            .map(|p| (p.rejected_spans, p.error_message)),
-    };
-    decoded.map_or((0, String::new()), |(n, m)| {
-        (u64::try_from(n).unwrap_or(0), m)
-    })
-}
-
-/// `Retry-After` as delay-seconds or an HTTP date.
-pub fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
-    let value = value.trim();
-    if let Ok(secs) = value.parse::<u64>() {
-        return Some(Duration::from_secs(secs));
-    }
-    let at = httpdate::parse_http_date(value).ok()?;
-    Some(at.duration_since(now).unwrap_or(Duration::ZERO))
-}
-
 fn header_map(headers: &[(String, String)]) -> Result<HeaderMap, ForwarderError> {
     let mut map = HeaderMap::new();
     for (name, value) in headers {
@@ -481,23 +349,6 @@ fn gzip(body: &[u8]) -> std::io::Result<Vec<u8>> {
     let mut enc = GzEncoder::new(Vec::with_capacity(body.len() / 4), Compression::fast());
     enc.write_all(body)?;
     enc.finish()
-}
-
-async fn read_capped(mut response: reqwest::Response) -> Vec<u8> {
-    let mut out = Vec::new();
-    while let Ok(Some(chunk)) = response.chunk().await {
-        let room = MAX_RESPONSE_BYTES.saturating_sub(out.len());
-        out.extend_from_slice(&chunk[..chunk.len().min(room)]);
-        if out.len() >= MAX_RESPONSE_BYTES {
-            break;
-        }
-    }
-    out
-}
-
-fn snippet(body: &[u8]) -> String {
-    let text = String::from_utf8_lossy(&body[..body.len().min(256)]);
-    text.trim().to_string()
 }
 
 fn error_chain(e: &dyn std::error::Error) -> String {
@@ -539,88 +390,4 @@ pub async fn run_expiry(
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn retry_after_seconds_and_dates() {
-        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
-        assert_eq!(parse_retry_after("7", now), Some(Duration::from_secs(7)));
-        let later = httpdate::fmt_http_date(now + Duration::from_secs(30));
-        assert_eq!(
-            parse_retry_after(&later, now),
-            Some(Duration::from_secs(30))
-        );
-        assert_eq!(parse_retry_after("soon", now), None);
-    }
-
-    #[test]
-    fn classification_follows_otlp_http() {
-        let c = |code: u16| {
-            classify(
-                Signal::Logs,
-                StatusCode::from_u16(code).unwrap(),
-                None,
-                false,
-                b"",
-            )
-        };
-        assert!(matches!(
-            c(200),
-            Outcome::Delivered {
-                rejected_items: 0,
-                ..
-            }
-        ));
-        for code in [429, 502, 503, 504, 401, 403, 404] {
-            assert!(matches!(c(code), Outcome::Retry { .. }), "{code}");
-        }
-        for code in [400, 413, 500] {
-            assert!(matches!(c(code), Outcome::Permanent { .. }), "{code}");
-        }
-    }
-
-    #[test]
-    fn partial_success_is_read_from_protobuf_answers() {
-        use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsPartialSuccess;
-        let body = ExportLogsServiceResponse {
-            partial_success: Some(ExportLogsPartialSuccess {
-                rejected_log_records: 3,
-                error_message: "too old".into(),
-            }),
-        }
-        .encode_to_vec();
-        assert_eq!(
-            classify(Signal::Logs, StatusCode::OK, None, true, &body),
-            Outcome::Delivered {
-                rejected_items: 3,
-                message: "too old".into()
-            }
-        );
-    }
-
-    #[test]
-    fn server_delay_wins_over_a_shorter_backoff() {
-        let opts = ForwarderOptions {
-            endpoint: Url::parse("http://127.0.0.1:1").unwrap(),
-            headers: vec![],
-            timeout: Duration::from_secs(1),
-            gzip: true,
-            max_request_bytes: 1 << 20,
-            batch_max_records: 8,
-            backoff_min: Duration::from_millis(100),
-            backoff_max: Duration::from_secs(2),
-            idle_poll: Duration::from_secs(1),
-        };
-        let mut lane = Lane::new(&opts);
-        assert_eq!(
-            lane.next_delay(Some(Duration::from_secs(30))),
-            Duration::from_secs(30)
-        );
-        let capped = lane.next_delay(Some(Duration::from_secs(86_400)));
-        assert_eq!(capped, MAX_RETRY_AFTER);
-        for _ in 0..50 {
-            assert!(lane.next_delay(None) <= Duration::from_secs(4));
-        }
-    }
-}
+mod tests;

@@ -51,9 +51,10 @@
 pub mod exporter;
 pub mod forwarder;
 pub mod self_metrics;
+mod signal;
+mod status;
 mod store;
 
-pub use store::{
-    DropCount, DropReason, NewRecord, OpenReport, Outbox, OutboxError, Record, Signal, SignalStats,
-    Status, StoreOptions, Synchronous,
-};
+pub use signal::{DropReason, Signal};
+pub use status::{DropCount, SignalStats, Status, StatusReport};
+pub use store::{NewRecord, OpenReport, Outbox, OutboxError, Record, StoreOptions, Synchronous};

@@ -9,6 +9,9 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension, Transaction, params};
 
 use crate::sqlite;
 
+pub use super::signal::{DropReason, Signal};
+pub use super::status::{DropCount, SignalStats, Status};
+
 const SCHEMA_VERSION: &str = "1";
 /// Rejected records kept for inspection; older ones are pruned (they were
 /// counted when they were rejected).
@@ -40,90 +43,6 @@ CREATE TABLE IF NOT EXISTS drops (
     items INTEGER NOT NULL
 );
 ";
-
-/// The three OTLP signals, each forwarded in its own order.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum Signal {
-    Metrics,
-    Logs,
-    Traces,
-}
-
-impl Signal {
-    pub const ALL: [Signal; 3] = [Signal::Metrics, Signal::Logs, Signal::Traces];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Signal::Metrics => "metrics",
-            Signal::Logs => "logs",
-            Signal::Traces => "traces",
-        }
-    }
-
-    /// The OTLP/HTTP path this signal is posted to.
-    pub fn path(self) -> &'static str {
-        match self {
-            Signal::Metrics => "/v1/metrics",
-            Signal::Logs => "/v1/logs",
-            Signal::Traces => "/v1/traces",
-        }
-    }
-
-    fn code(self) -> i64 {
-        match self {
-            Signal::Metrics => 1,
-            Signal::Logs => 2,
-            Signal::Traces => 3,
-        }
-    }
-
-    fn index(self) -> usize {
-        match self {
-            Signal::Metrics => 0,
-            Signal::Logs => 1,
-            Signal::Traces => 2,
-        }
-    }
-
-    fn from_code(code: i64) -> Option<Signal> {
-        Signal::ALL.into_iter().find(|s| s.code() == code)
-    }
-}
-
-/// Why records left the outbox without being delivered.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum DropReason {
-    /// The byte bound was hit; the oldest records went first.
-    MaxBytes,
-    /// Older than `max_age`.
-    MaxAge,
-    /// The collector refused the record permanently (non-retryable 4xx).
-    Rejected,
-    /// The collector accepted the request but refused some of its items.
-    PartialSuccess,
-    /// One record alone was larger than the byte bound.
-    TooLarge,
-}
-
-impl DropReason {
-    pub const ALL: [DropReason; 5] = [
-        DropReason::MaxBytes,
-        DropReason::MaxAge,
-        DropReason::Rejected,
-        DropReason::PartialSuccess,
-        DropReason::TooLarge,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            DropReason::MaxBytes => "max_bytes",
-            DropReason::MaxAge => "max_age",
-            DropReason::Rejected => "rejected",
-            DropReason::PartialSuccess => "partial_success",
-            DropReason::TooLarge => "too_large",
-        }
-    }
-}
 
 /// SQLite's `synchronous` setting for the outbox.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -208,52 +127,6 @@ pub struct Record {
 pub struct OpenReport {
     /// Where a corrupt database was moved, with what was wrong with it.
     pub quarantined: Option<(PathBuf, String)>,
-}
-
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct SignalStats {
-    pub records: u64,
-    pub bytes: u64,
-}
-
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct DropCount {
-    pub records: u64,
-    pub items: u64,
-}
-
-/// A snapshot of the outbox for self-telemetry and `outbox status`.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Status {
-    pub per_signal: BTreeMap<Signal, SignalStats>,
-    pub oldest_created_ms: Option<i64>,
-    pub drops: BTreeMap<DropReason, DropCount>,
-    pub rejected_kept: u64,
-    /// Corrupt databases moved aside since this process started.
-    pub corruptions: u64,
-}
-
-impl Status {
-    pub fn records(&self) -> u64 {
-        self.per_signal.values().map(|s| s.records).sum()
-    }
-
-    pub fn bytes(&self) -> u64 {
-        self.per_signal.values().map(|s| s.bytes).sum()
-    }
-
-    /// Age of the oldest queued record at `now`; zero when empty.
-    pub fn oldest_age(&self, now: SystemTime) -> Duration {
-        let Some(oldest) = self.oldest_created_ms else {
-            return Duration::ZERO;
-        };
-        let age_ms = unix_ms(now).saturating_sub(oldest).max(0);
-        Duration::from_millis(u64::try_from(age_ms).unwrap_or(0))
-    }
-
-    pub fn dropped(&self, reason: DropReason) -> DropCount {
-        self.drops.get(&reason).copied().unwrap_or_default()
-    }
 }
 
 /// The outbox. Cheap operations under one lock: SQLite serialises writers

@@ -16,6 +16,7 @@
 
 use std::collections::BTreeMap;
 
+use super::alerts::lifecycle::{Rules, Seen};
 use super::anchor::{Anchor, Judgement};
 use super::config::Thresholds;
 
@@ -132,29 +133,10 @@ impl Received {
     }
 }
 
-/// The bench's offline alert.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub enum AlertState {
-    Quiet,
-    /// Offline, waiting `storm.hold` for a site-wide verdict.
-    Pending {
-        since: Ts,
-    },
-    Firing {
-        starts_at: Ts,
-        site_outage: bool,
-        /// Online again since then; resolves after `resolve_after`.
-        recovering_since: Option<Ts>,
-    },
-}
-
+/// The bench's offline alert: the watch's one alert lifecycle.
+pub use super::alerts::lifecycle::Lifecycle as AlertState;
 /// What the alert did on one evaluation.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AlertStep {
-    None,
-    Fired,
-    Resolved,
-}
+pub use super::alerts::lifecycle::Step as AlertStep;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Bench {
@@ -354,7 +336,8 @@ impl Bench {
 
     /// Moves the offline alert along: pending while `hold` runs, firing
     /// (marked as part of a site outage when `site_outage`), and resolved
-    /// once the bench stayed up for `resolve_after`.
+    /// once the bench stayed up for `resolve_after`, or at once when it goes
+    /// into maintenance.
     pub fn step_alert(
         &mut self,
         now: Ts,
@@ -362,54 +345,21 @@ impl Bench {
         hold: f64,
         site_outage: bool,
     ) -> AlertStep {
-        let offline = self.liveness == Liveness::Offline;
-        let (next, step) = match self.alert {
-            AlertState::Quiet if offline => {
-                let since = self.offline_since.unwrap_or(now);
-                (AlertState::Pending { since }, AlertStep::None)
-            }
-            AlertState::Pending { .. } if !offline => (AlertState::Quiet, AlertStep::None),
-            AlertState::Firing { .. } if self.liveness == Liveness::Maintenance => {
-                (AlertState::Quiet, AlertStep::Resolved)
-            }
-            AlertState::Firing {
-                starts_at,
-                site_outage: marked,
-                recovering_since,
-            } => {
-                let recovering = match self.liveness {
-                    Liveness::Online | Liveness::Late => Some(recovering_since.unwrap_or(now)),
-                    _ => None,
-                };
-                match recovering {
-                    Some(since) if now - since >= th.resolve_after.as_secs_f64() => {
-                        (AlertState::Quiet, AlertStep::Resolved)
-                    }
-                    _ => (
-                        AlertState::Firing {
-                            starts_at,
-                            site_outage: marked,
-                            recovering_since: recovering,
-                        },
-                        AlertStep::None,
-                    ),
-                }
-            }
-            other => (other, AlertStep::None),
-        };
-        self.alert = next;
-        if let AlertState::Pending { since } = self.alert
-            && now - since >= hold
-        {
-            self.alert = AlertState::Firing {
-                starts_at: since,
+        let seen = match self.liveness {
+            Liveness::Offline => Seen::Bad {
+                since: self.offline_since.unwrap_or(now),
                 site_outage,
-                recovering_since: None,
-            };
-            self.dirty = true;
-            return AlertStep::Fired;
-        }
-        if step == AlertStep::Resolved {
+            },
+            Liveness::Maintenance => Seen::Cleared,
+            Liveness::Online | Liveness::Late => Seen::Good,
+            Liveness::Stopped => Seen::Neutral,
+        };
+        let rules = Rules {
+            hold,
+            resolve_after: th.resolve_after.as_secs_f64(),
+        };
+        let step = self.alert.step(now, seen, rules);
+        if step != AlertStep::None {
             self.dirty = true;
         }
         step

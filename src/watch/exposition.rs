@@ -47,7 +47,7 @@ pub fn snapshot(fleet: &Fleet) -> Snapshot {
         rows: Vec::with_capacity(fleet.len()),
         per_site: Vec::with_capacity(fleet.sites.len()),
         states: Vec::new(),
-        ingest_up: fleet.ingest.deaf.is_none(),
+        ingest_up: !fleet.ingest.is_deaf(),
     };
     for (name, site) in &fleet.sites {
         let index = snap.per_site.len() as u32;

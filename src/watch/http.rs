@@ -141,7 +141,7 @@ async fn healthz(State(shared): State<Shared>) -> Response {
     let body = serde_json::json!({
         "status": "ok",
         "benches": fleet.len(),
-        "ingest": match &fleet.ingest.deaf {
+        "ingest": match &fleet.ingest.deaf() {
             None => serde_json::json!({"up": true}),
             Some(d) => serde_json::json!({"up": false, "since": rfc3339(d.since), "reason": d.reason}),
         },

@@ -12,6 +12,7 @@
 
 pub mod alertmanager;
 pub mod dispatch;
+pub mod lifecycle;
 pub mod webhook;
 
 use std::collections::BTreeMap;

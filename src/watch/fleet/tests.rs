@@ -2,6 +2,7 @@ use std::time::Duration;
 
 use super::*;
 use crate::config::Env;
+use crate::watch::alerts::{self, Alert};
 use crate::watch::bench::Transport;
 
 fn config(edit: impl FnOnce(&mut WatchConfig)) -> Arc<WatchConfig> {
