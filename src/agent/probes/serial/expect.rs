@@ -4,9 +4,9 @@
 //! A failure carries the last console lines, so the engineer sees what the
 //! board printed.
 
-use std::collections::VecDeque;
 use std::time::Duration;
 
+use super::console::Console;
 use super::port::{PortEvent, PortState};
 use super::{FlowControl, Parity, PortRef, SerialError};
 use regex::Regex;
@@ -111,7 +111,7 @@ impl Config {
                         t
                     }
                     Some(PortEvent::Partial(t)) => {
-                        console.partial = t.clone();
+                        console.partial(&t);
                         t
                     }
                     Some(PortEvent::Gone(why)) => return Err(SerialError::Gone(why)),
@@ -151,37 +151,4 @@ fn values(re: &Regex, caps: &regex::Captures<'_>) -> Vec<(String, f64)> {
             Some((name.to_string(), v))
         })
         .collect()
-}
-
-/// The last console lines, and the unterminated tail (a prompt).
-struct Console {
-    keep: usize,
-    lines: VecDeque<String>,
-    partial: String,
-}
-
-impl Console {
-    fn new(keep: usize) -> Console {
-        Console {
-            keep,
-            lines: VecDeque::new(),
-            partial: String::new(),
-        }
-    }
-
-    fn line(&mut self, text: &str) {
-        self.partial.clear();
-        self.lines.push_back(text.to_string());
-        if self.lines.len() > self.keep {
-            self.lines.pop_front();
-        }
-    }
-
-    fn last_lines(&self) -> String {
-        let mut all: Vec<&str> = self.lines.iter().map(String::as_str).collect();
-        if !self.partial.is_empty() {
-            all.push(&self.partial);
-        }
-        all.join("\n")
-    }
 }

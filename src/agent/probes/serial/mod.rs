@@ -2,6 +2,7 @@
 //! bench's settings, and the [`SerialError`]s a probe can end with (the
 //! health checks map them to result codes).
 
+mod console;
 pub mod discover;
 pub mod expect;
 pub mod port;

@@ -13,6 +13,7 @@ use regex::Regex;
 use serde::Deserialize;
 use tokio::time::Instant;
 
+use super::console::Console;
 use super::port::{PortEvent, PortState};
 use super::{FlowControl, Parity, PortRef, SerialError, b115200};
 
@@ -130,30 +131,28 @@ pub struct BootTracker {
     next: usize,
     resets: VecDeque<Instant>,
     looping: bool,
-    lines: VecDeque<String>,
+    console: Console,
 }
 
 impl BootTracker {
     pub fn new(cfg: Config) -> BootTracker {
+        let keep_lines = cfg.keep_lines;
         BootTracker {
             cfg,
             boot_started: None,
             next: 0,
             resets: VecDeque::new(),
             looping: false,
-            lines: VecDeque::new(),
+            console: Console::new(keep_lines),
         }
     }
 
     pub fn last_lines(&self) -> String {
-        self.lines.iter().cloned().collect::<Vec<_>>().join("\n")
+        self.console.last_lines()
     }
 
     pub fn line(&mut self, text: &str, now: Instant) -> Vec<Event> {
-        self.lines.push_back(text.to_string());
-        if self.lines.len() > self.cfg.keep_lines {
-            self.lines.pop_front();
-        }
+        self.console.line(text);
         let mut events = Vec::new();
         if self.cfg.reset.is_match(text) {
             events.extend(self.reset(now));
