@@ -32,7 +32,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn identical_patterns_are_compiled_once() {
+    fn the_runtime_is_built_from_every_check() {
         #[derive(serde::Deserialize)]
         struct File {
             checks: Vec<CheckConfig>,
@@ -50,8 +50,8 @@ mod tests {
             Kind::SerialExpect(e) => e.expect.clone(),
             _ => unreachable!(),
         };
-        // A shared regex is a clone of the first: same pattern, and the
-        // two checks' configurations as kept by the agent share it too.
+        // The configuration the agent keeps holds the shared copies too
+        // (sharing itself: `checks::tests`).
         for list in [&file.checks, &runtime.checks] {
             assert_eq!(pattern(&list[0]).as_str(), pattern(&list[1]).as_str());
         }

@@ -13,8 +13,11 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::telemetry::context;
-/// Requests on the socket are the commands of the wire protocol (the same
-/// as on MQTT's `…/cmd`); the name stays for the CLI.
+use crate::wire::Command;
+
+/// Requests on the socket are the commands of the wire protocol, the same
+/// as on MQTT's `…/cmd`. (The name stays until the CLI takes
+/// [`crate::wire::Command`].)
 pub use crate::wire::Command as Request;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -94,7 +97,7 @@ async fn answer(stream: UnixStream, maintenance: &mpsc::Sender<bool>) -> std::io
     BufReader::new(read.take(64 * 1024))
         .read_line(&mut line)
         .await?;
-    let reply = match serde_json::from_str::<Request>(&line) {
+    let reply = match serde_json::from_str::<Command>(&line) {
         Ok(req) => {
             apply(&req, maintenance).await;
             Answer {
@@ -117,24 +120,24 @@ async fn answer(stream: UnixStream, maintenance: &mpsc::Sender<bool>) -> std::io
 }
 
 /// Applies one request; also used for commands arriving over MQTT.
-pub(crate) async fn apply(req: &Request, maintenance: &mpsc::Sender<bool>) {
+pub(crate) async fn apply(req: &Command, maintenance: &mpsc::Sender<bool>) {
     match req {
-        Request::ContextSet(ctx) => {
+        Command::ContextSet(ctx) => {
             context::set(ctx.clone());
             tracing::info!(execution_id = ?ctx.execution_id, task_id = ?ctx.task_id, correlation_id = ?ctx.correlation_id, "execution context set");
         }
-        Request::ContextClear => {
+        Command::ContextClear => {
             tracing::info!("execution context cleared");
             context::clear();
         }
-        Request::Maintenance { on } => {
+        Command::Maintenance { on } => {
             let _ = maintenance.send(*on).await;
         }
     }
 }
 
 /// Sends one request to a running agent (the CLI side).
-pub async fn send(path: &Path, req: &Request) -> Result<(), ControlError> {
+pub async fn send(path: &Path, req: &Command) -> Result<(), ControlError> {
     let stream = UnixStream::connect(path)
         .await
         .map_err(|source| ControlError::Connect {

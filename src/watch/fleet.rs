@@ -7,6 +7,9 @@
 //! interval), re-judges every bench (holding new offline verdicts while
 //! deaf), declares or ends site outages, and moves each bench's alert along
 //! (so a bench whose alert fires during a site outage is marked with it).
+//! All three alerts follow the one [`super::alerts::lifecycle`]: the
+//! watch's deafness in [`deafness`], site outages in [`sites`], the benches'
+//! offline alerts in [`bench_alerts`].
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -17,10 +20,10 @@ use super::bench::{AlertState, Beat, Bench, Liveness, Presence, Received, Ts};
 use super::config::WatchConfig;
 
 mod bench_alerts;
-mod ingest;
+mod deafness;
 mod sites;
 
-pub use ingest::{Deafness, Ingest};
+pub use deafness::{Deafness, Ingest};
 pub use sites::Outage;
 use sites::site_alert;
 

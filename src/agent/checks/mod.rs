@@ -222,8 +222,9 @@ impl CheckConfig {
 /// Makes checks with the same pattern share one compiled regex (a clone
 /// shares the compiled program and keeps its own match cache): the same
 /// probe set on several boards repeats every pattern, and each compiled
-/// copy of `Zephyr version (?P<major>\d+)` takes about 48 KiB.
-pub fn share_patterns(checks: &mut [CheckConfig]) {
+/// copy of `Zephyr version (?P<major>\d+)` takes about 48 KiB. Returns
+/// how many distinct compiled patterns are left.
+pub fn share_patterns(checks: &mut [CheckConfig]) -> usize {
     let mut seen: std::collections::HashMap<String, regex::Regex> =
         std::collections::HashMap::new();
     let mut share = |re: &mut regex::Regex| {
@@ -247,6 +248,7 @@ pub fn share_patterns(checks: &mut [CheckConfig]) {
             _ => {}
         }
     }
+    seen.len()
 }
 
 /// A verdict change, sent to the readiness state machine.
@@ -436,6 +438,23 @@ fn trace_run(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn identical_patterns_share_one_compiled_regex() {
+        #[derive(serde::Deserialize)]
+        struct File {
+            checks: Vec<CheckConfig>,
+        }
+        let probe = |name: &str, pattern: &str| {
+            format!(
+                "[[checks]]\nname = \"{name}\"\ntype = \"serial_expect\"\nport = \"/dev/null\"\nexpect = '{pattern}'\n"
+            )
+        };
+        let zephyr = r"Zephyr version (?P<major>\d+)";
+        let text = [probe("a", zephyr), probe("b", zephyr), probe("c", "login:")].concat();
+        let mut file: File = toml::from_str(&text).unwrap();
+        assert_eq!(share_patterns(&mut file.checks), 2);
+    }
 
     #[test]
     fn hysteresis_needs_consecutive_results() {
