@@ -1,21 +1,24 @@
 //! Start-up and staged shutdown of the agent's pipeline.
 //!
-//! Start: open the outbox, start the SDK and logging, bind `/metrics`, start
-//! the forwarder lanes, tell systemd READY=1, then start the sources.
-//! Stop (SIGTERM/SIGINT): sources stop; the MQTT publisher says `offline`
-//! and disconnects while the SDK flushes what it holds into the outbox; the
-//! lanes stop and one last forward runs within a deadline; the database is
-//! checkpointed and closed.
+//! Start, one function per stage: `start_core` opens the outbox, starts the
+//! SDK and logging; [`build`] makes the checks' runtime objects;
+//! `start_senders` binds `/metrics`, starts the forwarder lanes, expiry,
+//! the watchdog, the control socket and the MQTT publisher; systemd hears
+//! READY=1; `start_sources` starts readiness, checks and sources.
+//! Stop (SIGTERM/SIGINT), each stage with its own `CancellationToken` and
+//! `JoinSet` and a deadline: sources stop; the MQTT publisher says
+//! `offline` and disconnects while the SDK flushes what it holds into the
+//! outbox (`flush_sdk`); the senders stop and one last forward runs within
+//! a deadline; the database is checkpointed and closed (`close_outbox`).
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use opentelemetry::metrics::Meter;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
-
-use opentelemetry::metrics::Meter;
 
 use super::build;
 use super::checks::Verdict;
