@@ -2,16 +2,16 @@
 //! alert, a site outage and the watch's own deafness (ingest down).
 //!
 //! ```text
-//!            bad                   bad for `hold`
-//!   quiet ───────────► pending ──────────────────► firing ◄──────┐
-//!     ▲                  │                          │   ▲        │ bad or
-//!     │   not bad        │                    good  │   │ bad or │ neutral
-//!     ├──────────────────┘                          ▼   │ neutral│
-//!     │                                          recovering ─────┘
-//!     │   good for `resolve_after`                   │
-//!     ├──────────────────────────────────────────────┘   (resolved)
-//!     │   cleared (maintenance), from firing or recovering
-//!     └──────────────────────────────────────────────────  (resolved)
+//!           bad                  bad for `hold`
+//!   quiet ────────► pending ─────────────────► firing
+//!     ▲                │                       │    ▲
+//!     │    not bad     │                  good │    │ bad or neutral
+//!     ├────────────────┘                       ▼    │
+//!     │                                      recovering
+//!     │    good for `resolve_after`              │
+//!     ├──────────────────────────────────────────┘  (resolved)
+//!     │    cleared (maintenance)
+//!     └──────────────────── from firing or recovering  (resolved)
 //! ```
 //!
 //! Each evaluation sees the condition as [`Seen`]: `bad` (the alert's
@@ -25,8 +25,9 @@
 //!
 //! Per alert: the bench alert holds for `alerts.hold` and resolves after
 //! `liveness.resolve_after`; a site outage fires at once (hold 0) and
-//! resolves after `resolve_after`; ingest down holds for `alerts.hold` and
-//! resolves as soon as the watch hears again (`resolve_after` 0).
+//! resolves after `resolve_after`; ingest down holds for `alerts.hold` (and
+//! fires on a later tick than the one that noticed the deafness, even with
+//! no hold) and resolves as soon as the watch hears again (`resolve_after` 0).
 
 use super::super::bench::Ts;
 
