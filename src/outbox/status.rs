@@ -4,12 +4,11 @@
 use std::collections::BTreeMap;
 use std::fmt;
 use std::path::PathBuf;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
 
 use super::signal::{DropReason, Signal};
-use super::store::unix_ms;
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct SignalStats {
@@ -148,6 +147,15 @@ impl fmt::Display for StatusReport {
             "rejected    {} kept for inspection (table `rejected`)",
             s.rejected_kept
         )
+    }
+}
+
+/// Milliseconds since the Unix epoch; negative before it (a clock that
+/// was never set).
+pub(crate) fn unix_ms(t: SystemTime) -> i64 {
+    match t.duration_since(UNIX_EPOCH) {
+        Ok(d) => i64::try_from(d.as_millis()).unwrap_or(i64::MAX),
+        Err(e) => -i64::try_from(e.duration().as_millis()).unwrap_or(i64::MAX),
     }
 }
 

@@ -3,13 +3,14 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
 use rusqlite::{Connection, OpenFlags, OptionalExtension, Transaction, params};
 
 use crate::sqlite;
 
 pub use super::signal::{DropReason, Signal};
+pub(crate) use super::status::unix_ms;
 pub use super::status::{DropCount, SignalStats, Status};
 
 const SCHEMA_VERSION: &str = "1";
@@ -548,13 +549,6 @@ fn add_drop(tx: &Transaction<'_>, reason: DropReason, n: DropCount) -> rusqlite:
         params![reason.as_str(), to_i64(n.records), to_i64(n.items)],
     )?;
     Ok(())
-}
-
-pub(crate) fn unix_ms(t: SystemTime) -> i64 {
-    match t.duration_since(UNIX_EPOCH) {
-        Ok(d) => i64::try_from(d.as_millis()).unwrap_or(i64::MAX),
-        Err(e) => -i64::try_from(e.duration().as_millis()).unwrap_or(i64::MAX),
-    }
 }
 
 fn to_i64(v: u64) -> i64 {

@@ -20,8 +20,7 @@ use super::alerts::lifecycle::{Rules, Seen};
 use super::anchor::{Anchor, Judgement};
 use super::config::Thresholds;
 
-/// Watch time, seconds since the Unix epoch.
-pub type Ts = f64;
+pub use super::clock::Ts;
 
 /// The heartbeat interval assumed until a bench says its own.
 pub const DEFAULT_INTERVAL: f64 = 10.0;

@@ -9,7 +9,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use tokio::time::Instant;
 
-use super::bench::Ts;
+/// Watch time, seconds since the Unix epoch.
+pub type Ts = f64;
 
 #[derive(Debug, Clone, Copy)]
 pub struct Clock {

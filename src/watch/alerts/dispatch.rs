@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use super::{Alert, Event, PostableAlert, rfc3339};
-use crate::watch::bench::Ts;
+use crate::watch::clock::Ts;
 
 /// An alert and its delivery state.
 #[derive(Debug, Clone)]

@@ -29,7 +29,7 @@
 //! fires on a later tick than the one that noticed the deafness, even with
 //! no hold) and resolves as soon as the watch hears again (`resolve_after` 0).
 
-use super::super::bench::Ts;
+use crate::watch::clock::Ts;
 
 /// Where an alert is in its lifecycle.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]

@@ -19,7 +19,7 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
-use super::bench::Ts;
+use super::clock::Ts;
 
 pub const BENCH_OFFLINE: &str = "BenchOffline";
 pub const SITE_OFFLINE: &str = "BenchSiteOffline";
