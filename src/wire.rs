@@ -221,21 +221,6 @@ mod tests {
         }
     }
 
-    /// A leaf: both programs use it, so it names neither of them.
-    #[test]
-    fn the_wire_names_no_layer_above_it() {
-        let text = include_str!("wire.rs");
-        let code = &text[..text.find("#[cfg(test)]").unwrap()];
-        for above in [
-            "crate::agent",
-            "crate::config",
-            "crate::watch",
-            "crate::telemetry",
-        ] {
-            assert!(!code.contains(above), "wire.rs names {above}");
-        }
-    }
-
     #[test]
     fn status_accepts_json_and_bare_words() {
         assert_eq!(Status::parse(b"online").unwrap().status, Presence::Online);
