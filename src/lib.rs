@@ -32,6 +32,7 @@
 #![forbid(unsafe_code)]
 
 pub mod agent;
+pub mod cli;
 pub mod config;
 pub mod mqtt;
 pub mod outbox;

@@ -1,6 +1,7 @@
 //! What runs on a bench: the sources that measure it, the local `/metrics`
 //! endpoint, and the staged start-up and shutdown of the pipeline.
 pub mod checks;
+pub mod config;
 pub mod control;
 pub mod http;
 pub mod mqtt;

@@ -1,32 +1,29 @@
 //! `benchtel-agent`: the bench-side telemetry agent.
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
+use benchtel::agent::config::{self, AgentConfig};
 use benchtel::agent::control::Request;
-use benchtel::config::{self, AgentConfig, Env};
+use benchtel::cli::CommonArgs;
+use benchtel::config::Env;
 use benchtel::outbox::{DropReason, Outbox};
 use benchtel::telemetry::context::ExecutionContext;
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(version, about = "Telemetry agent for hardware test benches")]
+#[command(
+    version,
+    about = "Telemetry agent for hardware test benches",
+    mut_arg("config", |a| a.help(
+        "Configuration file [default: $BENCHTEL_CONFIG, else /etc/benchtel/agent.toml]"
+    ))
+)]
 struct Cli {
-    /// Configuration file [default: $BENCHTEL_CONFIG, else /etc/benchtel/agent.toml]
-    #[arg(long, global = true)]
-    config: Option<PathBuf>,
-    /// Log format on stdout (overrides log.format)
-    #[arg(long, global = true)]
-    log_format: Option<Format>,
+    #[command(flatten)]
+    common: CommonArgs,
     #[command(subcommand)]
     command: Option<Command>,
-}
-
-#[derive(Clone, Copy, ValueEnum)]
-enum Format {
-    Json,
-    Text,
 }
 
 #[derive(Subcommand)]
@@ -98,16 +95,11 @@ enum OutboxCommand {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let mut cfg = match config::load(cli.config.as_deref(), &Env::from_process()) {
+    let mut cfg = match config::load(cli.common.config.as_deref(), &Env::from_process()) {
         Ok(cfg) => cfg,
         Err(errors) => return benchtel::service::config_failed("benchtel-agent", &errors),
     };
-    if let Some(format) = cli.log_format {
-        cfg.log.format = match format {
-            Format::Json => config::LogFormat::Json,
-            Format::Text => config::LogFormat::Text,
-        };
-    }
+    cli.common.apply(&mut cfg.log);
     let result = match cli.command.unwrap_or(Command::Run) {
         Command::Run => run(cfg),
         Command::Validate => {
@@ -151,13 +143,7 @@ fn main() -> ExitCode {
             Ok(())
         }
     };
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("benchtel-agent: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
+    benchtel::cli::exit_status("benchtel-agent", result)
 }
 
 fn run(cfg: AgentConfig) -> anyhow::Result<()> {

@@ -1,33 +1,26 @@
 //! `benchtel-watch`: turns bench heartbeats into liveness, metrics and
 //! bench-offline alerts.
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 
-use benchtel::config::{self, Env};
-use benchtel::watch::config::WatchConfig;
-use clap::{Parser, Subcommand, ValueEnum};
+use benchtel::cli::CommonArgs;
+use benchtel::config::Env;
+use benchtel::watch::config::{self, WatchConfig};
+use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
 #[command(
     version,
-    about = "Watches test benches: heartbeat age, liveness and bench-offline alerts"
+    about = "Watches test benches: heartbeat age, liveness and bench-offline alerts",
+    mut_arg("config", |a| a.help(
+        "Configuration file [default: $BENCHTEL_WATCH_CONFIG, else /etc/benchtel/watch.toml]"
+    ))
 )]
 struct Cli {
-    /// Configuration file [default: $BENCHTEL_WATCH_CONFIG, else /etc/benchtel/watch.toml]
-    #[arg(long, global = true)]
-    config: Option<PathBuf>,
-    /// Log format on stdout (overrides log.format)
-    #[arg(long, global = true)]
-    log_format: Option<Format>,
+    #[command(flatten)]
+    common: CommonArgs,
     #[command(subcommand)]
     command: Option<Command>,
-}
-
-#[derive(Clone, Copy, ValueEnum)]
-enum Format {
-    Json,
-    Text,
 }
 
 #[derive(Subcommand)]
@@ -40,16 +33,11 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let mut cfg = match benchtel::watch::config::load(cli.config.as_deref(), &Env::from_process()) {
+    let mut cfg = match config::load(cli.common.config.as_deref(), &Env::from_process()) {
         Ok(cfg) => cfg,
         Err(errors) => return benchtel::service::config_failed("benchtel-watch", &errors),
     };
-    if let Some(format) = cli.log_format {
-        cfg.log.format = match format {
-            Format::Json => config::LogFormat::Json,
-            Format::Text => config::LogFormat::Text,
-        };
-    }
+    cli.common.apply(&mut cfg.log);
     let result = match cli.command.unwrap_or(Command::Run) {
         Command::Run => run(cfg),
         Command::Validate => {
@@ -57,13 +45,7 @@ fn main() -> ExitCode {
             Ok(())
         }
     };
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("benchtel-watch: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
+    benchtel::cli::exit_status("benchtel-watch", result)
 }
 
 fn run(cfg: WatchConfig) -> anyhow::Result<()> {

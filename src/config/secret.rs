@@ -1,12 +1,9 @@
-//! Secrets (OTLP headers today, broker passwords later): read from files or
-//! the environment, and never printed.
+//! Secrets (headers, tokens, broker passwords): read from files or the
+//! environment, and never printed.
 
 use std::fmt;
 use std::path::Path;
 
-use super::env::Env;
-use super::error::ConfigError;
-use super::raw::RawOtlp;
 
 /// A value that must not reach logs, errors or `validate` output.
 #[derive(Clone, PartialEq, Eq)]
@@ -32,68 +29,6 @@ impl fmt::Display for Secret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("<redacted>")
     }
-}
-
-/// The credential file systemd's `LoadCredential=otlp-headers:…` provides.
-pub const CREDENTIAL_NAME: &str = "otlp-headers";
-
-/// OTLP headers from, in rising precedence: `otlp.headers`,
-/// `otlp.headers_file`, `$CREDENTIALS_DIRECTORY/otlp-headers`,
-/// `OTEL_EXPORTER_OTLP_HEADERS`.
-pub fn collect_headers(
-    raw: &RawOtlp,
-    env: &Env,
-    file: &str,
-    errors: &mut Vec<ConfigError>,
-) -> Vec<(String, Secret)> {
-    let mut headers: Vec<(String, Secret)> = Vec::new();
-    let mut put = |k: &str, v: &str| {
-        let k = k.trim().to_ascii_lowercase();
-        headers.retain(|(name, _)| *name != k);
-        headers.push((k, Secret::new(v.trim())));
-    };
-    for (k, v) in &raw.headers {
-        put(k, v);
-    }
-    if let Some(path) = &raw.headers_file {
-        match read_header_file(path) {
-            Ok(pairs) => pairs.iter().for_each(|(k, v)| put(k, v)),
-            Err(e) => errors.push(ConfigError::new(
-                file,
-                "otlp.headers_file",
-                &format!("{:?}", path.display().to_string()),
-                format!("cannot read the headers file: {e}"),
-            )),
-        }
-    }
-    if let Some(dir) = &env.credentials_directory {
-        let path = Path::new(dir).join(CREDENTIAL_NAME);
-        if path.exists() {
-            match read_header_file(&path) {
-                Ok(pairs) => pairs.iter().for_each(|(k, v)| put(k, v)),
-                Err(e) => errors.push(ConfigError::new(
-                    "env CREDENTIALS_DIRECTORY",
-                    CREDENTIAL_NAME,
-                    &path.display().to_string(),
-                    format!("cannot read the credential: {e}"),
-                )),
-            }
-        }
-    }
-    if let Some(list) = &env.otel_exporter_otlp_headers {
-        for item in list.split(',').filter(|s| !s.trim().is_empty()) {
-            match item.split_once('=') {
-                Some((k, v)) if !k.trim().is_empty() => put(&decode(k), &decode(v)),
-                _ => errors.push(ConfigError::new(
-                    "env OTEL_EXPORTER_OTLP_HEADERS",
-                    "(list item)",
-                    "<redacted>",
-                    "each item must be key=value",
-                )),
-            }
-        }
-    }
-    headers
 }
 
 /// A one-value secret file (a password, a bearer token): its content with
@@ -138,7 +73,7 @@ pub(crate) fn read_header_file(path: &Path) -> std::io::Result<Vec<(String, Stri
 }
 
 /// Percent-decoding, as the OTel spec asks for `OTEL_*` lists.
-pub(super) fn decode(s: &str) -> String {
+pub(crate) fn decode(s: &str) -> String {
     percent_encoding::percent_decode_str(s.trim())
         .decode_utf8_lossy()
         .into_owned()

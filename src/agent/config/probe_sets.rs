@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use super::error::ConfigError;
+use crate::config::ConfigError;
 use crate::agent::checks::CheckConfig;
 
 /// Where sets are looked up unless `firmware_probes` says otherwise; the
