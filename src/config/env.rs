@@ -3,7 +3,6 @@
 
 use std::path::{Path, PathBuf};
 
-
 /// A snapshot of the environment the configuration depends on.
 #[derive(Debug, Clone, Default)]
 pub struct Env {

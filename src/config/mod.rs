@@ -26,8 +26,8 @@ mod env;
 mod error;
 mod file;
 mod log;
-mod section;
 mod secret;
+mod section;
 
 pub use check::Checker;
 pub use env::Env;
@@ -35,8 +35,8 @@ pub(crate) use env::{hostname, state_dir};
 pub use error::{ConfigError, ConfigErrors};
 pub(crate) use file::{RawFile, load};
 pub use log::{LogConfig, LogFormat};
-pub(crate) use secret::{decode, read_header_file};
 pub use secret::{Secret, read_secret};
+pub(crate) use secret::{decode, read_header_file};
 pub(crate) use section::{Section, located};
 
 /// `EX_CONFIG` from sysexits.h: systemd and shell scripts know it.

@@ -4,7 +4,6 @@
 use std::fmt;
 use std::path::Path;
 
-
 /// A value that must not reach logs, errors or `validate` output.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Secret(String);

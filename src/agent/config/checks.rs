@@ -68,19 +68,30 @@ fn locate_in_kind(file: &str, at: &str, entry: &toml::Value, whole: ConfigError)
         return whole;
     };
     let Some(parse) = kind_parser(kind) else {
-        return ConfigError::new(file, &format!("{at}.type"), &format!("{kind:?}"), whole.message);
+        return ConfigError::new(
+            file,
+            &format!("{at}.type"),
+            &format!("{kind:?}"),
+            whole.message,
+        );
     };
     let own: toml::Table = table
         .iter()
         .filter(|(k, _)| !COMMON_KEYS.contains(&k.as_str()))
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
-    parse(file, at, &toml::Value::Table(own)).err().unwrap_or(whole)
+    parse(file, at, &toml::Value::Table(own))
+        .err()
+        .unwrap_or(whole)
 }
 
 type Parser = fn(&str, &str, &toml::Value) -> Result<(), ConfigError>;
 
-fn keys_of<T: DeserializeOwned>(file: &str, at: &str, own: &toml::Value) -> Result<(), ConfigError> {
+fn keys_of<T: DeserializeOwned>(
+    file: &str,
+    at: &str,
+    own: &toml::Value,
+) -> Result<(), ConfigError> {
     located::<T>(file, at, own).map(drop)
 }
 
@@ -99,7 +110,10 @@ const KINDS: [(&str, Parser); 10] = [
 ];
 
 fn kind_parser(kind: &str) -> Option<Parser> {
-    KINDS.iter().find(|(name, _)| *name == kind).map(|(_, p)| *p)
+    KINDS
+        .iter()
+        .find(|(name, _)| *name == kind)
+        .map(|(_, p)| *p)
 }
 
 /// The checks of the file and of its probe sets, each with its index in
@@ -121,7 +135,12 @@ pub(super) fn expand(
         .filter_map(|(i, c)| Some((i, c.clone()?)))
         .collect();
     let first = raw.checks.len();
-    checks.extend(expanded.into_iter().enumerate().map(|(j, c)| (first + j, c)));
+    checks.extend(
+        expanded
+            .into_iter()
+            .enumerate()
+            .map(|(j, c)| (first + j, c)),
+    );
     checks
 }
 

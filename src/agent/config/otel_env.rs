@@ -69,7 +69,6 @@ pub(super) fn collect_headers(
     headers
 }
 
-
 /// `OTEL_RESOURCE_ATTRIBUTES`: `k=v,k2=v2`, percent-decoded.
 pub(super) fn resource_attributes(
     env: &Env,
@@ -105,4 +104,3 @@ pub(super) fn control_socket(env: &Env, state_dir: &Path) -> PathBuf {
         .map_or_else(|| state_dir.to_path_buf(), PathBuf::from)
         .join("control.sock")
 }
-

@@ -9,8 +9,8 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::agent::checks::CheckConfig;
-use crate::config::{LogConfig, RawFile, Section};
 use crate::agent::sources::{heartbeat, host_metrics};
+use crate::config::{LogConfig, RawFile, Section};
 pub use heartbeat::Config as HeartbeatConfig;
 pub use host_metrics::Config as HostMetricsConfig;
 

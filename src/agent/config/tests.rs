@@ -160,3 +160,45 @@ fn secrets_never_show() {
         "{err}"
     );
 }
+
+#[test]
+fn every_bad_check_is_reported_at_the_key_inside_it() {
+    let errors = load(
+        Some(&fixtures("invalid").join("two_bad_checks.toml")),
+        &Env::default(),
+    )
+    .unwrap_err();
+    let keys: Vec<(&str, &str)> = errors
+        .0
+        .iter()
+        .map(|e| (e.key.as_str(), e.value.as_str()))
+        .collect();
+    assert_eq!(
+        keys,
+        [
+            ("checks[0].expect_status", "\"two hundred\""),
+            ("checks[2].timeout", "\"soon\""),
+        ],
+        "{errors}"
+    );
+}
+
+#[test]
+fn a_check_of_an_unknown_type_or_with_a_bad_key_names_that_key() {
+    let text = r#"
+[[checks]]
+name = "c"
+type = "ping"
+
+[[checks]]
+name = "e"
+type = "tcp"
+address = "192.0.2.1:22"
+interval = 5
+"#;
+    let errors = load_str(text, &Env::default()).unwrap_err();
+    let keys: Vec<&str> = errors.0.iter().map(|e| e.key.as_str()).collect();
+    assert_eq!(keys, ["checks[0].type", "checks[1].interval"], "{errors}");
+    assert_eq!(errors.0[0].value, "\"ping\"");
+    assert!(errors.0[0].message.contains("unknown variant"), "{errors}");
+}
