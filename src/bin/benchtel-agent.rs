@@ -5,26 +5,10 @@ use std::process::ExitCode;
 use anyhow::Context;
 use benchtel::agent::config::{self, AgentConfig};
 use benchtel::agent::control::Request;
-use benchtel::cli::CommonArgs;
-use benchtel::config::Env;
+use benchtel::cli::Cli;
 use benchtel::outbox::{DropReason, Outbox};
 use benchtel::telemetry::context::ExecutionContext;
-use clap::{Parser, Subcommand};
-
-#[derive(Parser)]
-#[command(
-    version,
-    about = "Telemetry agent for hardware test benches",
-    mut_arg("config", |a| a.help(
-        "Configuration file [default: $BENCHTEL_CONFIG, else /etc/benchtel/agent.toml]"
-    ))
-)]
-struct Cli {
-    #[command(flatten)]
-    common: CommonArgs,
-    #[command(subcommand)]
-    command: Option<Command>,
-}
+use clap::Subcommand;
 
 #[derive(Subcommand)]
 enum Command {
@@ -94,12 +78,17 @@ enum OutboxCommand {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
-    let mut cfg = match config::load(cli.common.config.as_deref(), &Env::from_process()) {
+    let cli = Cli::<Command>::parse_with(
+        "Telemetry agent for hardware test benches",
+        "Configuration file [default: $BENCHTEL_CONFIG, else /etc/benchtel/agent.toml]",
+    );
+    let loaded = cli
+        .common
+        .load_config("benchtel-agent", config::load, |c| &mut c.log);
+    let cfg = match loaded {
         Ok(cfg) => cfg,
-        Err(errors) => return benchtel::service::config_failed("benchtel-agent", &errors),
+        Err(code) => return code,
     };
-    cli.common.apply(&mut cfg.log);
     let result = match cli.command.unwrap_or(Command::Run) {
         Command::Run => run(cfg),
         Command::Validate => {

@@ -3,25 +3,9 @@
 
 use std::process::ExitCode;
 
-use benchtel::cli::CommonArgs;
-use benchtel::config::Env;
+use benchtel::cli::Cli;
 use benchtel::watch::config::{self, WatchConfig};
-use clap::{Parser, Subcommand};
-
-#[derive(Parser)]
-#[command(
-    version,
-    about = "Watches test benches: heartbeat age, liveness and bench-offline alerts",
-    mut_arg("config", |a| a.help(
-        "Configuration file [default: $BENCHTEL_WATCH_CONFIG, else /etc/benchtel/watch.toml]"
-    ))
-)]
-struct Cli {
-    #[command(flatten)]
-    common: CommonArgs,
-    #[command(subcommand)]
-    command: Option<Command>,
-}
+use clap::Subcommand;
 
 #[derive(Subcommand)]
 enum Command {
@@ -32,12 +16,17 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
-    let mut cfg = match config::load(cli.common.config.as_deref(), &Env::from_process()) {
+    let cli = Cli::<Command>::parse_with(
+        "Watches test benches: heartbeat age, liveness and bench-offline alerts",
+        "Configuration file [default: $BENCHTEL_WATCH_CONFIG, else /etc/benchtel/watch.toml]",
+    );
+    let loaded = cli
+        .common
+        .load_config("benchtel-watch", config::load, |c| &mut c.log);
+    let cfg = match loaded {
         Ok(cfg) => cfg,
-        Err(errors) => return benchtel::service::config_failed("benchtel-watch", &errors),
+        Err(code) => return code,
     };
-    cli.common.apply(&mut cfg.log);
     let result = match cli.command.unwrap_or(Command::Run) {
         Command::Run => run(cfg),
         Command::Validate => {
