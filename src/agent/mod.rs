@@ -1,5 +1,6 @@
-//! What runs on a bench: the sources that measure it, the local `/metrics`
-//! endpoint, and the staged start-up and shutdown of the pipeline.
+//! What runs on a bench: its configuration ([`config`], `agent.toml`), the
+//! sources that measure it, the local `/metrics` endpoint, and the staged
+//! start-up and shutdown of the pipeline.
 pub mod checks;
 pub mod config;
 pub mod control;

@@ -2,18 +2,18 @@
 //! It knows nothing of either program: the agent's configuration lives in
 //! [`crate::agent::config`], the watch's in [`crate::watch::config`].
 //!
-//! - [`env`]: the environment snapshot ([`Env`]), the hostname, the state
+//! - `env`: the environment snapshot ([`Env`]), the hostname, the state
 //!   directory.
-//! - [`secret`]: [`Secret`] values, secret and header files.
-//! - [`file`]: finding the file (`--config`, an environment variable, or the
-//!   default path) and loading it ([`load`]): read, parse to a TOML table
+//! - `secret`: [`Secret`] values, secret and header files.
+//! - `file`: finding the file (`--config`, an environment variable, or the
+//!   default path) and loading it (`load`): read, parse to a TOML table
 //!   with located syntax errors, hand each top-level section to the
-//!   program's [`RawFile`], collect every error.
-//! - [`section`]: one section deserialised on its own, its errors naming the
+//!   program's `RawFile`, collect every error.
+//! - `section`: one section deserialised on its own, its errors naming the
 //!   full key path and the value as written.
-//! - [`check`]: semantic checks of values ([`Checker`]).
-//! - [`log`]: the `[log]` section and the one [`LogFormat`].
-//! - [`error`]: [`ConfigError`] (file, key path, value, message) and
+//! - `check`: semantic checks of values ([`Checker`]).
+//! - `log`: the `[log]` section and the one [`LogFormat`].
+//! - `error`: [`ConfigError`] (file, key path, value, message) and
 //!   [`ConfigErrors`]; [`EX_CONFIG`].
 //!
 //! Loading collects every mistake before giving up: the file is parsed to a
@@ -28,6 +28,8 @@ mod file;
 mod log;
 mod secret;
 mod section;
+#[cfg(test)]
+pub(crate) mod testing;
 
 pub use check::Checker;
 pub use env::Env;
