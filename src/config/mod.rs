@@ -38,7 +38,7 @@ pub use error::{ConfigError, ConfigErrors};
 pub(crate) use file::{RawFile, load};
 pub use log::{LogConfig, LogFormat};
 pub use secret::{Secret, read_secret};
-pub(crate) use secret::{decode, read_header_file};
+pub(crate) use secret::{decode, header, read_headers};
 pub(crate) use section::{Section, located};
 
 /// `EX_CONFIG` from sysexits.h: systemd and shell scripts know it.

@@ -45,8 +45,20 @@ pub fn read_secret(path: &Path) -> std::io::Result<Secret> {
     Ok(Secret::new(value))
 }
 
+/// A header as sent: the name trimmed and lower-case, the value trimmed
+/// and secret.
+pub(crate) fn header(name: &str, value: &str) -> (String, Secret) {
+    (name.trim().to_ascii_lowercase(), Secret::new(value.trim()))
+}
+
+/// The headers of a header file (see [`read_header_file`]), as sent.
+pub(crate) fn read_headers(path: &Path) -> std::io::Result<Vec<(String, Secret)>> {
+    let pairs = read_header_file(path)?;
+    Ok(pairs.iter().map(|(k, v)| header(k, v)).collect())
+}
+
 /// `Key: value` or `key=value` lines; `#` starts a comment line.
-pub(crate) fn read_header_file(path: &Path) -> std::io::Result<Vec<(String, String)>> {
+fn read_header_file(path: &Path) -> std::io::Result<Vec<(String, String)>> {
     let text = std::fs::read_to_string(path)?;
     let mut out = Vec::new();
     for (n, line) in text.lines().enumerate() {

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use super::raw::RawOtlp;
-use crate::config::{ConfigError, Env, Secret, decode, read_header_file};
+use crate::config::{ConfigError, Env, Secret, decode, header, read_headers};
 
 /// The credential file systemd's `LoadCredential=otlp-headers:…` provides.
 const CREDENTIAL_NAME: &str = "otlp-headers";
@@ -20,17 +20,17 @@ pub(super) fn collect_headers(
     errors: &mut Vec<ConfigError>,
 ) -> Vec<(String, Secret)> {
     let mut headers: Vec<(String, Secret)> = Vec::new();
-    let mut put = |k: &str, v: &str| {
-        let k = k.trim().to_ascii_lowercase();
+    // A later source replaces an earlier one's header of the same name.
+    let mut put = |(k, v): (String, Secret)| {
         headers.retain(|(name, _)| *name != k);
-        headers.push((k, Secret::new(v.trim())));
+        headers.push((k, v));
     };
     for (k, v) in &raw.headers {
-        put(k, v);
+        put(header(k, v));
     }
     if let Some(path) = &raw.headers_file {
-        match read_header_file(path) {
-            Ok(pairs) => pairs.iter().for_each(|(k, v)| put(k, v)),
+        match read_headers(path) {
+            Ok(pairs) => pairs.into_iter().for_each(&mut put),
             Err(e) => errors.push(ConfigError::new(
                 file,
                 "otlp.headers_file",
@@ -42,8 +42,8 @@ pub(super) fn collect_headers(
     if let Some(dir) = &env.credentials_directory {
         let path = Path::new(dir).join(CREDENTIAL_NAME);
         if path.exists() {
-            match read_header_file(&path) {
-                Ok(pairs) => pairs.iter().for_each(|(k, v)| put(k, v)),
+            match read_headers(&path) {
+                Ok(pairs) => pairs.into_iter().for_each(&mut put),
                 Err(e) => errors.push(ConfigError::new(
                     "env CREDENTIALS_DIRECTORY",
                     CREDENTIAL_NAME,
@@ -56,7 +56,7 @@ pub(super) fn collect_headers(
     if let Some(list) = &env.otel_exporter_otlp_headers {
         for item in list.split(',').filter(|s| !s.trim().is_empty()) {
             match item.split_once('=') {
-                Some((k, v)) if !k.trim().is_empty() => put(&decode(k), &decode(v)),
+                Some((k, v)) if !k.trim().is_empty() => put(header(&decode(k), &decode(v))),
                 _ => errors.push(ConfigError::new(
                     "env OTEL_EXPORTER_OTLP_HEADERS",
                     "(list item)",

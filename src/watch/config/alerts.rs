@@ -5,7 +5,7 @@ use url::Url;
 
 use super::raw::{RawAlerts, RawWebhook};
 use super::{Alerts, HttpConfig, Webhook};
-use crate::config::{Checker, Secret, read_header_file};
+use crate::config::{Checker, read_headers};
 
 pub(super) fn resolve(check: &mut Checker<'_>, raw: &RawAlerts, http: &HttpConfig) -> Alerts {
     let alertmanagers = raw
@@ -45,11 +45,8 @@ fn webhook(check: &mut Checker<'_>, i: usize, w: &RawWebhook) -> Option<Webhook>
     let url = check.endpoint(&format!("alerts.webhook[{i}].url"), &w.url)?;
     let headers = match &w.headers_file {
         None => Vec::new(),
-        Some(p) => match read_header_file(p) {
-            Ok(pairs) => pairs
-                .into_iter()
-                .map(|(k, v)| (k.trim().to_ascii_lowercase(), Secret::new(v.trim())))
-                .collect(),
+        Some(p) => match read_headers(p) {
+            Ok(headers) => headers,
             Err(e) => {
                 check.error(
                     &format!("alerts.webhook[{i}].headers_file"),
