@@ -191,3 +191,22 @@ fn check_bauds(check: &mut Checker<'_>, checks: &[(usize, CheckConfig)]) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// serde lists every kind it knows when it meets an unknown one; each
+    /// must have a parser here, or its errors would blame `type`.
+    #[test]
+    fn every_kind_has_a_parser_of_its_own_keys() {
+        let entry: toml::Value = toml::from_str("name = \"x\"\ntype = \"no-such-kind\"").unwrap();
+        let message = located::<CheckConfig>("t", "checks[0]", &entry)
+            .unwrap_err()
+            .message;
+        let (_, listed) = message.split_once("expected one of ").unwrap();
+        let known: Vec<&str> = listed.split(", ").map(|k| k.trim_matches('`')).collect();
+        let ours: Vec<&str> = KINDS.iter().map(|(name, _)| *name).collect();
+        assert_eq!(known, ours, "{message}");
+    }
+}
