@@ -51,8 +51,26 @@ pub(super) fn parse(s: &mut Section<'_>) -> Vec<Option<CheckConfig>> {
 
 fn parse_one(file: &str, at: &str, entry: &toml::Value) -> Result<CheckConfig, ConfigError> {
     match located::<CheckConfig>(file, at, entry) {
-        Err(e) if e.key == at => Err(locate_in_kind(file, at, entry, e)),
+        Err(e) if e.key == at => Err(at_missing_key(at, locate_in_kind(file, at, entry, e))),
         other => other,
+    }
+}
+
+/// An error about a missing key of the entry names that key, as
+/// `checks[0].url = (missing)`, rather than showing the whole entry.
+fn at_missing_key(at: &str, e: ConfigError) -> ConfigError {
+    let missing = e
+        .message
+        .strip_prefix("missing field `")
+        .and_then(|rest| rest.split_once('`'))
+        .map(|(key, _)| key.to_string());
+    match missing {
+        Some(key) if e.key == at => ConfigError {
+            key: format!("{at}.{key}"),
+            value: "(missing)".into(),
+            ..e
+        },
+        _ => e,
     }
 }
 

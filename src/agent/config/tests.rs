@@ -169,7 +169,7 @@ fn every_bad_check_is_reported_at_the_key_inside_it() {
 }
 
 #[test]
-fn a_check_of_an_unknown_type_or_with_a_bad_key_names_that_key() {
+fn a_check_of_an_unknown_type_or_with_a_bad_or_missing_key_names_that_key() {
     let text = r#"
 [[checks]]
 name = "c"
@@ -180,10 +180,28 @@ name = "e"
 type = "tcp"
 address = "192.0.2.1:22"
 interval = 5
+
+[[checks]]
+type = "tcp"
+address = "192.0.2.1:22"
+
+[[checks]]
+name = "g"
+type = "http"
 "#;
     let errors = load_str(text, &Env::default()).unwrap_err();
     let keys: Vec<&str> = errors.0.iter().map(|e| e.key.as_str()).collect();
-    assert_eq!(keys, ["checks[0].type", "checks[1].interval"], "{errors}");
+    assert_eq!(
+        keys,
+        [
+            "checks[0].type",
+            "checks[1].interval",
+            "checks[2].name",
+            "checks[3].url"
+        ],
+        "{errors}"
+    );
+    assert_eq!(errors.0[2].value, "(missing)");
     assert_eq!(errors.0[0].value, "\"ping\"");
     assert!(errors.0[0].message.contains("unknown variant"), "{errors}");
 }
