@@ -1,13 +1,17 @@
 //! Test support for both programs' configurations.
 
+use std::fmt::Debug;
 use std::path::Path;
 
-use super::ConfigErrors;
+use super::{ConfigErrors, Env};
 
-/// Loads every `*.toml` in `dir` with `load`, which must fail; each of the
-/// file's `# expect:` lines must appear in the errors, and every error must
-/// name the file. Returns how many fixtures were checked.
-pub(crate) fn check_invalid_fixtures(dir: &Path, load: impl Fn(&Path) -> ConfigErrors) -> usize {
+/// Loads every `*.toml` in `dir` with `load` (and an empty environment),
+/// which must fail; each of the file's `# expect:` lines must appear in the
+/// errors, and every error must name the file. At least eight fixtures.
+pub(crate) fn check_invalid_fixtures<C: Debug>(
+    dir: &Path,
+    load: impl Fn(Option<&Path>, &Env) -> Result<C, ConfigErrors>,
+) {
     let mut seen = 0;
     for entry in std::fs::read_dir(dir).unwrap() {
         let path = entry.unwrap().path();
@@ -15,7 +19,7 @@ pub(crate) fn check_invalid_fixtures(dir: &Path, load: impl Fn(&Path) -> ConfigE
             continue;
         }
         let text = std::fs::read_to_string(&path).unwrap();
-        let errors = load(&path);
+        let errors = load(Some(&path), &Env::default()).unwrap_err();
         let shown = errors.to_string();
         let wants: Vec<&str> = text
             .lines()
@@ -34,5 +38,5 @@ pub(crate) fn check_invalid_fixtures(dir: &Path, load: impl Fn(&Path) -> ConfigE
         }
         seen += 1;
     }
-    seen
+    assert!(seen >= 8, "only {seen} fixtures in {}", dir.display());
 }
