@@ -4,7 +4,7 @@
 //! patterns, instruments) is the job of [`crate::agent::run`].
 //!
 //! - this file: the resolved [`AgentConfig`] and [`load`];
-//! - [`raw`]: the file's shape, one serde struct per section;
+//! - `raw`: the file's shape, one serde struct per section;
 //! - `checks`: `[[checks]]`, each entry parsed on its own so every bad check
 //!   is reported with its full key path, and their semantic checks;
 //! - `resolve`: defaults, environment and secrets applied, values checked,
@@ -19,7 +19,7 @@
 mod checks;
 mod otel_env;
 pub mod probe_sets;
-pub mod raw;
+mod raw;
 mod resolve;
 
 use std::collections::BTreeMap;
