@@ -2,15 +2,19 @@
 //!
 //! # Layout
 //!
-//! - [`config`]: the agent's TOML configuration, environment overrides
-//!   (`OTEL_*`, `BENCHTEL_CONFIG`), secrets from files, and validation that
-//!   collects every mistake before the agent exits with `EX_CONFIG` (78).
+//! - [`config`]: the configuration toolkit both programs use and that
+//!   knows neither: environment (`BENCHTEL_CONFIG`, the state directory),
+//!   secrets from files, finding and parsing a file section by section,
+//!   errors naming file, key path and value, collected before exiting with
+//!   `EX_CONFIG` (78), and the one log format. The agent's configuration is
+//!   [`agent::config`], the watch's [`watch::config`].
+//! - [`cli`]: the command-line options both binaries share.
 //! - [`outbox`]: the durable SQLite queue every signal passes through, the
 //!   OpenTelemetry SDK exporters that commit into it, and the forwarder that
 //!   drains it to an OTLP/HTTP collector.
 //! - [`telemetry`]: wiring of the OpenTelemetry SDK (resource, meter, logger
 //!   and tracer providers) and the ADR-010 JSON log format.
-//! - [`agent`]: what runs on a bench: sources (heartbeat, host metrics), the
+//! - [`agent`]: what runs on a bench: its configuration, sources (heartbeat, host metrics), the
 //!   local `/metrics` and `/healthz` endpoint, the MQTT publisher (live
 //!   heartbeats, status with a Last Will, commands), and the staged start-up
 //!   and shutdown of the whole pipeline.
@@ -32,6 +36,7 @@
 #![forbid(unsafe_code)]
 
 pub mod agent;
+pub mod cli;
 pub mod config;
 pub mod mqtt;
 pub mod outbox;

@@ -199,7 +199,7 @@ fn a_probe_set_from_firmware_probes_runs_against_the_board() {
         &cfg,
         format!(
             "firmware_probes = [\"{}\"]\n[bench]\nid = \"b1\"\n[[probe_set]]\nuse = \"zephyr-shell\"\nname = \"dut\"\nport = \"{}\"\n",
-            benchtel::config::probe_sets::repo_dir().display(),
+            benchtel::agent::config::probe_sets::repo_dir().display(),
             fw.port().display()
         ),
     )

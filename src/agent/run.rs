@@ -28,13 +28,13 @@ use super::readiness::Readiness;
 use super::sources::{heartbeat, host_metrics};
 use super::state::BenchState;
 use super::{checks, control, mqtt};
-use crate::config::{AgentConfig, Compression};
+use crate::agent::config::{AgentConfig, Compression};
 use crate::outbox::exporter::Sink;
 use crate::outbox::forwarder::{self, Forwarder, ForwarderOptions, Wakeups};
 use crate::outbox::{self, Outbox, Signal, StoreOptions};
 use crate::service;
 use crate::systemd::{self, Liveness};
-use crate::telemetry::{self, LogFormat, Telemetry, TelemetryOptions};
+use crate::telemetry::{self, Telemetry, TelemetryOptions};
 
 /// How long stopped stages may take before they are abandoned.
 const STAGE_DEADLINE: Duration = Duration::from_secs(5);
@@ -153,12 +153,8 @@ async fn start_core(cfg: &AgentConfig) -> Result<Core, AgentError> {
         &telemetry_options(cfg),
         Sink::new(outbox.clone(), wakeups.clone()),
     )?;
-    let format = match cfg.log.format {
-        crate::config::LogFormat::Json => LogFormat::Json,
-        crate::config::LogFormat::Text => LogFormat::Text,
-    };
     telemetry::init_logging(
-        format,
+        cfg.log.format,
         &cfg.log.level,
         &cfg.service_name,
         Some(&telemetry.logs),

@@ -1,33 +1,14 @@
 //! `benchtel-agent`: the bench-side telemetry agent.
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
+use benchtel::agent::config::{self, AgentConfig};
 use benchtel::agent::control::Request;
-use benchtel::config::{self, AgentConfig, Env};
+use benchtel::cli::Cli;
 use benchtel::outbox::{DropReason, Outbox};
 use benchtel::telemetry::context::ExecutionContext;
-use clap::{Parser, Subcommand, ValueEnum};
-
-#[derive(Parser)]
-#[command(version, about = "Telemetry agent for hardware test benches")]
-struct Cli {
-    /// Configuration file [default: $BENCHTEL_CONFIG, else /etc/benchtel/agent.toml]
-    #[arg(long, global = true)]
-    config: Option<PathBuf>,
-    /// Log format on stdout (overrides log.format)
-    #[arg(long, global = true)]
-    log_format: Option<Format>,
-    #[command(subcommand)]
-    command: Option<Command>,
-}
-
-#[derive(Clone, Copy, ValueEnum)]
-enum Format {
-    Json,
-    Text,
-}
+use clap::Subcommand;
 
 #[derive(Subcommand)]
 enum Command {
@@ -97,17 +78,17 @@ enum OutboxCommand {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
-    let mut cfg = match config::load(cli.config.as_deref(), &Env::from_process()) {
+    let cli = Cli::<Command>::parse_with(
+        "Telemetry agent for hardware test benches",
+        "Configuration file [default: $BENCHTEL_CONFIG, else /etc/benchtel/agent.toml]",
+    );
+    let loaded = cli
+        .common
+        .load_config("benchtel-agent", config::load, |c| &mut c.log);
+    let cfg = match loaded {
         Ok(cfg) => cfg,
-        Err(errors) => return benchtel::service::config_failed("benchtel-agent", &errors),
+        Err(code) => return code,
     };
-    if let Some(format) = cli.log_format {
-        cfg.log.format = match format {
-            Format::Json => config::LogFormat::Json,
-            Format::Text => config::LogFormat::Text,
-        };
-    }
     let result = match cli.command.unwrap_or(Command::Run) {
         Command::Run => run(cfg),
         Command::Validate => {
@@ -151,13 +132,7 @@ fn main() -> ExitCode {
             Ok(())
         }
     };
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("benchtel-agent: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
+    benchtel::cli::exit_status("benchtel-agent", result)
 }
 
 fn run(cfg: AgentConfig) -> anyhow::Result<()> {

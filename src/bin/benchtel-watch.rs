@@ -1,34 +1,11 @@
 //! `benchtel-watch`: turns bench heartbeats into liveness, metrics and
 //! bench-offline alerts.
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 
-use benchtel::config::{self, Env};
-use benchtel::watch::config::WatchConfig;
-use clap::{Parser, Subcommand, ValueEnum};
-
-#[derive(Parser)]
-#[command(
-    version,
-    about = "Watches test benches: heartbeat age, liveness and bench-offline alerts"
-)]
-struct Cli {
-    /// Configuration file [default: $BENCHTEL_WATCH_CONFIG, else /etc/benchtel/watch.toml]
-    #[arg(long, global = true)]
-    config: Option<PathBuf>,
-    /// Log format on stdout (overrides log.format)
-    #[arg(long, global = true)]
-    log_format: Option<Format>,
-    #[command(subcommand)]
-    command: Option<Command>,
-}
-
-#[derive(Clone, Copy, ValueEnum)]
-enum Format {
-    Json,
-    Text,
-}
+use benchtel::cli::Cli;
+use benchtel::watch::config::{self, WatchConfig};
+use clap::Subcommand;
 
 #[derive(Subcommand)]
 enum Command {
@@ -39,17 +16,17 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
-    let mut cfg = match benchtel::watch::config::load(cli.config.as_deref(), &Env::from_process()) {
+    let cli = Cli::<Command>::parse_with(
+        "Watches test benches: heartbeat age, liveness and bench-offline alerts",
+        "Configuration file [default: $BENCHTEL_WATCH_CONFIG, else /etc/benchtel/watch.toml]",
+    );
+    let loaded = cli
+        .common
+        .load_config("benchtel-watch", config::load, |c| &mut c.log);
+    let cfg = match loaded {
         Ok(cfg) => cfg,
-        Err(errors) => return benchtel::service::config_failed("benchtel-watch", &errors),
+        Err(code) => return code,
     };
-    if let Some(format) = cli.log_format {
-        cfg.log.format = match format {
-            Format::Json => config::LogFormat::Json,
-            Format::Text => config::LogFormat::Text,
-        };
-    }
     let result = match cli.command.unwrap_or(Command::Run) {
         Command::Run => run(cfg),
         Command::Validate => {
@@ -57,13 +34,7 @@ fn main() -> ExitCode {
             Ok(())
         }
     };
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("benchtel-watch: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
+    benchtel::cli::exit_status("benchtel-watch", result)
 }
 
 fn run(cfg: WatchConfig) -> anyhow::Result<()> {

@@ -1,11 +1,7 @@
-//! The environment variables the configuration honours, read once so tests
-//! can pass their own.
+//! The environment variables the configurations honour, read once so tests
+//! can pass their own, and the places derived from it.
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-
-use super::error::ConfigError;
-use super::secret::decode;
 
 /// A snapshot of the environment the configuration depends on.
 #[derive(Debug, Clone, Default)]
@@ -77,17 +73,6 @@ pub(crate) fn state_dir(env: &Env) -> PathBuf {
     }
 }
 
-/// The control socket: in `$RUNTIME_DIRECTORY` under systemd, else in the
-/// state directory.
-pub(super) fn control_socket(env: &Env, state_dir: &Path) -> PathBuf {
-    env.runtime_directory
-        .as_deref()
-        .and_then(|l| l.split(':').next())
-        .filter(|s| !s.is_empty())
-        .map_or_else(|| state_dir.to_path_buf(), PathBuf::from)
-        .join("control.sock")
-}
-
 /// True if `dir` exists and is writable, or could be created.
 fn usable_dir(dir: &Path) -> bool {
     if std::fs::create_dir_all(dir).is_err() {
@@ -97,29 +82,4 @@ fn usable_dir(dir: &Path) -> bool {
     let ok = std::fs::write(&probe, b"").is_ok();
     let _ = std::fs::remove_file(&probe);
     ok
-}
-
-/// `OTEL_RESOURCE_ATTRIBUTES`: `k=v,k2=v2`, percent-decoded.
-pub(super) fn resource_attributes(
-    env: &Env,
-    errors: &mut Vec<ConfigError>,
-) -> BTreeMap<String, String> {
-    let mut out = BTreeMap::new();
-    let Some(list) = &env.otel_resource_attributes else {
-        return out;
-    };
-    for item in list.split(',').filter(|s| !s.trim().is_empty()) {
-        match item.split_once('=') {
-            Some((k, v)) if !k.trim().is_empty() => {
-                out.insert(decode(k), decode(v));
-            }
-            _ => errors.push(ConfigError::new(
-                "env OTEL_RESOURCE_ATTRIBUTES",
-                "(list item)",
-                item,
-                "each item must be key=value",
-            )),
-        }
-    }
-    out
 }

@@ -1,12 +1,8 @@
-//! Secrets (OTLP headers today, broker passwords later): read from files or
-//! the environment, and never printed.
+//! Secrets (headers, tokens, broker passwords): read from files or the
+//! environment, and never printed.
 
 use std::fmt;
 use std::path::Path;
-
-use super::env::Env;
-use super::error::ConfigError;
-use super::raw::RawOtlp;
 
 /// A value that must not reach logs, errors or `validate` output.
 #[derive(Clone, PartialEq, Eq)]
@@ -34,68 +30,6 @@ impl fmt::Display for Secret {
     }
 }
 
-/// The credential file systemd's `LoadCredential=otlp-headers:…` provides.
-pub const CREDENTIAL_NAME: &str = "otlp-headers";
-
-/// OTLP headers from, in rising precedence: `otlp.headers`,
-/// `otlp.headers_file`, `$CREDENTIALS_DIRECTORY/otlp-headers`,
-/// `OTEL_EXPORTER_OTLP_HEADERS`.
-pub fn collect_headers(
-    raw: &RawOtlp,
-    env: &Env,
-    file: &str,
-    errors: &mut Vec<ConfigError>,
-) -> Vec<(String, Secret)> {
-    let mut headers: Vec<(String, Secret)> = Vec::new();
-    let mut put = |k: &str, v: &str| {
-        let k = k.trim().to_ascii_lowercase();
-        headers.retain(|(name, _)| *name != k);
-        headers.push((k, Secret::new(v.trim())));
-    };
-    for (k, v) in &raw.headers {
-        put(k, v);
-    }
-    if let Some(path) = &raw.headers_file {
-        match read_header_file(path) {
-            Ok(pairs) => pairs.iter().for_each(|(k, v)| put(k, v)),
-            Err(e) => errors.push(ConfigError::new(
-                file,
-                "otlp.headers_file",
-                &format!("{:?}", path.display().to_string()),
-                format!("cannot read the headers file: {e}"),
-            )),
-        }
-    }
-    if let Some(dir) = &env.credentials_directory {
-        let path = Path::new(dir).join(CREDENTIAL_NAME);
-        if path.exists() {
-            match read_header_file(&path) {
-                Ok(pairs) => pairs.iter().for_each(|(k, v)| put(k, v)),
-                Err(e) => errors.push(ConfigError::new(
-                    "env CREDENTIALS_DIRECTORY",
-                    CREDENTIAL_NAME,
-                    &path.display().to_string(),
-                    format!("cannot read the credential: {e}"),
-                )),
-            }
-        }
-    }
-    if let Some(list) = &env.otel_exporter_otlp_headers {
-        for item in list.split(',').filter(|s| !s.trim().is_empty()) {
-            match item.split_once('=') {
-                Some((k, v)) if !k.trim().is_empty() => put(&decode(k), &decode(v)),
-                _ => errors.push(ConfigError::new(
-                    "env OTEL_EXPORTER_OTLP_HEADERS",
-                    "(list item)",
-                    "<redacted>",
-                    "each item must be key=value",
-                )),
-            }
-        }
-    }
-    headers
-}
-
 /// A one-value secret file (a password, a bearer token): its content with
 /// surrounding whitespace removed. An empty file is an error, so a
 /// forgotten secret is not an empty password.
@@ -111,8 +45,20 @@ pub fn read_secret(path: &Path) -> std::io::Result<Secret> {
     Ok(Secret::new(value))
 }
 
+/// A header as sent: the name trimmed and lower-case, the value trimmed
+/// and secret.
+pub(crate) fn header(name: &str, value: &str) -> (String, Secret) {
+    (name.trim().to_ascii_lowercase(), Secret::new(value.trim()))
+}
+
+/// The headers of a header file (see [`read_header_file`]), as sent.
+pub(crate) fn read_headers(path: &Path) -> std::io::Result<Vec<(String, Secret)>> {
+    let pairs = read_header_file(path)?;
+    Ok(pairs.iter().map(|(k, v)| header(k, v)).collect())
+}
+
 /// `Key: value` or `key=value` lines; `#` starts a comment line.
-pub(crate) fn read_header_file(path: &Path) -> std::io::Result<Vec<(String, String)>> {
+fn read_header_file(path: &Path) -> std::io::Result<Vec<(String, String)>> {
     let text = std::fs::read_to_string(path)?;
     let mut out = Vec::new();
     for (n, line) in text.lines().enumerate() {
@@ -138,7 +84,7 @@ pub(crate) fn read_header_file(path: &Path) -> std::io::Result<Vec<(String, Stri
 }
 
 /// Percent-decoding, as the OTel spec asks for `OTEL_*` lists.
-pub(super) fn decode(s: &str) -> String {
+pub(crate) fn decode(s: &str) -> String {
     percent_encoding::percent_decode_str(s.trim())
         .decode_utf8_lossy()
         .into_owned()

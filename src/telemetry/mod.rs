@@ -45,11 +45,8 @@ pub struct TelemetryOptions {
     pub bounded: (&'static [&'static str], usize),
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LogFormat {
-    Json,
-    Text,
-}
+/// The one log-format type, as configured (`log.format`, `--log-format`).
+pub use crate::config::LogFormat;
 
 #[derive(Debug, thiserror::Error)]
 pub enum TelemetryError {

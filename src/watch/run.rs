@@ -25,7 +25,7 @@ use super::shared::Shared;
 use super::stats::{Stats, StatsError};
 use crate::service;
 use crate::systemd::{self, Beacon, Liveness};
-use crate::telemetry::{self, LogFormat};
+use crate::telemetry;
 
 /// How often verdicts are made: an offline verdict comes up to one tick
 /// after the grace period ran out. Half a second keeps that well inside
@@ -56,11 +56,7 @@ pub enum WatchError {
 
 /// Runs the watch until `cancel` fires.
 pub async fn run(cfg: WatchConfig, cancel: CancellationToken) -> Result<(), WatchError> {
-    let format = match cfg.log.format {
-        crate::config::LogFormat::Json => LogFormat::Json,
-        crate::config::LogFormat::Text => LogFormat::Text,
-    };
-    telemetry::init_logging(format, &cfg.log.level, "benchtel-watch", None)?;
+    telemetry::init_logging(cfg.log.format, &cfg.log.level, "benchtel-watch", None)?;
     let cfg = Arc::new(cfg);
     let clock = Clock::new();
     let (registry, fleet) = open_registry(&cfg, clock).await?;

@@ -18,27 +18,7 @@ fn load_str(text: &str) -> Result<WatchConfig, ConfigErrors> {
 
 #[test]
 fn every_invalid_fixture_names_its_key_and_value() {
-    let mut seen = 0;
-    for entry in std::fs::read_dir(fixtures("invalid")).unwrap() {
-        let path = entry.unwrap().path();
-        let text = std::fs::read_to_string(&path).unwrap();
-        let errors = load(Some(&path), &Env::default()).unwrap_err();
-        let shown = errors.to_string();
-        let wants: Vec<&str> = text
-            .lines()
-            .filter_map(|l| l.strip_prefix("# expect:"))
-            .collect();
-        assert!(!wants.is_empty(), "{} has no # expect:", path.display());
-        for want in wants {
-            assert!(
-                shown.contains(want.trim()),
-                "{}: {want:?} not in:\n{shown}",
-                path.display()
-            );
-        }
-        seen += 1;
-    }
-    assert!(seen >= 8);
+    crate::config::testing::check_invalid_fixtures(&fixtures("invalid"), load);
 }
 
 #[test]

@@ -11,8 +11,8 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use super::error::ConfigError;
 use crate::agent::checks::CheckConfig;
+use crate::config::ConfigError;
 
 /// Where sets are looked up unless `firmware_probes` says otherwise; the
 /// first directory that has the set wins.

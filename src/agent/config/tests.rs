@@ -24,25 +24,7 @@ fn load_str(text: &str, env: &Env) -> Result<AgentConfig, ConfigErrors> {
 
 #[test]
 fn every_invalid_fixture_names_its_key_and_value() {
-    let mut seen = 0;
-    for entry in std::fs::read_dir(fixtures("invalid")).unwrap() {
-        let path = entry.unwrap().path();
-        let text = std::fs::read_to_string(&path).unwrap();
-        let errors = load(Some(&path), &Env::default()).unwrap_err();
-        let shown = errors.to_string();
-        for want in text.lines().filter_map(|l| l.strip_prefix("# expect:")) {
-            assert!(
-                shown.contains(want.trim()),
-                "{}: {want:?} not in:\n{shown}",
-                path.display()
-            );
-        }
-        for e in &errors.0 {
-            assert_eq!(e.file, path.display().to_string());
-        }
-        seen += 1;
-    }
-    assert!(seen >= 8);
+    crate::config::testing::check_invalid_fixtures(&fixtures("invalid"), load);
 }
 
 #[test]
@@ -159,4 +141,64 @@ fn secrets_never_show() {
         err.contains("otlp.headers_file") && !err.contains("sekrit"),
         "{err}"
     );
+}
+
+#[test]
+fn every_bad_check_is_reported_at_the_key_inside_it() {
+    let errors = load(
+        Some(&fixtures("invalid").join("two_bad_checks.toml")),
+        &Env::default(),
+    )
+    .unwrap_err();
+    let keys: Vec<(&str, &str)> = errors
+        .0
+        .iter()
+        .map(|e| (e.key.as_str(), e.value.as_str()))
+        .collect();
+    assert_eq!(
+        keys,
+        [
+            ("checks[0].expect_status", "\"two hundred\""),
+            ("checks[2].timeout", "\"soon\""),
+        ],
+        "{errors}"
+    );
+}
+
+#[test]
+fn a_check_of_an_unknown_type_or_with_a_bad_or_missing_key_names_that_key() {
+    let text = r#"
+[[checks]]
+name = "c"
+type = "ping"
+
+[[checks]]
+name = "e"
+type = "tcp"
+address = "192.0.2.1:22"
+interval = 5
+
+[[checks]]
+type = "tcp"
+address = "192.0.2.1:22"
+
+[[checks]]
+name = "g"
+type = "http"
+"#;
+    let errors = load_str(text, &Env::default()).unwrap_err();
+    let keys: Vec<&str> = errors.0.iter().map(|e| e.key.as_str()).collect();
+    assert_eq!(
+        keys,
+        [
+            "checks[0].type",
+            "checks[1].interval",
+            "checks[2].name",
+            "checks[3].url"
+        ],
+        "{errors}"
+    );
+    assert_eq!(errors.0[2].value, "(missing)");
+    assert_eq!(errors.0[0].value, "\"ping\"");
+    assert!(errors.0[0].message.contains("unknown variant"), "{errors}");
 }
