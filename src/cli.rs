@@ -1,8 +1,7 @@
 //! The command line both binaries share: the parser shape ([`Cli`]: the
 //! options every subcommand takes, then the program's own subcommands),
 //! loading the configuration with `--config` and `--log-format` applied,
-//! and the exit status of a finished command. A leaf: it names neither
-//! program.
+//! and the exit status of a finished command. It names neither program.
 
 use std::fmt::Display;
 use std::path::{Path, PathBuf};
@@ -10,7 +9,7 @@ use std::process::ExitCode;
 
 use clap::{CommandFactory, FromArgMatches, Subcommand};
 
-use crate::config::{ConfigErrors, Env, LogConfig, LogFormat};
+use crate::config::{ConfigErrors, EX_CONFIG, Env, LogConfig, LogFormat};
 
 /// A program's command line: the shared options and its own subcommands
 /// `C` (none: the program's default, `run`).
@@ -71,7 +70,7 @@ impl CommonArgs {
         log: impl FnOnce(&mut C) -> &mut LogConfig,
     ) -> Result<C, ExitCode> {
         let mut cfg = load(self.config.as_deref(), &Env::from_process())
-            .map_err(|errors| crate::service::config_failed(program, &errors))?;
+            .map_err(|errors| config_failed(program, &errors))?;
         self.apply(log(&mut cfg));
         Ok(cfg)
     }
@@ -86,4 +85,16 @@ pub fn exit_status<E: Display>(program: &str, result: Result<(), E>) -> ExitCode
             ExitCode::FAILURE
         }
     }
+}
+
+/// Prints every configuration error and returns `EX_CONFIG` (78).
+pub fn config_failed(program: &str, errors: &ConfigErrors) -> ExitCode {
+    eprintln!(
+        "{program}: the configuration has {} error(s):",
+        errors.0.len()
+    );
+    for e in &errors.0 {
+        eprintln!("  {e}");
+    }
+    ExitCode::from(u8::try_from(EX_CONFIG).unwrap_or(78))
 }

@@ -1,27 +1,12 @@
-//! What both long-running programs share: the exit on configuration
-//! errors, a single-threaded runtime that turns SIGTERM/SIGINT into a
-//! cancellation, and stopping a stage of tasks within a deadline.
+//! What both long-running programs share: a single-threaded runtime that
+//! turns SIGTERM/SIGINT into a cancellation, and stopping a stage of tasks
+//! within a deadline.
 
 use std::future::Future;
-use std::process::ExitCode;
 use std::time::Duration;
 
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
-
-use crate::config::{ConfigErrors, EX_CONFIG};
-
-/// Prints every configuration error and returns `EX_CONFIG` (78).
-pub fn config_failed(program: &str, errors: &ConfigErrors) -> ExitCode {
-    eprintln!(
-        "{program}: the configuration has {} error(s):",
-        errors.0.len()
-    );
-    for e in &errors.0 {
-        eprintln!("  {e}");
-    }
-    ExitCode::from(u8::try_from(EX_CONFIG).unwrap_or(78))
-}
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServiceError<E: std::error::Error + 'static> {

@@ -14,13 +14,13 @@ use std::path::{Path, PathBuf};
 use syn::spanned::Spanned;
 use syn::visit::Visit;
 
-/// Top-level modules by layer, lowest first. A module may name modules of a
+/// Top-level modules by layer, lowest first, as `src/lib.rs` draws them. A module may name modules of a
 /// lower layer, and modules of its own layer as long as no cycle forms;
 /// `agent` and `watch` (the two programs) never name each other.
 const LAYERS: &[&[&str]] = &[
-    &["wire", "sqlite", "systemd", "tls", "service", "cli"],
+    &["wire", "sqlite", "systemd", "tls", "service"],
     &["config"],
-    &["outbox", "telemetry", "mqtt"],
+    &["outbox", "telemetry", "mqtt", "cli"],
     &["agent", "watch"],
 ];
 
