@@ -1,7 +1,9 @@
 //! The local control socket: how the orchestrator (or an engineer) tells a
 //! running agent the current execution context, or puts the bench into
 //! maintenance. One JSON request per connection, one JSON answer; the socket
-//! is mode 0600, so only the agent's user (and root) can use it.
+//! is mode 0600, so only the agent's user (and root) can use it. Requests
+//! are the commands of the wire protocol ([`Command`]), the same as on
+//! MQTT's `…/cmd`.
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -14,11 +16,6 @@ use tokio_util::sync::CancellationToken;
 
 use crate::telemetry::context;
 use crate::wire::Command;
-
-/// Requests on the socket are the commands of the wire protocol, the same
-/// as on MQTT's `…/cmd`. (The name stays until the CLI takes
-/// [`crate::wire::Command`].)
-pub use crate::wire::Command as Request;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Answer {

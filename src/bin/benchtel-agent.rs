@@ -4,10 +4,9 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use benchtel::agent::config::{self, AgentConfig};
-use benchtel::agent::control::Request;
 use benchtel::cli::Cli;
-use benchtel::outbox::{DropReason, Outbox};
-use benchtel::telemetry::context::ExecutionContext;
+use benchtel::outbox::{Outbox, StatusReport};
+use benchtel::wire::{self, ExecutionContext};
 use clap::Subcommand;
 
 #[derive(Subcommand)]
@@ -116,15 +115,17 @@ fn main() -> ExitCode {
                     execution_id,
                     task_id,
                     correlation_id,
-                } => Request::ContextSet(ExecutionContext {
+                } => wire::Command::ContextSet(ExecutionContext {
                     execution_id,
                     task_id,
                     correlation_id,
                 }),
-                ContextCommand::Clear => Request::ContextClear,
+                ContextCommand::Clear => wire::Command::ContextClear,
             },
         ),
-        Command::Maintenance { state } => control(&cfg, Request::Maintenance { on: state == "on" }),
+        Command::Maintenance { state } => {
+            control(&cfg, wire::Command::Maintenance { on: state == "on" })
+        }
         Command::Probes {
             command: ProbesCommand::List,
         } => {
@@ -140,7 +141,7 @@ fn run(cfg: AgentConfig) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn control(cfg: &AgentConfig, req: Request) -> anyhow::Result<()> {
+fn control(cfg: &AgentConfig, req: wire::Command) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -208,65 +209,12 @@ fn probe_once(cfg: &AgentConfig, name: &str) -> ExitCode {
 fn outbox_status(cfg: &AgentConfig, json: bool) -> anyhow::Result<()> {
     let opts = benchtel::agent::run::store_options(cfg);
     let path = opts.path.clone();
-    let outbox = Outbox::open_read_only(opts)?;
-    let status = outbox.status()?;
-    let age = status.oldest_age(std::time::SystemTime::now());
+    let status = Outbox::open_read_only(opts)?.status()?;
+    let report = StatusReport::new(path, status, std::time::SystemTime::now());
     if json {
-        let per_signal: serde_json::Map<String, serde_json::Value> = status
-            .per_signal
-            .iter()
-            .map(|(s, st)| {
-                (
-                    s.as_str().to_string(),
-                    serde_json::json!({"records": st.records, "bytes": st.bytes}),
-                )
-            })
-            .collect();
-        let drops: serde_json::Map<String, serde_json::Value> = DropReason::ALL
-            .iter()
-            .map(|r| {
-                let d = status.dropped(*r);
-                (
-                    r.as_str().to_string(),
-                    serde_json::json!({"records": d.records, "items": d.items}),
-                )
-            })
-            .collect();
-        let doc = serde_json::json!({
-            "path": path,
-            "records": status.records(),
-            "bytes": status.bytes(),
-            "oldest_age_seconds": age.as_secs_f64(),
-            "signals": per_signal,
-            "dropped": drops,
-            "rejected_kept": status.rejected_kept,
-        });
-        println!("{doc:#}");
-        return Ok(());
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{report}");
     }
-    println!("outbox      {}", path.display());
-    println!(
-        "queued      {} records, {} bytes, oldest {}",
-        status.records(),
-        status.bytes(),
-        humantime::format_duration(std::time::Duration::from_secs(age.as_secs()))
-    );
-    for (signal, st) in &status.per_signal {
-        println!(
-            "  {:<9} {} records, {} bytes",
-            signal.as_str(),
-            st.records,
-            st.bytes
-        );
-    }
-    println!("dropped (records / items)");
-    for reason in DropReason::ALL {
-        let d = status.dropped(reason);
-        println!("  {:<16} {} / {}", reason.as_str(), d.records, d.items);
-    }
-    println!(
-        "rejected    {} kept for inspection (table `rejected`)",
-        status.rejected_kept
-    );
     Ok(())
 }
