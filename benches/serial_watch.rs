@@ -9,7 +9,7 @@ use std::io::Write;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use benchtel::agent::probes::serial::watch::{BootTracker, Config, Event, follow};
+use benchtel::agent::probes::serial::watch::{BootTracker, Config, Event, Watcher};
 
 fn main() {
     let full = std::env::args().any(|a| a == "--bench");
@@ -69,16 +69,14 @@ fn main() {
     let mut seen = 0usize;
     let started = Instant::now();
     rt.block_on(async {
-        let _ = tokio::time::timeout(
-            Duration::from_secs(120),
-            follow(&cfg, &mut tracker, |e, _| {
-                if *e == Event::Reset {
-                    seen += 1;
-                }
-                seen >= lines
-            }),
-        )
-        .await;
+        let follow = async {
+            let mut watcher = Watcher::open(&cfg).await.expect("port");
+            while seen < lines {
+                let events = watcher.next(&mut tracker).await.expect("console");
+                seen += events.iter().filter(|e| **e == Event::Reset).count();
+            }
+        };
+        let _ = tokio::time::timeout(Duration::from_secs(120), follow).await;
     });
     let took = started.elapsed().saturating_sub(Duration::from_millis(500));
     let wrote = writer.join().expect("writer");

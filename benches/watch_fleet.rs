@@ -458,6 +458,8 @@ fn costs(plan: &Plan) {
             state: "ready".into(),
             agent_version: "0.1.0".into(),
             interval_s: Some(plan.interval),
+            maintenance: None,
+            context: Default::default(),
         })
         .expect("heartbeat JSON")
     };
@@ -706,6 +708,8 @@ async fn generate(
                 state: "ready".into(),
                 agent_version: "0.1.0".into(),
                 interval_s: Some(interval),
+                maintenance: None,
+                context: Default::default(),
             };
             let payload = serde_json::to_vec(&hb).expect("heartbeat JSON");
             b.last_sent = now;

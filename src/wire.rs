@@ -12,6 +12,8 @@
 //!   change.
 //! - `benchtel/<site>/<bench>/cmd`: [`Command`]s to the agent.
 
+use std::time::SystemTime;
+
 use serde::{Deserialize, Serialize};
 
 pub const ROOT: &str = "benchtel";
@@ -105,6 +107,13 @@ pub struct Heartbeat {
     /// bench.
     #[serde(default)]
     pub interval_s: Option<f64>,
+    /// Maintenance set on the bench; absent when there is none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub maintenance: Option<Maintenance>,
+    /// The execution context the bench works under (`context set`), so the
+    /// central side can name the job a bench was running when it failed.
+    #[serde(default, skip_serializing_if = "ExecutionContext::is_empty")]
+    pub context: ExecutionContext,
 }
 
 /// `online` or `offline`.
@@ -170,15 +179,43 @@ pub struct ProbeVerdict {
 }
 
 /// Commands to a running agent on `…/cmd`, the same requests as its local
-/// control socket: `{"cmd":"maintenance","on":true}`,
+/// control socket: `{"cmd":"maintenance","on":true,"reason":"…","until":"2026-12-01T08:00:00Z"}`,
+/// `{"cmd":"dut_reset","reason":"…"}`,
 /// `{"cmd":"context_set","execution_id":"…","task_id":"…","correlation_id":"…"}`,
-/// `{"cmd":"context_clear"}`.
+/// `{"cmd":"context_clear"}`; and on the socket only `{"cmd":"status"}`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "cmd", rename_all = "snake_case")]
 pub enum Command {
     ContextSet(ExecutionContext),
     ContextClear,
-    Maintenance { on: bool },
+    /// Maintenance on, with an optional reason and end, or off.
+    Maintenance {
+        on: bool,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
+        #[serde(default, with = "humantime_serde", skip_serializing_if = "Option::is_none")]
+        until: Option<SystemTime>,
+    },
+    /// The test harness has just reset (power-cycled) the device under test.
+    DutReset {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
+    },
+    /// The bench's state, why, since when, and its checks' verdicts.
+    Status,
+}
+
+/// Maintenance set on a bench: why, since when, and until when (`None`:
+/// until a command ends it). Kept by the agent across restarts, and sent
+/// in every heartbeat.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Maintenance {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    #[serde(with = "humantime_serde")]
+    pub since: SystemTime,
+    #[serde(default, with = "humantime_serde", skip_serializing_if = "Option::is_none")]
+    pub until: Option<SystemTime>,
 }
 
 /// The execution context the orchestrator hands the agent (which test run,
@@ -188,6 +225,12 @@ pub struct ExecutionContext {
     pub execution_id: Option<String>,
     pub task_id: Option<String>,
     pub correlation_id: Option<String>,
+}
+
+impl ExecutionContext {
+    pub fn is_empty(&self) -> bool {
+        self.execution_id.is_none() && self.task_id.is_none() && self.correlation_id.is_none()
+    }
 }
 
 #[cfg(test)]

@@ -186,8 +186,126 @@ async fn watch_reports_a_panic_with_the_console() {
         "U-Boot SPL 2024.01\r\nStarting kernel ...\r\nKernel panic - not syncing: VFS\r\n",
     )
     .await;
-    assert_eq!(out.code, Code::Mismatch, "{out:?}");
+    assert_eq!(out.code, Code::Fatal, "{out:?}");
     assert!(out.detail.contains("Starting kernel"), "{}", out.detail);
+}
+
+/// Runs one watch while the board replays a fixture console
+/// (`tests/fixtures/consoles/`) with its timing; `watch` is the probe's
+/// config without its port.
+async fn watch_replay(console: &str, watch: &str) -> benchtel::agent::checks::Outcome {
+    use benchtel::agent::checks::serial::run_once;
+    use benchtel::agent::probes::serial::watch::Config;
+    let fw = Firmware::start(Behaviour::Hang);
+    let cfg: Config =
+        toml::from_str(&format!("port = \"{}\"\n{watch}", fw.port().display())).unwrap();
+    let probe = tokio::spawn(async move { run_once(&cfg, Duration::from_secs(10)).await });
+    // Let the probe open the port before the board prints.
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let replay = fw.replay(console);
+    let out = probe.await.unwrap();
+    replay.join().unwrap();
+    out
+}
+
+/// Anchored patterns: they match only once colour, cursor moves and
+/// noise bytes are gone, and `login: $` only on the prompt itself.
+const LINUX_BOOT: &str = r#"
+reset = "^U-Boot SPL"
+fatal = "Kernel panic|Oops:"
+milestones = [
+  { name = "spl", pattern = "^U-Boot SPL 20", within = "2s" },
+  { name = "u-boot", pattern = "^U-Boot 20", within = "5s" },
+  { name = "kernel", pattern = "^Starting kernel", within = "5s" },
+  { name = "linux", pattern = '^\[ *[0-9.]+\] Linux version', within = "5s" },
+  { name = "systemd", pattern = '^\[  OK  \] Reached target multi-user\.target - Multi-User System\.$', within = "5s" },
+  { name = "login", pattern = "^bench login: $", within = "5s" },
+]
+"#;
+
+#[tokio::test]
+async fn a_login_prompt_without_a_newline_reaches_login() {
+    let out = watch_replay("uboot-linux-login", LINUX_BOOT).await;
+    assert_eq!(out.code, Code::Ok, "{out:?}");
+}
+
+#[tokio::test]
+async fn a_board_resetting_in_a_loop_is_a_boot_loop_not_a_fatal_line() {
+    let out = watch_replay("boot-loop", LINUX_BOOT).await;
+    assert_eq!(out.code, Code::BootLoop, "{out:?}");
+}
+
+#[tokio::test]
+async fn u_boots_prompt_reaches_its_milestone() {
+    let out = watch_replay(
+        "uboot-prompt",
+        r#"
+reset = "^U-Boot SPL"
+milestones = [
+  { name = "spl", pattern = "^U-Boot SPL", within = "2s" },
+  { name = "u-boot", pattern = "^U-Boot 20", within = "5s" },
+  { name = "prompt", pattern = "^=> $", within = "5s" },
+]
+"#,
+    )
+    .await;
+    assert_eq!(out.code, Code::Ok, "{out:?}");
+}
+
+#[tokio::test]
+async fn a_zephyr_boot_reaches_its_shell_through_noise_and_colour() {
+    let out = watch_replay(
+        "zephyr-shell",
+        r#"
+reset = '^\*\*\* Booting Zephyr OS'
+milestones = [
+  { name = "main", pattern = "^\\[[0-9:.,]+\\] <inf> main: sensor ready$", within = "2s" },
+  { name = "shell", pattern = '^uart:~\$ $', within = "2s" },
+]
+"#,
+    )
+    .await;
+    assert_eq!(out.code, Code::Ok, "{out:?}");
+}
+
+/// The agent (re)starts while the board idles at its login prompt: no boot
+/// will come, the `alive` poke learns that the board is up.
+#[tokio::test]
+async fn a_board_idling_at_its_prompt_is_up_within_the_alive_timeout() {
+    use benchtel::agent::checks::serial::run_once;
+    use benchtel::agent::probes::serial::watch::Config;
+    let fw = Firmware::start(Behaviour::LoginPrompt);
+    let cfg: Config = toml::from_str(&format!(
+        "port = \"{}\"\n{LINUX_BOOT}\nalive = {{ send = \"\\r\", expect = \"login: $\", timeout = \"2s\" }}\n",
+        fw.port().display()
+    ))
+    .unwrap();
+    let started = std::time::Instant::now();
+    let out = run_once(&cfg, Duration::from_secs(10)).await;
+    assert_eq!(out.code, Code::Ok, "{out:?}");
+    assert!(out.detail.contains("alive"), "{out:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+/// Without `alive`, a board that never resets while watched is up after
+/// `assume_booted_after`, not `starting` for ever.
+#[tokio::test]
+async fn without_alive_a_quiet_console_counts_as_booted_after_its_grace() {
+    use benchtel::agent::checks::serial::run_once;
+    use benchtel::agent::probes::serial::watch::Config;
+    let fw = Firmware::start(Behaviour::Hang);
+    let cfg: Config = toml::from_str(&format!(
+        "port = \"{}\"\n{LINUX_BOOT}\nassume_booted_after = \"1s\"\n",
+        fw.port().display()
+    ))
+    .unwrap();
+    let out = run_once(&cfg, Duration::from_secs(10)).await;
+    assert_eq!(out.code, Code::Ok, "{out:?}");
+    assert!(out.detail.contains("booted before"), "{out:?}");
 }
 
 #[test]
@@ -417,7 +535,7 @@ affects_ready = false
     // A boot that panics is a failed run of the watch.
     console.print("U-Boot SPL 2024.01\r\nKernel panic - not syncing\r\n");
     agent.wait_metric(success, &booted, t, |v| v == 0.0);
-    let fatal = [("check", "boot"), ("code", "mismatch")];
+    let fatal = [("check", "boot"), ("code", "fatal")];
     agent.wait_metric("bench_health_failures_total", &fatal, t, |v| v >= 1.0);
     let (status, _) = agent.terminate();
     assert!(status.success());

@@ -7,13 +7,16 @@
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
+use std::time::SystemTime;
 
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
+use crate::agent::readiness::{Input, ResetSource};
+use crate::agent::state::{Maintenance, Snapshot};
 use crate::telemetry::context;
 use crate::wire::Command;
 
@@ -22,6 +25,24 @@ pub struct Answer {
     pub ok: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// The bench's state, for `{"cmd":"status"}`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<serde_json::Value>,
+}
+
+/// Where a command came from: a reset marked over MQTT is counted apart
+/// from one marked on the bench.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    Socket,
+    Mqtt,
+}
+
+/// What commands act on: the bench's state machine, and its state.
+#[derive(Debug, Clone)]
+pub struct Targets {
+    pub readiness: mpsc::Sender<Input>,
+    pub snapshot: watch::Receiver<Snapshot>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -59,12 +80,8 @@ pub fn bind(path: &Path) -> Result<UnixListener, ControlError> {
     Ok(listener)
 }
 
-/// Serves requests until cancelled; maintenance requests go to `maintenance`.
-pub async fn serve(
-    listener: UnixListener,
-    maintenance: mpsc::Sender<bool>,
-    cancel: CancellationToken,
-) {
+/// Serves requests until cancelled.
+pub async fn serve(listener: UnixListener, targets: Targets, cancel: CancellationToken) {
     loop {
         let stream = tokio::select! {
             _ = cancel.cancelled() => return,
@@ -76,16 +93,16 @@ pub async fn serve(
                 }
             },
         };
-        let maintenance = maintenance.clone();
+        let targets = targets.clone();
         tokio::spawn(async move {
-            if let Err(e) = answer(stream, &maintenance).await {
+            if let Err(e) = answer(stream, &targets).await {
                 tracing::warn!(error = %e, "control request failed");
             }
         });
     }
 }
 
-async fn answer(stream: UnixStream, maintenance: &mpsc::Sender<bool>) -> std::io::Result<()> {
+async fn answer(stream: UnixStream, targets: &Targets) -> std::io::Result<()> {
     use tokio::io::AsyncReadExt;
     let (read, mut write) = stream.into_split();
     let mut line = String::new();
@@ -95,11 +112,17 @@ async fn answer(stream: UnixStream, maintenance: &mpsc::Sender<bool>) -> std::io
         .read_line(&mut line)
         .await?;
     let reply = match serde_json::from_str::<Command>(&line) {
+        Ok(Command::Status) => Answer {
+            ok: true,
+            error: None,
+            status: serde_json::to_value(&*targets.snapshot.borrow()).ok(),
+        },
         Ok(req) => {
-            apply(&req, maintenance).await;
+            apply(&req, &targets.readiness, Origin::Socket).await;
             Answer {
                 ok: true,
                 error: None,
+                status: None,
             }
         }
         Err(e) => {
@@ -108,6 +131,7 @@ async fn answer(stream: UnixStream, maintenance: &mpsc::Sender<bool>) -> std::io
             Answer {
                 ok: false,
                 error: Some(format!("bad request: {e}")),
+                status: None,
             }
         }
     };
@@ -117,24 +141,42 @@ async fn answer(stream: UnixStream, maintenance: &mpsc::Sender<bool>) -> std::io
 }
 
 /// Applies one request; also used for commands arriving over MQTT.
-pub(crate) async fn apply(req: &Command, maintenance: &mpsc::Sender<bool>) {
-    match req {
+pub(crate) async fn apply(req: &Command, readiness: &mpsc::Sender<Input>, origin: Origin) {
+    let input = match req {
         Command::ContextSet(ctx) => {
             context::set(ctx.clone());
             tracing::info!(execution_id = ?ctx.execution_id, task_id = ?ctx.task_id, correlation_id = ?ctx.correlation_id, "execution context set");
+            return;
         }
         Command::ContextClear => {
             tracing::info!("execution context cleared");
             context::clear();
+            return;
         }
-        Command::Maintenance { on } => {
-            let _ = maintenance.send(*on).await;
+        Command::Maintenance { on, reason, until } => Input::Maintenance(on.then(|| Maintenance {
+            reason: reason.clone(),
+            since: SystemTime::now(),
+            until: *until,
+        })),
+        Command::DutReset { reason } => Input::DutReset {
+            source: match origin {
+                Origin::Socket => ResetSource::Mark,
+                Origin::Mqtt => ResetSource::Mqtt,
+            },
+            reason: reason.clone(),
+        },
+        Command::Status => {
+            tracing::info!("status asked for over MQTT: it answers on the control socket only");
+            return;
         }
-    }
+    };
+    // Waits for room: a command is never dropped.
+    let _ = readiness.send(input).await;
 }
 
-/// Sends one request to a running agent (the CLI side).
-pub async fn send(path: &Path, req: &Command) -> Result<(), ControlError> {
+/// Sends one request to a running agent (the CLI side); returns the
+/// answer's `status`, if any.
+pub async fn send(path: &Path, req: &Command) -> Result<Option<serde_json::Value>, ControlError> {
     let stream = UnixStream::connect(path)
         .await
         .map_err(|source| ControlError::Connect {
@@ -162,7 +204,7 @@ pub async fn send(path: &Path, req: &Command) -> Result<(), ControlError> {
         detail: format!("bad answer {answer:?}: {e}"),
     })?;
     match answer.error {
-        None if answer.ok => Ok(()),
+        None if answer.ok => Ok(answer.status),
         detail => Err(ControlError::Protocol {
             path: path.to_path_buf(),
             detail: detail.unwrap_or_else(|| "refused".into()),

@@ -11,6 +11,7 @@
 //! outbox (`flush_sdk`); the senders stop and one last forward runs within
 //! a deadline; the database is checkpointed and closed (`close_outbox`).
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -21,12 +22,11 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::build;
-use super::checks::Verdict;
 use super::http::{self, HttpState};
 use super::probes::serial::PortRef;
-use super::readiness::Readiness;
+use super::readiness::{self, Input, Readiness, Verdict};
 use super::sources::{heartbeat, host_metrics};
-use super::state::BenchState;
+use super::state::Snapshot;
 use super::{checks, control, mqtt};
 use crate::agent::config::{AgentConfig, Compression};
 use crate::outbox::exporter::Sink;
@@ -193,7 +193,11 @@ struct Senders {
 
 /// What the sources stage takes from the senders.
 struct SourceInputs {
-    maintenance: mpsc::Receiver<bool>,
+    /// Verdicts, commands and resets for the bench's state machine; the
+    /// control socket and MQTT hold senders.
+    readiness: (mpsc::Sender<Input>, mpsc::Receiver<Input>),
+    /// The bench's state, published by its state machine.
+    snapshot: watch::Sender<Snapshot>,
     taps: Taps,
 }
 
@@ -216,20 +220,21 @@ async fn start_senders(
         senders.spawn_http(cfg.http.listen, state).await?;
     }
     senders.spawn_lanes(core);
-    let (maintenance_tx, maintenance) = mpsc::channel(4);
+    let (readiness_tx, readiness_rx) = mpsc::channel(64);
+    let (snapshot, snapshot_rx) = watch::channel(Snapshot::default());
     let control = control::bind(&cfg.control_socket)?;
-    senders.set.spawn(control::serve(
-        control,
-        maintenance_tx.clone(),
-        senders.cancel.clone(),
-    ));
+    let targets = control::Targets {
+        readiness: readiness_tx.clone(),
+        snapshot: snapshot_rx,
+    };
+    senders.set.spawn(control::serve(control, targets, senders.cancel.clone()));
     let (beats_tx, beats) = watch::channel(None);
     let (probes_tx, probes) = mpsc::channel(64);
     if let Some(m) = &cfg.mqtt {
         let links = mqtt::Links {
             beats,
             verdicts: probes,
-            maintenance: maintenance_tx,
+            readiness: readiness_tx.clone(),
         };
         senders.set.spawn(run_mqtt(
             m.clone(),
@@ -247,7 +252,12 @@ async fn start_senders(
             .filter(|m| m.options.publish_probes)
             .map(|_| probes_tx),
     };
-    Ok((senders, SourceInputs { maintenance, taps }))
+    let inputs = SourceInputs {
+        readiness: (readiness_tx, readiness_rx),
+        snapshot,
+        taps,
+    };
+    Ok((senders, inputs))
 }
 
 impl Senders {
@@ -378,22 +388,13 @@ fn start_sources(
 ) -> Sources {
     let cancel = CancellationToken::new();
     let mut set = JoinSet::new();
-    let (state_tx, state) = watch::channel(BenchState::Starting);
-    let boot_offset = heartbeat::uptime().unwrap_or_default();
-    let readiness = Readiness::new(
-        cfg.checks
-            .iter()
-            .filter(|c| c.affects_ready)
-            .map(|c| c.name.clone()),
-        meter,
-        state_tx,
-        boot_offset,
-    );
-    let (verdict_tx, verdicts) = mpsc::channel(64);
-    set.spawn(readiness.run(verdicts, inputs.maintenance, cancel.clone()));
+    let state = inputs.snapshot.subscribe();
+    let readiness = Readiness::new(readiness_options(cfg), meter, inputs.snapshot);
+    let (readiness_tx, readiness_rx) = inputs.readiness;
+    set.spawn(readiness.run(readiness_rx, cancel.clone()));
     let verdict_tx = match inputs.taps.verdicts {
-        Some(copy) => tee_verdicts(verdict_tx, copy, &mut set),
-        None => verdict_tx,
+        Some(copy) => tee_verdicts(readiness_tx, copy, &mut set),
+        None => readiness_tx,
     };
     if !checks.checks.is_empty() {
         set.spawn(checks::run_all(
@@ -420,20 +421,41 @@ fn start_sources(
     Sources { set, cancel }
 }
 
-/// Verdicts go to readiness as before, and a copy to `copy`; a full copy
-/// channel loses the copy, never the verdict. Ends when the checks do.
+/// How the bench's state machine starts: its readiness checks, this boot,
+/// and `bench.json` in the state directory.
+fn readiness_options(cfg: &AgentConfig) -> readiness::Options {
+    readiness::Options {
+        readiness_checks: cfg
+            .checks
+            .iter()
+            .filter(|c| c.affects_ready)
+            .map(|c| c.name.clone())
+            .collect(),
+        boot_offset: heartbeat::uptime().unwrap_or_default(),
+        boot_id: heartbeat::boot_id(),
+        state_file: Some(cfg.state_dir.join(readiness::bench_file::FILE_NAME)),
+        reset_limit: cfg.bench.dut_ready_within,
+    }
+}
+
+/// What the checks send goes to readiness, and each change of a verdict
+/// to `copy` (the MQTT probe topics) as well; both wait for room, so
+/// neither loses a verdict. Ends when the checks do.
 fn tee_verdicts(
-    readiness: mpsc::Sender<Verdict>,
+    readiness: mpsc::Sender<Input>,
     copy: mpsc::Sender<Verdict>,
     set: &mut JoinSet<()>,
-) -> mpsc::Sender<Verdict> {
-    let (tx, mut rx) = mpsc::channel::<Verdict>(64);
+) -> mpsc::Sender<Input> {
+    let (tx, mut rx) = mpsc::channel::<Input>(64);
     set.spawn(async move {
-        while let Some(v) = rx.recv().await {
-            if copy.try_send(v.clone()).is_err() {
-                tracing::debug!(check = %v.check, "verdict copy for MQTT dropped (publisher busy)");
+        let mut last: HashMap<String, bool> = HashMap::new();
+        while let Some(input) = rx.recv().await {
+            if let Input::Verdict(v) = &input
+                && last.insert(v.check.clone(), v.up) != Some(v.up)
+            {
+                let _ = copy.send(v.clone()).await;
             }
-            if readiness.send(v).await.is_err() {
+            if readiness.send(input).await.is_err() {
                 return;
             }
         }

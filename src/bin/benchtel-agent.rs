@@ -4,6 +4,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use benchtel::agent::config::{self, AgentConfig};
+use benchtel::agent::state::Snapshot;
 use benchtel::cli::Cli;
 use benchtel::outbox::{Outbox, StatusReport};
 use benchtel::wire::{self, ExecutionContext};
@@ -40,10 +41,44 @@ enum Command {
     /// List the serial adapters and GPIO chips on this machine, as config
     /// snippets to paste
     Suggest,
-    /// Put the bench into maintenance, or take it out
+    /// Put the bench into maintenance, or take it out; kept across agent
+    /// restarts and reboots until it is ended or its end time passes
     Maintenance {
         #[arg(value_parser = ["on", "off"])]
         state: String,
+        /// Why (shown in heartbeats, `status` and alerts)
+        #[arg(long)]
+        reason: Option<String>,
+        /// End it by itself after this long (e.g. `2h`, `30m`)
+        #[arg(long = "for", value_parser = humantime::parse_duration, conflicts_with = "until")]
+        for_: Option<std::time::Duration>,
+        /// End it by itself at this time (e.g. `2026-12-01T08:00:00Z`)
+        #[arg(long, value_parser = humantime::parse_rfc3339_weak)]
+        until: Option<std::time::SystemTime>,
+    },
+    /// Tell the running agent what the test harness just did to the device
+    /// under test
+    Mark {
+        #[command(subcommand)]
+        command: MarkCommand,
+    },
+    /// Print the bench's state, why, since when, and each check's last
+    /// verdict (asks the running agent)
+    Status {
+        /// Print JSON instead of text
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum MarkCommand {
+    /// The device under test was just reset or power-cycled: readiness is
+    /// timed from now (`bench_ready_time_seconds{from="dut_reset"}`)
+    Reset {
+        /// What was done (shown in the log and `status`)
+        #[arg(long)]
+        reason: Option<String>,
     },
 }
 
@@ -122,10 +157,18 @@ fn main() -> ExitCode {
                 }),
                 ContextCommand::Clear => wire::Command::ContextClear,
             },
-        ),
-        Command::Maintenance { state } => {
-            control(&cfg, wire::Command::Maintenance { on: state == "on" })
-        }
+        )
+        .map(drop),
+        Command::Maintenance {
+            state,
+            reason,
+            for_,
+            until,
+        } => maintenance(&cfg, state == "on", reason, for_, until),
+        Command::Mark {
+            command: MarkCommand::Reset { reason },
+        } => control(&cfg, wire::Command::DutReset { reason }).map(drop),
+        Command::Status { json } => status(&cfg, json),
         Command::Probes {
             command: ProbesCommand::List,
         } => {
@@ -141,12 +184,39 @@ fn run(cfg: AgentConfig) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn control(cfg: &AgentConfig, req: wire::Command) -> anyhow::Result<()> {
+/// Sends one command to the running agent; returns its answer's status.
+fn control(cfg: &AgentConfig, req: wire::Command) -> anyhow::Result<Option<serde_json::Value>> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    runtime.block_on(benchtel::agent::control::send(&cfg.control_socket, &req))?;
+    Ok(runtime.block_on(benchtel::agent::control::send(&cfg.control_socket, &req))?)
+}
+
+fn maintenance(
+    cfg: &AgentConfig,
+    on: bool,
+    reason: Option<String>,
+    for_: Option<std::time::Duration>,
+    until: Option<std::time::SystemTime>,
+) -> anyhow::Result<()> {
+    if !on && (reason.is_some() || for_.is_some() || until.is_some()) {
+        anyhow::bail!("--reason, --for and --until go with `maintenance on`");
+    }
+    let until = until.or_else(|| for_.map(|d| std::time::SystemTime::now() + d));
+    control(cfg, wire::Command::Maintenance { on, reason, until })?;
+    Ok(())
+}
+
+fn status(cfg: &AgentConfig, json: bool) -> anyhow::Result<()> {
+    let answer = control(cfg, wire::Command::Status)?
+        .context("the agent answered without a status")?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&answer)?);
+        return Ok(());
+    }
+    let snapshot: Snapshot = serde_json::from_value(answer).context("unexpected status")?;
+    print!("{snapshot}");
     Ok(())
 }
 

@@ -101,6 +101,8 @@ async fn run(port: u16, site: String, bench: String, every: Duration, stop: Arc<
                     state: "ready".into(),
                     agent_version: "fake".into(),
                     interval_s: Some(every.as_secs_f64()),
+                    maintenance: None,
+                    context: Default::default(),
                 };
                 let _ = client.try_publish(
                     Topic::heartbeat(&site, &bench),

@@ -17,6 +17,8 @@ pub enum Behaviour {
     Panic,
     /// Answers with line noise.
     Garble,
+    /// A Linux board idling at its login prompt: a CR or LF redraws it.
+    LoginPrompt,
 }
 
 pub struct Firmware {
@@ -71,6 +73,21 @@ impl Firmware {
         (&self.console).write_all(text.as_bytes()).unwrap();
     }
 
+    /// Replays `tests/fixtures/consoles/NAME.console` with its timing (see
+    /// the README there), in the background; join the handle to wait.
+    pub fn replay(&self, name: &str) -> std::thread::JoinHandle<()> {
+        let records = console_fixture(name);
+        let mut console = self.console.try_clone().unwrap();
+        std::thread::spawn(move || {
+            for (wait, bytes) in records {
+                std::thread::sleep(wait);
+                if console.write_all(&bytes).is_err() {
+                    return;
+                }
+            }
+        })
+    }
+
     /// The device path a probe opens.
     pub fn port(&self) -> PathBuf {
         self.dir.path().join("dut")
@@ -83,6 +100,49 @@ impl Firmware {
     }
 }
 
+/// The records of a console fixture: how long to wait, what to write.
+pub fn console_fixture(name: &str) -> Vec<(Duration, Vec<u8>)> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/consoles")
+        .join(format!("{name}.console"));
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path:?}: {e}"));
+    text.lines()
+        .filter(|l| l.starts_with('+'))
+        .map(|l| {
+            let (ms, payload) = l[1..].split_once(' ').unwrap_or((&l[1..], ""));
+            let ms: u64 = ms
+                .parse()
+                .unwrap_or_else(|_| panic!("{path:?}: bad delay in {l:?}"));
+            (Duration::from_millis(ms), unescape(payload))
+        })
+        .collect()
+}
+
+fn unescape(s: &str) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut bytes = s.bytes();
+    while let Some(b) = bytes.next() {
+        if b != b'\\' {
+            out.push(b);
+            continue;
+        }
+        match bytes.next() {
+            Some(b'r') => out.push(b'\r'),
+            Some(b'n') => out.push(b'\n'),
+            Some(b't') => out.push(b'\t'),
+            Some(b'0') => out.push(0),
+            Some(b'x') => {
+                let hex: Vec<u8> = bytes.by_ref().take(2).collect();
+                let hex = std::str::from_utf8(&hex).unwrap();
+                out.push(u8::from_str_radix(hex, 16).unwrap());
+            }
+            Some(other) => out.push(other),
+            None => out.push(b'\\'),
+        }
+    }
+    out
+}
+
 fn play(behaviour: Behaviour, sim: &Path) {
     let file = std::fs::File::options()
         .read(true)
@@ -90,6 +150,10 @@ fn play(behaviour: Behaviour, sim: &Path) {
         .open(sim)
         .unwrap();
     let mut out = file.try_clone().unwrap();
+    if behaviour == Behaviour::LoginPrompt {
+        std::thread::spawn(move || login_prompt(file, out));
+        return;
+    }
     std::thread::spawn(move || {
         let reader = BufReader::new(file);
         for line in reader.split(b'\n') {
@@ -108,12 +172,25 @@ fn play(behaviour: Behaviour, sim: &Path) {
                 Behaviour::Hang => b"[00:00:01.000] <inf> main: still booting\r\n".to_vec(),
                 Behaviour::Panic => b"Kernel panic - not syncing: VFS\r\n".to_vec(),
                 Behaviour::Garble => vec![0xff, 0x13, 0x88, b'\r', 0xfe, b'\n', 0x01],
+                Behaviour::LoginPrompt => unreachable!("answered byte by byte"),
             };
             if out.write_all(&reply).is_err() {
                 return;
             }
         }
     });
+}
+
+/// Like getty: every CR or LF is answered with a fresh prompt, no newline
+/// after it.
+fn login_prompt(mut input: std::fs::File, mut out: std::fs::File) {
+    use std::io::Read;
+    let mut byte = [0u8; 1];
+    while input.read_exact(&mut byte).is_ok() {
+        if matches!(byte[0], b'\r' | b'\n') && out.write_all(b"\r\nbench login: ").is_err() {
+            return;
+        }
+    }
 }
 
 impl Drop for Firmware {

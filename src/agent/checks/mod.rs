@@ -30,6 +30,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::agent::probes::gpio as gpio_probe;
 use crate::agent::probes::serial::{expect, watch};
+use crate::agent::readiness::{Input, Verdict};
 use record::Labels;
 use serial::ExpectCheck;
 use tokio::sync::{Semaphore, mpsc};
@@ -50,17 +51,24 @@ pub enum Code {
     Mismatch,
     /// Refused or unreachable.
     ConnectionFailed,
+    /// A console printed a fatal line (a kernel panic, an oops).
+    Fatal,
+    /// The device resets again and again (`boot_loop_resets` within
+    /// `boot_loop_window`).
+    BootLoop,
     Error,
 }
 
 impl Code {
-    pub const ALL: [Code; 7] = [
+    pub const ALL: [Code; 9] = [
         Code::Ok,
         Code::Timeout,
         Code::Missing,
         Code::Busy,
         Code::Mismatch,
         Code::ConnectionFailed,
+        Code::Fatal,
+        Code::BootLoop,
         Code::Error,
     ];
 
@@ -72,6 +80,8 @@ impl Code {
             Code::Busy => "busy",
             Code::Mismatch => "mismatch",
             Code::ConnectionFailed => "connection_failed",
+            Code::Fatal => "fatal",
+            Code::BootLoop => "boot_loop",
             Code::Error => "error",
         }
     }
@@ -251,13 +261,6 @@ pub fn share_patterns(checks: &mut [CheckConfig]) -> usize {
     seen.len()
 }
 
-/// A verdict change, sent to the readiness state machine.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Verdict {
-    pub check: String,
-    pub up: bool,
-    pub affects_ready: bool,
-}
 
 /// Consecutive-result hysteresis of one check.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -300,11 +303,12 @@ pub struct Runtime {
 }
 
 /// Runs every check on its own schedule until cancelled, at most
-/// `max_concurrent` at a time.
+/// `max_concurrent` at a time; verdicts (and resets a check sees) go to
+/// `inputs`.
 pub async fn run_all(
     runtime: Runtime,
     max_concurrent: usize,
-    verdicts: mpsc::Sender<Verdict>,
+    verdicts: mpsc::Sender<Input>,
     cancel: CancellationToken,
 ) {
     let Runtime {
@@ -367,7 +371,7 @@ async fn run_one(
     epoch: tokio::time::Instant,
     permits: Arc<Semaphore>,
     instruments: Arc<Instruments>,
-    verdicts: mpsc::Sender<Verdict>,
+    verdicts: mpsc::Sender<Input>,
     cancel: CancellationToken,
 ) {
     let tracer = opentelemetry::global::tracer("benchtel");
@@ -391,22 +395,23 @@ async fn run_one(
         let change = state.feed(ok, check.fail_after, check.recover_after);
         trace_run(&tracer, span_name.clone(), started_at, &labels, &outcome);
         if let Some(up) = change {
-            instruments.up.record(i64::from(up), &labels.check);
             if up {
                 tracing::info!(check = %check.name, code = outcome.code.as_str(), detail = %outcome.detail, "health check up");
             } else {
                 tracing::warn!(check = %check.name, code = outcome.code.as_str(), detail = %outcome.detail, "health check down");
             }
-            let v = Verdict {
-                check: check.name.clone(),
-                up,
-                affects_ready: check.affects_ready,
-            };
-            if verdicts.send(v).await.is_err() {
-                return;
-            }
-        } else if let Some(up) = state.up {
-            instruments.up.record(i64::from(up), &labels.check);
+        }
+        let Some(up) = state.up else { continue };
+        instruments.up.record(i64::from(up), &labels.check);
+        // After every run, not only on change: a reset of the device under
+        // test clears readiness, which then waits for fresh verdicts.
+        let v = Verdict {
+            check: check.name.clone(),
+            up,
+            affects_ready: check.affects_ready,
+        };
+        if verdicts.send(Input::Verdict(v)).await.is_err() {
+            return;
         }
     }
 }

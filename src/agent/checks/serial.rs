@@ -11,8 +11,9 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::record::{Instruments, Labels};
-use super::{Code, Outcome, Verdict};
-use crate::agent::probes::serial::watch::{self, BootTracker, Event};
+use super::{Code, Outcome};
+use crate::agent::probes::serial::watch::{self, BootTracker, Event, Watcher};
+use crate::agent::readiness::{Input, ResetSource, Verdict};
 use crate::agent::probes::serial::{SerialError, expect};
 
 /// The result code of a serial probe's error.
@@ -31,8 +32,9 @@ pub fn code(e: &SerialError) -> Code {
 /// The result code of a boot event that fails; `None` for progress.
 pub fn boot_code(e: &Event) -> Option<Code> {
     match e {
-        Event::Missed { .. } => Some(Code::Timeout),
-        Event::Fatal { .. } | Event::BootLoop { .. } => Some(Code::Mismatch),
+        Event::Missed { .. } | Event::NoAnswer { .. } => Some(Code::Timeout),
+        Event::Fatal { .. } => Some(Code::Fatal),
+        Event::BootLoop { .. } => Some(Code::BootLoop),
         _ => None,
     }
 }
@@ -61,6 +63,16 @@ impl ExpectCheck for expect::Config {
     }
 }
 
+/// The detail of a device found up without a boot seen.
+fn up_without_boot(e: &Event) -> String {
+    match e {
+        Event::AssumedBooted { quiet } => {
+            format!("no reset in {quiet:?} since the port opened: booted before")
+        }
+        _ => "answered the alive probe".into(),
+    }
+}
+
 fn boot_failure(e: &Event, t: &BootTracker) -> String {
     format!("{e:?}; last console lines: {:?}", t.last_lines())
 }
@@ -69,22 +81,11 @@ fn boot_failure(e: &Event, t: &BootTracker) -> String {
 /// board to boot or fail.
 pub async fn run_once(cfg: &watch::Config, timeout: Duration) -> Outcome {
     let mut tracker = BootTracker::new(cfg.clone());
-    let mut verdict: Option<Outcome> = None;
-    let followed = tokio::time::timeout(
-        timeout,
-        watch::follow(cfg, &mut tracker, |e, t| {
-            verdict = match e {
-                Event::Booted => Some(Outcome::ok("booted")),
-                e => boot_code(e).map(|code| Outcome::fail(code, boot_failure(e, t))),
-            };
-            verdict.is_some()
-        }),
-    )
-    .await;
-    match (verdict, followed) {
-        (Some(v), _) => v,
-        (None, Ok(stopped)) => Outcome::fail(Code::Missing, lost(stopped)),
-        (None, Err(_)) => Outcome::fail(
+    let followed = tokio::time::timeout(timeout, first_verdict(cfg, &mut tracker)).await;
+    match followed {
+        Ok(Ok(verdict)) => verdict,
+        Ok(Err(lost)) => Outcome::fail(Code::Missing, lost.to_string()),
+        Err(_) => Outcome::fail(
             Code::Timeout,
             format!(
                 "no boot seen within {timeout:?}; last console lines: {:?}",
@@ -94,26 +95,40 @@ pub async fn run_once(cfg: &watch::Config, timeout: Duration) -> Outcome {
     }
 }
 
-/// Why following stopped: the port was lost, or (`Ok`) the caller stopped it.
-fn lost(followed: Result<(), SerialError>) -> String {
-    match followed {
-        Ok(()) => "stopped".into(),
-        Err(e) => e.to_string(),
+/// Follows the console until a boot passes or fails.
+async fn first_verdict(
+    cfg: &watch::Config,
+    tracker: &mut BootTracker,
+) -> Result<Outcome, SerialError> {
+    let mut watcher = Watcher::open(cfg).await?;
+    loop {
+        for e in watcher.next(tracker).await? {
+            let verdict = match &e {
+                Event::Booted => Some(Outcome::ok("booted")),
+                Event::Alive | Event::AssumedBooted { .. } => Some(Outcome::ok(up_without_boot(&e))),
+                e => boot_code(e).map(|code| Outcome::fail(code, boot_failure(e, tracker))),
+            };
+            if let Some(v) = verdict {
+                return Ok(v);
+            }
+        }
     }
 }
 
-/// Judges a console watcher's boots: metrics, the failure log and
-/// verdicts on change.
+/// Judges a console watcher's boots: metrics, the failure log, resets of
+/// the device under test, and verdicts (at each boot's end, and on change).
 struct WatchJudge<'a> {
     labels: &'a Labels,
     affects_ready: bool,
     instruments: &'a Instruments,
-    verdicts: &'a mpsc::Sender<Verdict>,
+    inputs: &'a mpsc::Sender<Input>,
     up: Option<bool>,
+    /// When the boot under way started, as the tracker counts it.
+    boot_started: Option<tokio::time::Instant>,
 }
 
 impl WatchJudge<'_> {
-    fn judge(&mut self, ok: bool, code: Code, detail: &str, took: Option<Duration>) {
+    async fn judge(&mut self, ok: bool, code: Code, detail: &str, took: Option<Duration>) {
         let labels = self.labels;
         self.instruments.probe_result(labels, ok, took);
         if !ok {
@@ -121,13 +136,55 @@ impl WatchJudge<'_> {
             tracing::warn!(check = %labels.name, code = code.as_str(), detail = %detail, "serial watch failure");
         }
         if self.up != Some(ok) {
-            self.up = Some(ok);
             self.instruments.up.record(i64::from(ok), &labels.check);
-            let _ = self.verdicts.try_send(Verdict {
-                check: labels.name.to_string(),
-                up: ok,
-                affects_ready: self.affects_ready,
-            });
+        }
+        self.up = Some(ok);
+        let verdict = Verdict {
+            check: labels.name.to_string(),
+            up: ok,
+            affects_ready: self.affects_ready,
+        };
+        // Waits for room: a verdict is never dropped.
+        let _ = self.inputs.send(Input::Verdict(verdict)).await;
+    }
+
+    /// One event of the console.
+    async fn event(&mut self, e: &Event, tracker: &BootTracker) {
+        match e {
+            Event::Reset => {
+                self.boot_started = Some(tokio::time::Instant::now());
+                let reset = Input::DutReset {
+                    source: ResetSource::Serial,
+                    reason: Some(format!("{} saw a reset", self.labels.name)),
+                };
+                let _ = self.inputs.send(reset).await;
+            }
+            Event::Milestone { name, after } => {
+                let attrs = [
+                    self.labels.probe_name.clone(),
+                    KeyValue::new("milestone", name.clone()),
+                ];
+                self.instruments.boot.record(after.as_secs_f64(), &attrs);
+            }
+            Event::Booted => {
+                let took = self.boot_started.take().map(|s| s.elapsed());
+                self.judge(true, Code::Ok, "booted", took).await;
+            }
+            // Up without a boot to time: the device was up already.
+            Event::Alive | Event::AssumedBooted { .. } => {
+                self.boot_started = None;
+                self.judge(true, Code::Ok, &up_without_boot(e), None).await;
+            }
+            e => {
+                if let Some(code) = boot_code(e) {
+                    // A boot loop is noticed at a reset: that boot goes on.
+                    let took = match e {
+                        Event::BootLoop { .. } => None,
+                        _ => self.boot_started.take().map(|s| s.elapsed()),
+                    };
+                    self.judge(false, code, &boot_failure(e, tracker), took).await;
+                }
+            }
         }
     }
 }
@@ -138,13 +195,14 @@ impl WatchJudge<'_> {
 /// Its runs are boots: each ends when the board booted (a pass), missed a
 /// milestone's deadline or printed a fatal line (a failure), timed from the
 /// reset marker. A boot loop and a lost port are failures without a run to
-/// time.
+/// time. Each reset is also a reset of the device under test for the
+/// bench's readiness.
 pub(super) async fn run_watch(
     labels: Labels,
     affects_ready: bool,
     cfg: watch::Config,
     instruments: Arc<Instruments>,
-    verdicts: mpsc::Sender<Verdict>,
+    inputs: mpsc::Sender<Input>,
     cancel: CancellationToken,
 ) {
     let mut tracker = BootTracker::new(cfg.clone());
@@ -152,46 +210,48 @@ pub(super) async fn run_watch(
         labels: &labels,
         affects_ready,
         instruments: &instruments,
-        verdicts: &verdicts,
+        inputs: &inputs,
         up: None,
+        boot_started: None,
     };
     let mut retry = Duration::from_secs(1);
-    // When the boot under way started, as the tracker counts it.
-    let mut boot_started: Option<tokio::time::Instant> = None;
     loop {
-        let followed = tokio::select! {
+        let lost = tokio::select! {
             _ = cancel.cancelled() => return,
-            followed = watch::follow(&cfg, &mut tracker, |e, t| {
-                match e {
-                    Event::Reset => boot_started = Some(tokio::time::Instant::now()),
-                    Event::Milestone { name: m, after } => {
-                        let attrs = [labels.probe_name.clone(), KeyValue::new("milestone", m.clone())];
-                        instruments.boot.record(after.as_secs_f64(), &attrs);
-                        retry = Duration::from_secs(1);
-                    }
-                    Event::Booted => {
-                        let took = boot_started.take().map(|s| s.elapsed());
-                        judge.judge(true, Code::Ok, "booted", took);
-                    }
-                    e => if let Some(code) = boot_code(e) {
-                        // A boot loop is noticed at a reset: that boot goes on.
-                        let took = match e {
-                            Event::BootLoop { .. } => None,
-                            _ => boot_started.take().map(|s| s.elapsed()),
-                        };
-                        judge.judge(false, code, &boot_failure(e, t), took);
-                    },
-                }
-                false
-            }) => followed,
+            lost = follow(&cfg, &mut tracker, &mut judge, &mut retry) => lost,
         };
-        boot_started = None;
-        judge.judge(false, Code::Missing, &lost(followed), None);
+        judge.boot_started = None;
+        judge.judge(false, Code::Missing, &lost.to_string(), None).await;
         tokio::select! {
             _ = cancel.cancelled() => return,
             _ = tokio::time::sleep(retry) => {}
         }
         retry = (retry * 2).min(Duration::from_secs(30));
+    }
+}
+
+/// Follows the console until it is lost; returns why.
+async fn follow(
+    cfg: &watch::Config,
+    tracker: &mut BootTracker,
+    judge: &mut WatchJudge<'_>,
+    retry: &mut Duration,
+) -> SerialError {
+    let mut watcher = match Watcher::open(cfg).await {
+        Ok(w) => w,
+        Err(e) => return e,
+    };
+    loop {
+        let events = match watcher.next(tracker).await {
+            Ok(events) => events,
+            Err(e) => return e,
+        };
+        for e in events {
+            if matches!(e, Event::Milestone { .. }) {
+                *retry = Duration::from_secs(1);
+            }
+            judge.event(&e, tracker).await;
+        }
     }
 }
 
@@ -224,11 +284,16 @@ mod tests {
         let fatal = Event::Fatal {
             line: "Kernel panic".into(),
         };
-        assert_eq!(boot_code(&fatal), Some(Code::Mismatch));
+        assert_eq!(boot_code(&fatal), Some(Code::Fatal));
         assert_eq!(
             boot_code(&Event::BootLoop { resets: 3 }),
-            Some(Code::Mismatch)
+            Some(Code::BootLoop)
         );
+        let silent = Event::NoAnswer {
+            waited: Duration::from_secs(5),
+        };
+        assert_eq!(boot_code(&silent), Some(Code::Timeout));
+        assert_eq!(boot_code(&Event::Alive), None);
         assert_eq!(boot_code(&Event::Booted), None);
         assert_eq!(boot_code(&Event::Reset), None);
     }

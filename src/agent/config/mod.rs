@@ -74,6 +74,7 @@ pub struct BenchConfig {
     pub site: String,
     pub labels: BTreeMap<String, String>,
     pub max_concurrent_checks: usize,
+    pub dut_ready_within: std::time::Duration,
 }
 
 #[derive(Debug, Clone)]

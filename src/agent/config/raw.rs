@@ -46,6 +46,11 @@ pub struct RawBench {
     pub labels: BTreeMap<String, String>,
     /// Most health checks running at the same moment.
     pub max_concurrent_checks: usize,
+    /// A reset of the device under test that is not followed by every
+    /// readiness check passing within this long is a failure
+    /// (`reset_not_ready`).
+    #[serde(with = "humantime_serde")]
+    pub dut_ready_within: std::time::Duration,
 }
 
 impl Default for RawBench {
@@ -55,6 +60,7 @@ impl Default for RawBench {
             site: "default".into(),
             labels: BTreeMap::new(),
             max_concurrent_checks: 8,
+            dut_ready_within: crate::agent::readiness::RESET_LIMIT,
         }
     }
 }

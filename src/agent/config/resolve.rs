@@ -95,6 +95,7 @@ fn bench(check: &mut Checker<'_>, raw: &RawBench) -> BenchConfig {
             raw.max_concurrent_checks as u64,
             1,
         ) as usize,
+        dut_ready_within: check.positive("bench.dut_ready_within", raw.dut_ready_within),
     };
     check.name("bench.id", &bench.id);
     check.name("bench.site", &bench.site);

@@ -28,7 +28,7 @@ use serde::Deserialize;
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
-use crate::agent::checks::Verdict;
+use crate::agent::readiness::{Input, Verdict};
 use crate::agent::sources::heartbeat::Beat;
 use crate::config::{ConfigError, Env, Section};
 use crate::mqtt::{Connection, ConnectionConfig};
@@ -161,7 +161,8 @@ pub struct Links {
     /// Check verdict changes (only read with `publish_probes`).
     pub verdicts: mpsc::Receiver<Verdict>,
     /// Maintenance on/off, as the control socket sends it.
-    pub maintenance: mpsc::Sender<bool>,
+    /// Commands (maintenance, DUT resets) to the bench's state machine.
+    pub readiness: mpsc::Sender<Input>,
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -32,7 +32,7 @@ use super::{Config, Identity, Links, PublisherError};
 
 mod metrics;
 
-use crate::agent::checks::Verdict;
+use crate::agent::readiness::{Input, Verdict};
 use crate::agent::control;
 use crate::agent::sources::heartbeat::Beat;
 use crate::wire::{self, OfflineReason, Presence, Topic};
@@ -62,7 +62,7 @@ struct Session {
     describe: String,
     topics: Topics,
     publish_probes: bool,
-    maintenance: mpsc::Sender<bool>,
+    readiness: mpsc::Sender<Input>,
     metrics: Metrics,
     connected: bool,
     /// Work owed to the broker after a (re)connect, retried after each
@@ -121,7 +121,7 @@ pub(super) async fn run(
         identity,
         describe,
         cfg.options.publish_probes,
-        links.maintenance,
+        links.readiness,
         meter,
     );
     let mut beats = links.beats;
@@ -212,7 +212,7 @@ impl Session {
         identity: Identity,
         describe: String,
         publish_probes: bool,
-        maintenance: mpsc::Sender<bool>,
+        readiness: mpsc::Sender<Input>,
         meter: &Meter,
     ) -> Session {
         let metrics = Metrics::new(meter);
@@ -227,7 +227,7 @@ impl Session {
             identity,
             describe,
             publish_probes,
-            maintenance,
+            readiness,
             metrics,
             connected: false,
             status_due: false,
@@ -373,6 +373,8 @@ impl Session {
                 state: beat.state.as_str().to_string(),
                 agent_version: beat.agent_version.to_string(),
                 interval_s: Some(self.identity.interval.as_secs_f64()),
+                maintenance: beat.maintenance.clone(),
+                context: beat.context.clone(),
             };
             let topic = self.topics.heartbeat.clone();
             if !self.publish_json(Kind::Heartbeat, &topic, false, &hb) {
@@ -446,7 +448,7 @@ impl Session {
         }
         match serde_json::from_slice::<wire::Command>(&p.payload) {
             Ok(cmd) => {
-                control::apply(&cmd, &self.maintenance).await;
+                control::apply(&cmd, &self.readiness, control::Origin::Mqtt).await;
                 self.metrics.command("applied");
                 tracing::info!(command = ?cmd, "MQTT command applied");
             }

@@ -11,7 +11,8 @@ use tokio::sync::watch;
 use tokio::time::MissedTickBehavior;
 use tokio_util::sync::CancellationToken;
 
-use crate::agent::state::BenchState;
+use crate::agent::state::{BenchState, Maintenance, Snapshot};
+use crate::telemetry::context::{self, ExecutionContext};
 
 /// `[sources.heartbeat]`
 #[derive(Debug, Clone, Deserialize)]
@@ -43,6 +44,12 @@ pub struct Beat {
     pub state: BenchState,
     pub agent_version: &'static str,
     pub sent_at: String,
+    /// Maintenance set on the bench, with its reason and end.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub maintenance: Option<Maintenance>,
+    /// The execution context the bench works under.
+    #[serde(skip_serializing_if = "ExecutionContext::is_empty")]
+    pub context: ExecutionContext,
 }
 
 /// The kernel's id for this boot: it changes when the bench reboots.
@@ -103,7 +110,8 @@ impl Heartbeat {
     }
 
     /// Produces the next beat and records it in the instruments.
-    pub fn next_beat(&mut self, state: BenchState) -> Beat {
+    pub fn next_beat(&mut self, bench: &Snapshot) -> Beat {
+        let state = bench.state;
         self.seq += 1;
         self.beats.add(1, &[]);
         for s in BenchState::ALL {
@@ -118,6 +126,8 @@ impl Heartbeat {
             state,
             agent_version: env!("CARGO_PKG_VERSION"),
             sent_at: humantime::format_rfc3339_millis(SystemTime::now()).to_string(),
+            maintenance: bench.maintenance.clone(),
+            context: context::current(),
         }
     }
 }
@@ -128,31 +138,59 @@ impl Heartbeat {
 pub async fn run(
     cfg: Config,
     meter: Meter,
-    state: watch::Receiver<BenchState>,
+    mut bench: watch::Receiver<Snapshot>,
     beats: watch::Sender<Option<Beat>>,
     cancel: CancellationToken,
 ) {
     let mut hb = Heartbeat::new(&meter);
     let mut tick = tokio::time::interval(cfg.interval);
     tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let mut reported = None;
     loop {
         tokio::select! {
             _ = cancel.cancelled() => return,
             _ = tick.tick() => {}
+            // A new state or maintenance goes out at once (on `/metrics`
+            // and MQTT), not at the next beat; the beat after it keeps the
+            // interval.
+            Ok(()) = bench.changed() => {
+                let now = bench.borrow();
+                if reported == Some((now.state, now.maintenance.clone())) {
+                    continue;
+                }
+                drop(now);
+                tick.reset();
+            }
         }
-        let beat = hb.next_beat(*state.borrow());
-        tracing::info!(
-            seq = beat.seq,
-            run_id = %beat.run_id,
-            boot_id = %beat.boot_id,
-            uptime_s = beat.uptime_s,
-            state = beat.state.as_str(),
-            agent_version = beat.agent_version,
-            sent_at = %beat.sent_at,
-            "heartbeat"
-        );
+        let snapshot = bench.borrow_and_update().clone();
+        reported = Some((snapshot.state, snapshot.maintenance.clone()));
+        let beat = hb.next_beat(&snapshot);
+        log_beat(&beat);
         beats.send_replace(Some(beat));
     }
+}
+
+/// The heartbeat's log record: its attributes are the OTLP heartbeat's,
+/// maintenance included (the execution context is stamped on every record
+/// by the telemetry layer).
+fn log_beat(beat: &Beat) {
+    let maintenance = beat.maintenance.as_ref();
+    let until = maintenance
+        .and_then(|m| m.until)
+        .map(|t| humantime::format_rfc3339_seconds(t).to_string());
+    tracing::info!(
+        seq = beat.seq,
+        run_id = %beat.run_id,
+        boot_id = %beat.boot_id,
+        uptime_s = beat.uptime_s,
+        state = beat.state.as_str(),
+        agent_version = beat.agent_version,
+        sent_at = %beat.sent_at,
+        maintenance = maintenance.is_some(),
+        maintenance_reason = maintenance.and_then(|m| m.reason.as_deref()),
+        maintenance_until = until.as_deref(),
+        "heartbeat"
+    );
 }
 
 #[cfg(test)]
@@ -212,7 +250,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn beats_on_the_interval_and_follows_the_state() {
         let (provider, exporter) = provider();
-        let (tx, rx) = watch::channel(BenchState::Starting);
+        let (tx, rx) = watch::channel(Snapshot::default());
         let cancel = CancellationToken::new();
         let cfg = Config {
             enabled: true,
@@ -227,11 +265,26 @@ mod tests {
         let handed = beats.borrow_and_update().clone().unwrap();
         assert_eq!((handed.seq, handed.state), (10, BenchState::Starting));
         assert!(state_of(&rm).contains(&("starting".into(), 1)));
-        tx.send(BenchState::Ready).unwrap();
-        tokio::time::sleep(Duration::from_secs(10)).await;
+        // A new state is a beat at once, not at the next tick.
+        tx.send_modify(|s| s.state = BenchState::Ready);
+        tokio::time::sleep(Duration::from_secs(1)).await;
         provider.force_flush().unwrap();
         let rm = last(&exporter);
         assert_eq!(heartbeats(&rm), 11);
+        assert_eq!(beats.borrow_and_update().as_ref().unwrap().state, BenchState::Ready);
+        // A change that is not the state (a check's verdict) is no beat.
+        tx.send_modify(|s| s.why = "something else".into());
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        provider.force_flush().unwrap();
+        assert_eq!(heartbeats(&last(&exporter)), 11);
+        // The interval counts from the early beat (at 95 s: the next at 105 s).
+        tokio::time::sleep(Duration::from_secs(7)).await;
+        provider.force_flush().unwrap();
+        assert_eq!(heartbeats(&last(&exporter)), 11);
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        provider.force_flush().unwrap();
+        assert_eq!(heartbeats(&last(&exporter)), 12);
+        let rm = last(&exporter);
         let st = state_of(&rm);
         assert!(st.contains(&("ready".into(), 1)), "{st:?}");
         assert!(st.contains(&("starting".into(), 0)), "{st:?}");
@@ -251,8 +304,12 @@ mod tests {
     fn beats_carry_sequence_run_and_boot() {
         let (provider, _) = provider();
         let mut hb = Heartbeat::new(&provider.meter("t"));
-        let a = hb.next_beat(BenchState::Ready);
-        let b = hb.next_beat(BenchState::Degraded);
+        let at = |state| Snapshot {
+            state,
+            ..Snapshot::default()
+        };
+        let a = hb.next_beat(&at(BenchState::Ready));
+        let b = hb.next_beat(&at(BenchState::Degraded));
         assert_eq!((a.seq, b.seq), (1, 2));
         assert_eq!(a.run_id, b.run_id);
         assert!(a.run_id.ends_with(&format!("-{}", std::process::id())));

@@ -8,6 +8,7 @@ use opentelemetry_sdk::metrics::{InMemoryMetricExporter, PeriodicReader, SdkMete
 use rumqttc::{ConnAck, ConnectReturnCode, MqttOptions, PubAck};
 
 use super::*;
+use crate::agent::readiness::ResetSource;
 use crate::agent::state::BenchState;
 
 struct Fixture {
@@ -15,7 +16,7 @@ struct Fixture {
     provider: SdkMeterProvider,
     exporter: InMemoryMetricExporter,
     _eventloop: EventLoop,
-    maintenance: mpsc::Receiver<bool>,
+    readiness: mpsc::Receiver<Input>,
 }
 
 fn fixture() -> Fixture {
@@ -24,7 +25,7 @@ fn fixture() -> Fixture {
         .with_reader(PeriodicReader::builder(exporter.clone()).build())
         .build();
     let (client, eventloop) = AsyncClient::new(MqttOptions::new("t", "127.0.0.1", 1), CLIENT_QUEUE);
-    let (tx, maintenance) = mpsc::channel(4);
+    let (tx, readiness) = mpsc::channel(4);
     let identity = Identity {
         bench: "b1".into(),
         site: "lab".into(),
@@ -44,7 +45,7 @@ fn fixture() -> Fixture {
         provider,
         exporter,
         _eventloop: eventloop,
-        maintenance,
+        readiness,
     }
 }
 
@@ -111,6 +112,8 @@ fn beat(seq: u64) -> Beat {
         state: BenchState::Ready,
         agent_version: "0",
         sent_at: "2026-01-01T00:00:00Z".into(),
+        maintenance: None,
+        context: Default::default(),
     }
 }
 
@@ -221,18 +224,31 @@ async fn commands_apply_and_bad_or_retained_ones_are_counted() {
     };
     f.event(cmd(r#"{"cmd":"maintenance","on":true}"#, false))
         .await;
-    assert_eq!(f.maintenance.try_recv(), Ok(true));
+    assert!(
+        matches!(f.readiness.try_recv(), Ok(Input::Maintenance(Some(m))) if m.reason.is_none()),
+        "maintenance on"
+    );
     f.event(cmd(r#"{"cmd":"maintenance","on":false}"#, true))
         .await;
     f.event(cmd(r#"{"cmd":"shutdown"}"#, false)).await;
     f.event(cmd("{", false)).await;
     assert!(
-        f.maintenance.try_recv().is_err(),
+        f.readiness.try_recv().is_err(),
         "rejected commands change nothing"
+    );
+    f.event(cmd(r#"{"cmd":"dut_reset","reason":"power cycle"}"#, false))
+        .await;
+    assert_eq!(
+        f.readiness.try_recv(),
+        Ok(Input::DutReset {
+            source: ResetSource::Mqtt,
+            reason: Some("power cycle".into())
+        }),
+        "a reset marked over MQTT is counted as such"
     );
     assert_eq!(
         f.count("benchtel_mqtt_commands", &[("result", "applied")]),
-        1
+        2
     );
     assert_eq!(
         f.count("benchtel_mqtt_commands", &[("result", "rejected")]),

@@ -5,6 +5,7 @@
 mod console;
 pub mod discover;
 pub mod expect;
+pub mod lines;
 pub mod port;
 pub mod watch;
 

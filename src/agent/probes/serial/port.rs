@@ -13,12 +13,14 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::{mpsc, watch};
 
+use super::lines::Lines;
 use super::{FlowControl, Parity, PortRef, PortSettings, SerialError};
 
 /// What the console said.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PortEvent {
-    /// A complete line, without its line ending.
+    /// A complete line, without its line ending, escape sequences and
+    /// noise bytes (see `lines`).
     Line(String),
     /// The unterminated tail so far (a prompt has no newline).
     Partial(String),
@@ -181,21 +183,18 @@ async fn pump(
     writes: &mut mpsc::Receiver<Vec<u8>>,
 ) -> Option<String> {
     let mut buf = [0u8; 4096];
-    let mut partial = String::new();
+    let mut lines = Lines::default();
     loop {
         tokio::select! {
             read = port.read(&mut buf) => match read {
                 Ok(0) => return Some("the port closed".into()),
                 Err(e) => return Some(format!("read failed: {e}")),
                 Ok(n) => {
-                    partial.push_str(&String::from_utf8_lossy(&buf[..n]));
-                    while let Some(i) = partial.find('\n') {
-                        let line: String = partial.drain(..=i).collect();
-                        let line = line.trim_end_matches(['\r', '\n']).to_string();
+                    for line in lines.feed(&buf[..n]) {
                         publish(events, PortEvent::Line(line)).await;
                     }
-                    if !partial.is_empty() {
-                        publish(events, PortEvent::Partial(partial.clone())).await;
+                    if !lines.tail().is_empty() {
+                        publish(events, PortEvent::Partial(lines.tail().to_string())).await;
                     }
                 }
             },

@@ -14,7 +14,8 @@ use serde::Deserialize;
 use tokio::time::Instant;
 
 use super::console::Console;
-use super::port::{PortEvent, PortState};
+use super::lines::Prompt;
+use super::port::{self, PortEvent, PortState};
 use super::{FlowControl, Parity, PortRef, SerialError, b115200};
 
 #[derive(Debug, Clone, Deserialize)]
@@ -53,6 +54,20 @@ pub struct Config {
     pub boot_loop_resets: usize,
     #[serde(default = "five_min", with = "humantime_serde")]
     pub boot_loop_window: Duration,
+    /// Pokes the console to learn whether a device that is already up
+    /// answers, at start and after a silence: `alive = { send = "\r",
+    /// expect = "login:|# $|=> " }`. An answer counts as booted.
+    #[serde(default)]
+    pub alive: Option<Alive>,
+    /// Without `alive`: a console that shows no reset this long after the
+    /// port opened counts as booted (the device booted before the agent
+    /// started). With `alive`, the poke decides and this key is refused.
+    #[serde(default, with = "humantime_serde")]
+    pub assume_booted_after: Option<Duration>,
+    /// A prompt (a line without an ending: `login: `, `=> `) that stays
+    /// quiet this long is judged as a line, once.
+    #[serde(default = "quarter_s", with = "humantime_serde")]
+    pub prompt_quiet: Duration,
     /// Console lines attached to a failure.
     #[serde(default = "twenty")]
     pub keep_lines: usize,
@@ -63,6 +78,31 @@ pub struct Config {
     /// and the count is logged when forwarding resumes.
     #[serde(default = "twenty_per_s")]
     pub forward_rate: u32,
+}
+
+/// The poke of `alive`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Alive {
+    /// What to write (escapes as in TOML: `"\r"`).
+    pub send: String,
+    /// The answer of a device that is up (a prompt: matched on the
+    /// unterminated tail too).
+    #[serde(with = "serde_regex")]
+    pub expect: Regex,
+    /// How long to wait for the answer.
+    #[serde(default = "five_s", with = "humantime_serde")]
+    pub timeout: Duration,
+    /// Poke again after the console has been silent this long.
+    #[serde(default = "five_min", with = "humantime_serde")]
+    pub after_silence: Duration,
+}
+
+/// Without `alive`, how long a console without a reset means booted.
+pub const ASSUME_BOOTED_AFTER: Duration = Duration::from_secs(30);
+
+fn five_s() -> Duration {
+    Duration::from_secs(5)
 }
 
 fn twenty_per_s() -> u32 {
@@ -98,6 +138,9 @@ fn three() -> usize {
 fn five_min() -> Duration {
     Duration::from_secs(300)
 }
+fn quarter_s() -> Duration {
+    Duration::from_millis(250)
+}
 fn twenty() -> usize {
     20
 }
@@ -111,6 +154,13 @@ pub enum Event {
     Missed { name: String, within: Duration },
     Fatal { line: String },
     BootLoop { resets: usize },
+    /// The device answered the `alive` poke: it is up.
+    Alive,
+    /// The device did not answer the `alive` poke in time.
+    NoAnswer { waited: Duration },
+    /// No `alive` poke and no reset seen since the port opened: the device
+    /// booted before the agent started.
+    AssumedBooted { quiet: Duration },
 }
 
 impl Event {
@@ -119,7 +169,10 @@ impl Event {
     pub fn is_failure(&self) -> bool {
         matches!(
             self,
-            Event::Missed { .. } | Event::Fatal { .. } | Event::BootLoop { .. }
+            Event::Missed { .. }
+                | Event::Fatal { .. }
+                | Event::BootLoop { .. }
+                | Event::NoAnswer { .. }
         )
     }
 }
@@ -204,6 +257,18 @@ impl BootTracker {
         events
     }
 
+    /// Whether a boot is under way (a reset seen, not yet booted or failed).
+    pub fn booting(&self) -> bool {
+        self.boot_started.is_some()
+    }
+
+    /// The device answered a poke: whatever boot was under way is over.
+    pub fn alive(&mut self) -> Vec<Event> {
+        self.boot_started = None;
+        self.next = 0;
+        vec![Event::Alive]
+    }
+
     /// Deadline checks; call when time passes without console output.
     pub fn tick(&mut self, now: Instant) -> Vec<Event> {
         let (Some(start), Some(m)) = (self.boot_started, self.cfg.milestones.get(self.next)) else {
@@ -226,55 +291,204 @@ impl BootTracker {
     }
 }
 
-/// Follows the console (through the port's owner, so `serial_expect`
-/// probes can share it) until the port goes away or `on_event` returns
-/// true; every event goes to `on_event`. `Ok` when `on_event` stopped it,
-/// else why the port was lost.
-pub async fn follow(
-    cfg: &Config,
-    tracker: &mut BootTracker,
-    mut on_event: impl FnMut(&Event, &BootTracker) -> bool,
-) -> Result<(), SerialError> {
-    let port = super::port::open_shared(
-        &cfg.port,
-        cfg.baud,
-        cfg.parity,
-        cfg.flow_control,
-        Duration::ZERO,
-    )?;
-    let mut lines = port.subscribe();
-    let mut budget = Budget {
-        per_second: cfg.forward_rate,
-        window: None,
-        used: 0,
-        suppressed: 0,
-    };
-    if let PortState::Gone(why) = port.ready(Duration::from_secs(10)).await {
-        return Err(SerialError::Gone(why));
+/// Follows the console through the port's owner, so `serial_expect`
+/// probes can share it: [`Watcher::next`] waits for console output or a
+/// timer and returns the events it led to.
+pub struct Watcher<'a> {
+    port: std::sync::Arc<port::SharedPort>,
+    lines: Lines,
+    follower: Follower<'a>,
+}
+
+impl<'a> Watcher<'a> {
+    /// Opens (or joins) the port and waits until it is usable.
+    pub async fn open(cfg: &'a Config) -> Result<Watcher<'a>, SerialError> {
+        let port = port::open_shared(
+            &cfg.port,
+            cfg.baud,
+            cfg.parity,
+            cfg.flow_control,
+            Duration::ZERO,
+        )?;
+        let lines = port.subscribe();
+        if let PortState::Gone(why) = port.ready(Duration::from_secs(10)).await {
+            return Err(SerialError::Gone(why));
+        }
+        Ok(Watcher {
+            port,
+            lines,
+            follower: Follower::new(cfg, Instant::now()),
+        })
     }
-    loop {
-        let deadline = tracker.next_deadline();
-        let next = async {
-            match deadline {
-                Some(d) => tokio::time::timeout_at(d, lines.recv()).await.ok(),
-                None => Some(lines.recv().await),
-            }
+
+    /// The next events (possibly none), or why the console is gone.
+    pub async fn next(&mut self, tracker: &mut BootTracker) -> Result<Vec<Event>, SerialError> {
+        self.follower
+            .next(&self.port, &mut self.lines, tracker)
+            .await
+    }
+}
+
+/// The state of one [`Watcher`]: the prompt judge, the forwarding budget, and
+/// the timers of the `alive` poke and of `assume_booted_after`.
+struct Follower<'a> {
+    cfg: &'a Config,
+    prompt: Prompt,
+    budget: Budget,
+    /// When the console last said anything.
+    heard: Instant,
+    /// When, without `alive`, a console without a reset means booted;
+    /// `None` once decided.
+    assume_at: Option<Instant>,
+    /// When to poke next, with `alive`.
+    poke_at: Option<Instant>,
+}
+
+type Lines = tokio::sync::mpsc::Receiver<PortEvent>;
+
+impl<'a> Follower<'a> {
+    fn new(cfg: &'a Config, now: Instant) -> Follower<'a> {
+        let assume = cfg.assume_booted_after.unwrap_or(ASSUME_BOOTED_AFTER);
+        Follower {
+            cfg,
+            prompt: Prompt::new(cfg.prompt_quiet),
+            budget: Budget {
+                per_second: cfg.forward_rate,
+                window: None,
+                used: 0,
+                suppressed: 0,
+            },
+            heard: now,
+            assume_at: cfg.alive.is_none().then_some(now + assume),
+            // At start: a device that is up already is known at once.
+            poke_at: cfg.alive.as_ref().map(|_| now),
+        }
+    }
+
+    /// Waits for the next console event or timer; returns the events it
+    /// led to, or why the console is gone.
+    async fn next(
+        &mut self,
+        port: &port::SharedPort,
+        lines: &mut Lines,
+        tracker: &mut BootTracker,
+    ) -> Result<Vec<Event>, SerialError> {
+        let now = Instant::now();
+        if let Some(alive) = &self.cfg.alive
+            && !tracker.booting()
+            && self.poke_at.is_some_and(|at| at <= now)
+        {
+            return self.poke(alive, port, lines, tracker).await;
+        }
+        if self.assume_at.is_some_and(|at| at <= now) {
+            self.assume_at = None;
+            let quiet = self.cfg.assume_booted_after.unwrap_or(ASSUME_BOOTED_AFTER);
+            return Ok(vec![Event::AssumedBooted { quiet }]);
+        }
+        let deadline = [
+            tracker.next_deadline(),
+            self.prompt.due(),
+            self.assume_at,
+            self.poke_at,
+        ]
+        .into_iter()
+        .flatten()
+        .min();
+        let event = match deadline {
+            Some(d) => match tokio::time::timeout_at(d, lines.recv()).await {
+                Ok(event) => event,
+                Err(_) => return Ok(self.quiet(tracker, Instant::now())),
+            },
+            None => lines.recv().await,
         };
-        let events = match next.await {
-            None => tracker.tick(Instant::now()),
-            Some(Some(PortEvent::Line(text))) => {
-                if cfg.forward_lines {
-                    forward(&mut budget, &text);
+        self.consume(event, tracker)
+    }
+
+    /// Time passed without console output: a quiet prompt is judged, and
+    /// deadlines are checked.
+    fn quiet(&mut self, tracker: &mut BootTracker, now: Instant) -> Vec<Event> {
+        let mut events = match self.prompt.fire(now) {
+            Some(tail) => tracker.line(&tail, now),
+            None => Vec::new(),
+        };
+        events.extend(tracker.tick(now));
+        self.note(&events);
+        events
+    }
+
+    /// One console event.
+    fn consume(
+        &mut self,
+        event: Option<PortEvent>,
+        tracker: &mut BootTracker,
+    ) -> Result<Vec<Event>, SerialError> {
+        let now = Instant::now();
+        self.heard = now;
+        if let (Some(alive), Some(_)) = (&self.cfg.alive, self.poke_at) {
+            self.poke_at = Some(now + alive.after_silence);
+        }
+        let events = match event {
+            Some(PortEvent::Line(text)) => {
+                if self.cfg.forward_lines {
+                    forward(&mut self.budget, &text);
                 }
-                tracker.line(&text, Instant::now())
+                tracker.line(self.prompt.line(&text), now)
             }
-            Some(Some(PortEvent::Partial(_))) => continue,
-            Some(Some(PortEvent::Gone(why))) => return Err(SerialError::Gone(why)),
-            Some(None) => return Err(SerialError::OwnerStopped),
+            Some(PortEvent::Partial(tail)) => {
+                self.prompt.partial(tail, now);
+                Vec::new()
+            }
+            Some(PortEvent::Gone(why)) => return Err(SerialError::Gone(why)),
+            None => return Err(SerialError::OwnerStopped),
         };
-        for e in events {
-            if on_event(&e, tracker) {
-                return Ok(());
+        self.note(&events);
+        Ok(events)
+    }
+
+    /// A reset seen: the device did not boot before the agent started.
+    fn note(&mut self, events: &[Event]) {
+        if events.contains(&Event::Reset) {
+            self.assume_at = None;
+        }
+    }
+
+    /// Writes the poke (in its turn, like a `serial_expect` probe) and
+    /// waits for the answer, judging whatever the console says meanwhile.
+    async fn poke(
+        &mut self,
+        alive: &Alive,
+        port: &port::SharedPort,
+        lines: &mut Lines,
+        tracker: &mut BootTracker,
+    ) -> Result<Vec<Event>, SerialError> {
+        let deadline = Instant::now() + alive.timeout;
+        self.poke_at = Some(deadline + alive.after_silence);
+        let Ok(_turn) = tokio::time::timeout_at(deadline, port.turn()).await else {
+            return Ok(vec![Event::NoAnswer {
+                waited: alive.timeout,
+            }]);
+        };
+        if !port.write(alive.send.clone().into_bytes()).await {
+            return Err(SerialError::OwnerStopped);
+        }
+        let mut events = Vec::new();
+        loop {
+            let Ok(event) = tokio::time::timeout_at(deadline, lines.recv()).await else {
+                events.push(Event::NoAnswer {
+                    waited: alive.timeout,
+                });
+                return Ok(events);
+            };
+            let answered = match &event {
+                Some(PortEvent::Line(t) | PortEvent::Partial(t)) => alive.expect.is_match(t),
+                _ => false,
+            };
+            events.extend(self.consume(event, tracker)?);
+            if answered {
+                // The answer is a prompt: judged now, not once it is quiet.
+                self.prompt = Prompt::new(self.cfg.prompt_quiet);
+                events.extend(tracker.alive());
+                return Ok(events);
             }
         }
     }
