@@ -193,7 +193,11 @@ pub enum Command {
         on: bool,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         reason: Option<String>,
-        #[serde(default, with = "humantime_serde", skip_serializing_if = "Option::is_none")]
+        #[serde(
+            default,
+            with = "humantime_serde",
+            skip_serializing_if = "Option::is_none"
+        )]
         until: Option<SystemTime>,
     },
     /// The test harness has just reset (power-cycled) the device under test.
@@ -214,7 +218,11 @@ pub struct Maintenance {
     pub reason: Option<String>,
     #[serde(with = "humantime_serde")]
     pub since: SystemTime,
-    #[serde(default, with = "humantime_serde", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        with = "humantime_serde",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub until: Option<SystemTime>,
 }
 

@@ -227,7 +227,9 @@ async fn start_senders(
         readiness: readiness_tx.clone(),
         snapshot: snapshot_rx,
     };
-    senders.set.spawn(control::serve(control, targets, senders.cancel.clone()));
+    senders
+        .set
+        .spawn(control::serve(control, targets, senders.cancel.clone()));
     let (beats_tx, beats) = watch::channel(None);
     let (probes_tx, probes) = mpsc::channel(64);
     if let Some(m) = &cfg.mqtt {

@@ -88,7 +88,9 @@ impl fmt::Display for Snapshot {
         writeln!(f, "state        {} since {}", self.state, at(self.since))?;
         writeln!(f, "why          {}", self.why)?;
         if let Some(m) = &self.maintenance {
-            let until = m.until.map_or("ended by command".into(), |t| format!("until {}", at(t)));
+            let until = m
+                .until
+                .map_or("ended by command".into(), |t| format!("until {}", at(t)));
             let reason = m.reason.as_deref().unwrap_or("no reason given");
             writeln!(f, "maintenance  {reason}; since {}, {until}", at(m.since))?;
         }
@@ -102,7 +104,11 @@ impl fmt::Display for Snapshot {
                 "  {name:<24} {:<4} since {}{}",
                 if c.up { "up" } else { "down" },
                 at(c.since),
-                if c.affects_ready { "" } else { "  (not for readiness)" }
+                if c.affects_ready {
+                    ""
+                } else {
+                    "  (not for readiness)"
+                }
             )?;
         }
         Ok(())

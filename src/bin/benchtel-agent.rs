@@ -209,8 +209,8 @@ fn maintenance(
 }
 
 fn status(cfg: &AgentConfig, json: bool) -> anyhow::Result<()> {
-    let answer = control(cfg, wire::Command::Status)?
-        .context("the agent answered without a status")?;
+    let answer =
+        control(cfg, wire::Command::Status)?.context("the agent answered without a status")?;
     if json {
         println!("{}", serde_json::to_string_pretty(&answer)?);
         return Ok(());

@@ -261,7 +261,6 @@ pub fn share_patterns(checks: &mut [CheckConfig]) -> usize {
     seen.len()
 }
 
-
 /// Consecutive-result hysteresis of one check.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Hysteresis {

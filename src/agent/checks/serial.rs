@@ -13,8 +13,8 @@ use tokio_util::sync::CancellationToken;
 use super::record::{Instruments, Labels};
 use super::{Code, Outcome};
 use crate::agent::probes::serial::watch::{self, BootTracker, Event, Watcher};
-use crate::agent::readiness::{Input, ResetSource, Verdict};
 use crate::agent::probes::serial::{SerialError, expect};
+use crate::agent::readiness::{Input, ResetSource, Verdict};
 
 /// The result code of a serial probe's error.
 pub fn code(e: &SerialError) -> Code {
@@ -105,7 +105,9 @@ async fn first_verdict(
         for e in watcher.next(tracker).await? {
             let verdict = match &e {
                 Event::Booted => Some(Outcome::ok("booted")),
-                Event::Alive | Event::AssumedBooted { .. } => Some(Outcome::ok(up_without_boot(&e))),
+                Event::Alive | Event::AssumedBooted { .. } => {
+                    Some(Outcome::ok(up_without_boot(&e)))
+                }
                 e => boot_code(e).map(|code| Outcome::fail(code, boot_failure(e, tracker))),
             };
             if let Some(v) = verdict {
@@ -182,7 +184,8 @@ impl WatchJudge<'_> {
                         Event::BootLoop { .. } => None,
                         _ => self.boot_started.take().map(|s| s.elapsed()),
                     };
-                    self.judge(false, code, &boot_failure(e, tracker), took).await;
+                    self.judge(false, code, &boot_failure(e, tracker), took)
+                        .await;
                 }
             }
         }
@@ -221,7 +224,9 @@ pub(super) async fn run_watch(
             lost = follow(&cfg, &mut tracker, &mut judge, &mut retry) => lost,
         };
         judge.boot_started = None;
-        judge.judge(false, Code::Missing, &lost.to_string(), None).await;
+        judge
+            .judge(false, Code::Missing, &lost.to_string(), None)
+            .await;
         tokio::select! {
             _ = cancel.cancelled() => return,
             _ = tokio::time::sleep(retry) => {}

@@ -50,10 +50,51 @@ pub(super) fn parse(s: &mut Section<'_>) -> Vec<Option<CheckConfig>> {
 }
 
 fn parse_one(file: &str, at: &str, entry: &toml::Value) -> Result<CheckConfig, ConfigError> {
-    match located::<CheckConfig>(file, at, entry) {
+    let check = match located::<CheckConfig>(file, at, entry) {
         Err(e) if e.key == at => Err(at_missing_key(at, locate_in_kind(file, at, entry, e))),
         other => other,
+    }?;
+    without_effect(file, at, entry, &check)?;
+    Ok(check)
+}
+
+/// Keys a kind would accept but ignore. A `serial_watch` is not run on an
+/// interval: it follows the console, each boot is one verdict, so there
+/// is no run count for `fail_after`/`recover_after` to apply to.
+fn without_effect(
+    file: &str,
+    at: &str,
+    entry: &toml::Value,
+    check: &CheckConfig,
+) -> Result<(), ConfigError> {
+    let Kind::SerialWatch(w) = &check.kind else {
+        return Ok(());
+    };
+    fn given<'a>(
+        entry: &'a toml::Value,
+        key: &'static str,
+    ) -> Option<(&'static str, &'a toml::Value)> {
+        entry.get(key).map(|v| (key, v))
     }
+    let refuse = |(key, value): (&str, &toml::Value), why: &str| {
+        ConfigError::new(file, &format!("{at}.{key}"), &value.to_string(), why)
+    };
+    for key in ["interval", "fail_after", "recover_after"] {
+        if let Some(found) = given(entry, key) {
+            return Err(refuse(
+                found,
+                "a serial_watch follows the console continuously and judges each boot once: \
+                 it has no runs to space or count (remove the key)",
+            ));
+        }
+    }
+    if let (Some(_), Some(found)) = (&w.alive, given(entry, "assume_booted_after")) {
+        return Err(refuse(
+            found,
+            "with `alive`, the poke decides whether the device is up: remove one of the two",
+        ));
+    }
+    Ok(())
 }
 
 /// An error about a missing key of the entry names that key, as

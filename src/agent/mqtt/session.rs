@@ -32,8 +32,8 @@ use super::{Config, Identity, Links, PublisherError};
 
 mod metrics;
 
-use crate::agent::readiness::{Input, Verdict};
 use crate::agent::control;
+use crate::agent::readiness::{Input, Verdict};
 use crate::agent::sources::heartbeat::Beat;
 use crate::wire::{self, OfflineReason, Presence, Topic};
 use metrics::{Kind, Metrics};

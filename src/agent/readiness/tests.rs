@@ -265,7 +265,10 @@ async fn a_reset_that_never_becomes_ready_is_a_failure_of_its_own() {
         b.rx.borrow().why
     );
     let t = b.metrics();
-    assert_eq!(t["bench_dut_reset_failures{gpio,reset_not_ready}"], 1.0, "{t:?}");
+    assert_eq!(
+        t["bench_dut_reset_failures{gpio,reset_not_ready}"], 1.0,
+        "{t:?}"
+    );
     assert_eq!(b.r.next_tick(), None);
     pass(30).await;
     assert_eq!(
@@ -282,7 +285,9 @@ async fn the_run_loop_applies_inputs_and_ends_maintenance_on_time() {
     let (itx, irx) = mpsc::channel(4);
     let cancel = CancellationToken::new();
     let task = tokio::spawn(b.r.run(irx, cancel.clone()));
-    itx.send(Input::Verdict(verdict("ssh", true))).await.unwrap();
+    itx.send(Input::Verdict(verdict("ssh", true)))
+        .await
+        .unwrap();
     rx.wait_for(|s| s.state == BenchState::Ready).await.unwrap();
     itx.send(Input::Maintenance(Some(Maintenance {
         reason: None,

@@ -271,7 +271,10 @@ mod tests {
         provider.force_flush().unwrap();
         let rm = last(&exporter);
         assert_eq!(heartbeats(&rm), 11);
-        assert_eq!(beats.borrow_and_update().as_ref().unwrap().state, BenchState::Ready);
+        assert_eq!(
+            beats.borrow_and_update().as_ref().unwrap().state,
+            BenchState::Ready
+        );
         // A change that is not the state (a check's verdict) is no beat.
         tx.send_modify(|s| s.why = "something else".into());
         tokio::time::sleep(Duration::from_secs(1)).await;

@@ -149,18 +149,32 @@ fn twenty() -> usize {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Event {
     Reset,
-    Milestone { name: String, after: Duration },
+    Milestone {
+        name: String,
+        after: Duration,
+    },
     Booted,
-    Missed { name: String, within: Duration },
-    Fatal { line: String },
-    BootLoop { resets: usize },
+    Missed {
+        name: String,
+        within: Duration,
+    },
+    Fatal {
+        line: String,
+    },
+    BootLoop {
+        resets: usize,
+    },
     /// The device answered the `alive` poke: it is up.
     Alive,
     /// The device did not answer the `alive` poke in time.
-    NoAnswer { waited: Duration },
+    NoAnswer {
+        waited: Duration,
+    },
     /// No `alive` poke and no reset seen since the port opened: the device
     /// booted before the agent started.
-    AssumedBooted { quiet: Duration },
+    AssumedBooted {
+        quiet: Duration,
+    },
 }
 
 impl Event {
