@@ -268,20 +268,26 @@ milestones = [
     assert_eq!(out.code, Code::Ok, "{out:?}");
 }
 
+/// One `LINUX_BOOT` watch, with `extra` keys, on a board already running.
+async fn watch_linux(fw: &Firmware, extra: &str) -> benchtel::agent::checks::Outcome {
+    use benchtel::agent::checks::serial::run_once;
+    use benchtel::agent::probes::serial::watch::Config;
+    let cfg: Config = toml::from_str(&format!(
+        "port = \"{}\"\n{LINUX_BOOT}\n{extra}\n",
+        fw.port().display()
+    ))
+    .unwrap();
+    run_once(&cfg, Duration::from_secs(10)).await
+}
+
 /// The agent (re)starts while the board idles at its login prompt: no boot
 /// will come, the `alive` poke learns that the board is up.
 #[tokio::test]
 async fn a_board_idling_at_its_prompt_is_up_within_the_alive_timeout() {
-    use benchtel::agent::checks::serial::run_once;
-    use benchtel::agent::probes::serial::watch::Config;
     let fw = Firmware::start(Behaviour::LoginPrompt);
-    let cfg: Config = toml::from_str(&format!(
-        "port = \"{}\"\n{LINUX_BOOT}\nalive = {{ send = \"\\r\", expect = \"login: $\", timeout = \"2s\" }}\n",
-        fw.port().display()
-    ))
-    .unwrap();
+    let alive = r#"alive = { send = "\r", expect = "login: $", timeout = "2s" }"#;
     let started = std::time::Instant::now();
-    let out = run_once(&cfg, Duration::from_secs(10)).await;
+    let out = watch_linux(&fw, alive).await;
     assert_eq!(out.code, Code::Ok, "{out:?}");
     assert!(out.detail.contains("alive"), "{out:?}");
     assert!(
@@ -295,15 +301,8 @@ async fn a_board_idling_at_its_prompt_is_up_within_the_alive_timeout() {
 /// `assume_booted_after`, not `starting` for ever.
 #[tokio::test]
 async fn without_alive_a_quiet_console_counts_as_booted_after_its_grace() {
-    use benchtel::agent::checks::serial::run_once;
-    use benchtel::agent::probes::serial::watch::Config;
     let fw = Firmware::start(Behaviour::Hang);
-    let cfg: Config = toml::from_str(&format!(
-        "port = \"{}\"\n{LINUX_BOOT}\nassume_booted_after = \"1s\"\n",
-        fw.port().display()
-    ))
-    .unwrap();
-    let out = run_once(&cfg, Duration::from_secs(10)).await;
+    let out = watch_linux(&fw, r#"assume_booted_after = "1s""#).await;
     assert_eq!(out.code, Code::Ok, "{out:?}");
     assert!(out.detail.contains("booted before"), "{out:?}");
 }

@@ -164,6 +164,7 @@ pub(crate) async fn apply(req: &Command, readiness: &mpsc::Sender<Input>, origin
                 Origin::Mqtt => ResetSource::Mqtt,
             },
             reason: reason.clone(),
+            seen_by: None,
         },
         Command::Status => {
             tracing::info!("status asked for over MQTT: it answers on the control socket only");

@@ -433,6 +433,12 @@ fn readiness_options(cfg: &AgentConfig) -> readiness::Options {
             .filter(|c| c.affects_ready)
             .map(|c| c.name.clone())
             .collect(),
+        continuous_checks: cfg
+            .checks
+            .iter()
+            .filter(|c| c.kind.is_continuous())
+            .map(|c| c.name.clone())
+            .collect(),
         boot_offset: heartbeat::uptime().unwrap_or_default(),
         boot_id: heartbeat::boot_id(),
         state_file: Some(cfg.state_dir.join(readiness::bench_file::FILE_NAME)),

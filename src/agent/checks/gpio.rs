@@ -1,10 +1,20 @@
 //! GPIO probes as checks: runs them on the chardev backend and maps what
 //! they report ([`GpioError`]) to result codes.
 
-use crate::agent::probes::gpio::{
-    self, Chip, EdgeCount, EdgesConfig, GpioError, LevelConfig, StuckConfig, chardev::Chardev,
-};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::agent::probes::gpio::{
+    self, Chip, EdgeCount, EdgesConfig, GpioError, LevelConfig, ResetConfig, StuckConfig,
+    chardev::Chardev,
+};
+use crate::agent::readiness::{Input, ResetSource, Verdict};
+
+use super::record::Labels;
 use super::{Code, Outcome};
 
 /// The result code of a GPIO probe's error.
@@ -71,6 +81,105 @@ pub(super) async fn run_stuck(cfg: &StuckConfig) -> Outcome {
     blocking(cfg.clone(), |c| probe_stuck(&Chardev, &c)).await
 }
 
+/// `benchtel-agent probe` on a `gpio_reset` line: can it be read?
+pub(super) fn run_reset_once(cfg: &ResetConfig) -> Outcome {
+    match Chardev.open(&cfg.line(), false).and_then(|mut l| l.level()) {
+        Ok(high) => Outcome::ok(format!(
+            "line readable, {}",
+            if high { "active" } else { "inactive" }
+        )),
+        Err(e) => failed(&e),
+    }
+}
+
+/// Follows a `gpio_reset` line for as long as the agent runs: each
+/// matching edge is a reset of the device under test. The check is up
+/// while the line can be followed; when it cannot (missing, busy), it is
+/// down and the line is opened again with backoff.
+pub(super) async fn run_reset(
+    labels: Labels,
+    affects_ready: bool,
+    cfg: ResetConfig,
+    inputs: mpsc::Sender<Input>,
+    cancel: CancellationToken,
+) {
+    let mut retry = Duration::from_secs(1);
+    loop {
+        let verdict = |up| {
+            Input::Verdict(Verdict {
+                check: labels.name.to_string(),
+                up,
+                affects_ready,
+            })
+        };
+        let _ = inputs.send(verdict(true)).await;
+        let followed = follow_resets(Arc::new(Chardev), &labels, &cfg, &inputs, &cancel).await;
+        if cancel.is_cancelled() {
+            return;
+        }
+        tracing::warn!(check = %labels.name, error = %followed, "gpio_reset line lost");
+        let _ = inputs.send(verdict(false)).await;
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = tokio::time::sleep(retry) => {}
+        }
+        retry = (retry * 2).min(Duration::from_secs(30));
+    }
+}
+
+/// Follows the line off the async runtime until it fails or `cancel`;
+/// returns the failure.
+async fn follow_resets(
+    chip: Arc<dyn Chip>,
+    labels: &Labels,
+    cfg: &ResetConfig,
+    inputs: &mpsc::Sender<Input>,
+    cancel: &CancellationToken,
+) -> GpioError {
+    let stop = Arc::new(AtomicBool::new(false));
+    let (cfg, inputs, name, stopped) = (
+        cfg.clone(),
+        inputs.clone(),
+        labels.name.to_string(),
+        stop.clone(),
+    );
+    let edges = cfg.edge;
+    let task = tokio::task::spawn_blocking(move || {
+        gpio::follow_resets(
+            chip.as_ref(),
+            &cfg,
+            || stopped.load(Ordering::Relaxed),
+            |_| {
+                let reset = Input::DutReset {
+                    source: ResetSource::Gpio,
+                    reason: Some(format!("{name}: {edges:?} edge")),
+                    seen_by: None,
+                };
+                // On the blocking pool: waiting for room is fine, dropping is not.
+                let _ = inputs.blocking_send(reset);
+            },
+        )
+    });
+    let _guard = StopOnDrop(stop.clone());
+    tokio::select! {
+        _ = cancel.cancelled() => GpioError::Other("stopped".into()),
+        joined = task => match joined {
+            Ok(Ok(())) => GpioError::Other("stopped".into()),
+            Ok(Err(e)) => e,
+            Err(e) => GpioError::Other(format!("gpio task failed: {e}")),
+        },
+    }
+}
+
+/// Tells the blocking follower to stop when its caller goes away.
+struct StopOnDrop(Arc<AtomicBool>);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+}
+
 /// Runs a blocking probe (waiting on GPIO edges) off the async runtime.
 async fn blocking<C: Send + 'static>(cfg: C, f: fn(C) -> Outcome) -> Outcome {
     tokio::task::spawn_blocking(move || f(cfg))
@@ -82,8 +191,7 @@ async fn blocking<C: Send + 'static>(cfg: C, f: fn(C) -> Outcome) -> Outcome {
 mod tests {
     use super::*;
     use crate::agent::probes::gpio::sim::SimChip;
-    use crate::agent::probes::gpio::{Level, LineId};
-    use std::time::Duration;
+    use crate::agent::probes::gpio::{Edge, Level, LineId};
 
     fn level(line: u32) -> LevelConfig {
         LevelConfig {
@@ -145,5 +253,43 @@ mod tests {
         assert!(out.detail.contains("held high"), "{}", out.detail);
         chip.toggle_every(2, Duration::from_millis(10));
         assert_eq!(probe_stuck(&chip, &stuck(2)).code, Code::Ok);
+    }
+
+    /// A reset line pulled active is a DUT reset; the other edge is not,
+    /// and the follower stops when told.
+    #[tokio::test]
+    async fn edges_of_a_reset_line_become_dut_resets() {
+        let chip = SimChip::new(2);
+        let cfg = ResetConfig {
+            chip: None,
+            line: LineId::Offset(1),
+            active_low: false,
+            edge: Edge::Rising,
+        };
+        let labels = Labels::new("dut-reset", &super::super::Kind::GpioReset(cfg.clone()));
+        let (tx, mut rx) = mpsc::channel(8);
+        let cancel = CancellationToken::new();
+        let follower = {
+            let (chip, cancel) = (Arc::new(chip.clone()), cancel.clone());
+            tokio::spawn(async move { follow_resets(chip, &labels, &cfg, &tx, &cancel).await })
+        };
+        let next = async |rx: &mut mpsc::Receiver<Input>| {
+            tokio::time::timeout(Duration::from_secs(5), rx.recv()).await
+        };
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        chip.set_level(1, true);
+        let reset = next(&mut rx).await.expect("a reset").expect("open");
+        assert!(
+            matches!(&reset, Input::DutReset { source: ResetSource::Gpio, reason: Some(r), .. } if r.contains("dut-reset")),
+            "{reset:?}"
+        );
+        chip.set_level(1, false);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(rx.try_recv().is_err(), "a falling edge is no reset");
+        chip.set_level(1, true);
+        assert!(next(&mut rx).await.is_ok(), "the next rising edge is");
+        cancel.cancel();
+        let stopped = tokio::time::timeout(Duration::from_secs(5), follower).await;
+        assert!(stopped.is_ok(), "the follower stops when cancelled");
     }
 }

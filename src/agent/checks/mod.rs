@@ -128,6 +128,7 @@ pub enum Kind {
     GpioLevel(gpio_probe::LevelConfig),
     GpioEdges(gpio_probe::EdgesConfig),
     GpioStuck(gpio_probe::StuckConfig),
+    GpioReset(gpio_probe::ResetConfig),
 }
 
 /// One `[[checks]]` entry.
@@ -181,7 +182,14 @@ impl Kind {
             Kind::GpioLevel(_) => "gpio_level",
             Kind::GpioEdges(_) => "gpio_edges",
             Kind::GpioStuck(_) => "gpio_stuck",
+            Kind::GpioReset(_) => "gpio_reset",
         }
+    }
+
+    /// Kinds that follow a console or a line for as long as the agent runs
+    /// and report events, rather than run on an interval.
+    pub fn is_continuous(&self) -> bool {
+        matches!(self, Kind::SerialWatch(_) | Kind::GpioReset(_))
     }
 
     /// Probes of the device under test (serial console, GPIO lines), as
@@ -194,7 +202,8 @@ impl Kind {
             | Kind::SerialWatch(_)
             | Kind::GpioLevel(_)
             | Kind::GpioEdges(_)
-            | Kind::GpioStuck(_) => true,
+            | Kind::GpioStuck(_)
+            | Kind::GpioReset(_) => true,
         }
     }
 
@@ -211,6 +220,7 @@ impl Kind {
                 Kind::GpioLevel(c) => gpio::run_level(c),
                 Kind::GpioEdges(c) => gpio::run_edges(c).await,
                 Kind::GpioStuck(c) => gpio::run_stuck(c).await,
+                Kind::GpioReset(c) => gpio::run_reset_once(c),
             }
         };
         // Exec enforces its own deadline so it can kill the process group;
@@ -319,6 +329,16 @@ pub async fn run_all(
     let epoch = tokio::time::Instant::now();
     let mut set = tokio::task::JoinSet::new();
     for check in checks {
+        if let Kind::GpioReset(r) = &check.kind {
+            set.spawn(gpio::run_reset(
+                Labels::new(&check.name, &check.kind),
+                check.affects_ready,
+                r.clone(),
+                verdicts.clone(),
+                cancel.clone(),
+            ));
+            continue;
+        }
         if let Kind::SerialWatch(w) = &check.kind {
             set.spawn(serial::run_watch(
                 Labels::new(&check.name, &check.kind),

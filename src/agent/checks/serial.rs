@@ -158,6 +158,7 @@ impl WatchJudge<'_> {
                 let reset = Input::DutReset {
                     source: ResetSource::Serial,
                     reason: Some(format!("{} saw a reset", self.labels.name)),
+                    seen_by: Some(self.labels.name.to_string()),
                 };
                 let _ = self.inputs.send(reset).await;
             }

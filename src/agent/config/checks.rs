@@ -58,17 +58,19 @@ fn parse_one(file: &str, at: &str, entry: &toml::Value) -> Result<CheckConfig, C
     Ok(check)
 }
 
-/// Keys a kind would accept but ignore. A `serial_watch` is not run on an
-/// interval: it follows the console, each boot is one verdict, so there
-/// is no run count for `fail_after`/`recover_after` to apply to.
+/// Keys a kind would accept but ignore. A `serial_watch` or `gpio_reset`
+/// is not run on an interval: it follows its console or line, so there is
+/// no run count for `fail_after`/`recover_after` to apply to.
 fn without_effect(
     file: &str,
     at: &str,
     entry: &toml::Value,
     check: &CheckConfig,
 ) -> Result<(), ConfigError> {
-    let Kind::SerialWatch(w) = &check.kind else {
-        return Ok(());
+    let alive = match &check.kind {
+        Kind::SerialWatch(w) => w.alive.is_some(),
+        Kind::GpioReset(_) => false,
+        _ => return Ok(()),
     };
     fn given<'a>(
         entry: &'a toml::Value,
@@ -83,12 +85,12 @@ fn without_effect(
         if let Some(found) = given(entry, key) {
             return Err(refuse(
                 found,
-                "a serial_watch follows the console continuously and judges each boot once: \
+                "a serial_watch or gpio_reset follows its console or line continuously: \
                  it has no runs to space or count (remove the key)",
             ));
         }
     }
-    if let (Some(_), Some(found)) = (&w.alive, given(entry, "assume_booted_after")) {
+    if let (true, Some(found)) = (alive, given(entry, "assume_booted_after")) {
         return Err(refuse(
             found,
             "with `alive`, the poke decides whether the device is up: remove one of the two",
@@ -155,7 +157,7 @@ fn keys_of<T: DeserializeOwned>(
 }
 
 /// Every `type`, with a parser of its own keys; the order of [`Kind`].
-const KINDS: [(&str, Parser); 10] = [
+const KINDS: [(&str, Parser); 11] = [
     ("exec", keys_of::<exec::Config>),
     ("http", keys_of::<http::Config>),
     ("tcp", keys_of::<tcp::Config>),
@@ -166,6 +168,7 @@ const KINDS: [(&str, Parser); 10] = [
     ("gpio_level", keys_of::<gpio::LevelConfig>),
     ("gpio_edges", keys_of::<gpio::EdgesConfig>),
     ("gpio_stuck", keys_of::<gpio::StuckConfig>),
+    ("gpio_reset", keys_of::<gpio::ResetConfig>),
 ];
 
 fn kind_parser(kind: &str) -> Option<Parser> {

@@ -30,7 +30,7 @@
 
 pub mod bench_file;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
 
@@ -101,6 +101,9 @@ pub enum Input {
     DutReset {
         source: ResetSource,
         reason: Option<String>,
+        /// The continuous check that saw it (a `serial_watch`), whose
+        /// verdict the reset clears as well: it will judge the new boot.
+        seen_by: Option<String>,
     },
 }
 
@@ -108,6 +111,9 @@ pub enum Input {
 #[derive(Debug, Clone)]
 pub struct Options {
     pub readiness_checks: Vec<String>,
+    /// Checks that follow a console or a line (`serial_watch`,
+    /// `gpio_reset`) rather than run on an interval.
+    pub continuous_checks: BTreeSet<String>,
     /// System uptime when the agent started.
     pub boot_offset: Duration,
     /// This boot's id; `None` where the kernel gives none.
@@ -167,6 +173,8 @@ pub struct Readiness {
     /// Verdicts of the checks that affect readiness (None: none yet, or
     /// none since the last reset).
     checks: BTreeMap<String, Option<bool>>,
+    /// See [`Options::continuous_checks`].
+    continuous: BTreeSet<String>,
     /// The last verdict of every check, for `status`.
     last: BTreeMap<String, CheckStatus>,
     maintenance: Option<Maintenance>,
@@ -203,6 +211,7 @@ impl Readiness {
                 .into_iter()
                 .map(|c| (c, None))
                 .collect(),
+            continuous: opts.continuous_checks,
             last: BTreeMap::new(),
             maintenance: None,
             maintenance_ends: None,
@@ -285,7 +294,11 @@ impl Readiness {
             Input::Verdict(v) => return self.on_verdict(&v),
             Input::Maintenance(Some(m)) => self.enter_maintenance(m),
             Input::Maintenance(None) => self.leave_maintenance("by command"),
-            Input::DutReset { source, reason } => self.dut_reset(source, reason),
+            Input::DutReset {
+                source,
+                reason,
+                seen_by,
+            } => self.dut_reset(source, reason, seen_by),
         }
         self.persist();
         self.changed(before)
@@ -334,18 +347,31 @@ impl Readiness {
         self.publish();
     }
 
-    fn dut_reset(&mut self, source: ResetSource, reason: Option<String>) {
+    /// A reset clears the verdicts that must be seen again after it: those
+    /// of the scheduled checks (they run again on their interval) and of the
+    /// console watch that saw the reset (it judges the new boot). Other
+    /// continuous checks (`serial_watch`, `gpio_reset`) keep theirs: they
+    /// report events, not runs, and may have nothing new to say. While a
+    /// reset is pending, further resets (the console's reset line after a
+    /// harness's mark, a board resetting again) are counted but do not
+    /// restart its clock, so a board that keeps resetting still ends in
+    /// `reset_not_ready`.
+    fn dut_reset(&mut self, source: ResetSource, reason: Option<String>, seen_by: Option<String>) {
         self.instruments
             .resets
             .add(1, &[KeyValue::new("source", source.as_str())]);
         tracing::info!(source = source.as_str(), reason = ?reason, "device under test reset");
-        self.reset = Some(PendingReset {
-            at: Instant::now(),
-            source,
-        });
+        if self.reset.is_none() {
+            self.reset = Some(PendingReset {
+                at: Instant::now(),
+                source,
+            });
+        }
         self.degraded_since = None;
-        for v in self.checks.values_mut() {
-            *v = None;
+        for (check, v) in self.checks.iter_mut() {
+            if !self.continuous.contains(check) || seen_by.as_ref() == Some(check) {
+                *v = None;
+            }
         }
         let why = format!(
             "device under test reset ({}{})",
@@ -353,7 +379,7 @@ impl Readiness {
             reason.map(|r| format!(": {r}")).unwrap_or_default()
         );
         self.set(BenchState::Starting, why);
-        // No readiness checks: ready again at once.
+        // Nothing to wait for: ready again at once.
         self.evaluate();
     }
 

@@ -26,6 +26,7 @@ struct Bench {
 fn options(checks: &[&str], state_file: Option<PathBuf>, boot_id: &str) -> Options {
     Options {
         readiness_checks: checks.iter().map(|c| c.to_string()).collect(),
+        continuous_checks: BTreeSet::from(["console".to_string()]),
         boot_offset: Duration::from_secs(100),
         boot_id: Some(boot_id.into()),
         state_file,
@@ -211,13 +212,14 @@ async fn maintenance_survives_a_restart_and_ends_when_its_time_passes() {
 
 #[tokio::test(start_paused = true)]
 async fn a_dut_reset_is_timed_until_every_readiness_check_passes_again() {
-    let mut b = bench(options(&["ssh", "console"], None, "b1"));
+    let mut b = bench(options(&["ssh", "http"], None, "b1"));
     b.r.on_verdict(&verdict("ssh", true));
-    b.r.on_verdict(&verdict("console", true));
+    b.r.on_verdict(&verdict("http", true));
     pass(100).await;
     let reset = Input::DutReset {
         source: ResetSource::Mark,
         reason: Some("power cycle".into()),
+        seen_by: None,
     };
     assert_eq!(
         b.r.on_input(reset),
@@ -233,7 +235,7 @@ async fn a_dut_reset_is_timed_until_every_readiness_check_passes_again() {
     assert_eq!(b.r.on_verdict(&verdict("ssh", true)), None);
     pass(8).await;
     assert_eq!(
-        b.r.on_verdict(&verdict("console", true)),
+        b.r.on_verdict(&verdict("http", true)),
         Some((BenchState::Starting, BenchState::Ready))
     );
     let t = b.metrics();
@@ -251,6 +253,7 @@ async fn a_reset_that_never_becomes_ready_is_a_failure_of_its_own() {
     b.r.on_input(Input::DutReset {
         source: ResetSource::Gpio,
         reason: None,
+        seen_by: None,
     });
     b.r.on_verdict(&verdict("ssh", false));
     assert_eq!(b.r.state(), BenchState::Starting);
@@ -304,4 +307,82 @@ async fn the_run_loop_applies_inputs_and_ends_maintenance_on_time() {
     assert_eq!(Instant::now() - t0, Duration::from_secs(600));
     cancel.cancel();
     task.await.unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_marked_reset_waits_for_the_console_only_once_the_console_saw_it() {
+    let mut b = bench(options(&["ssh", "console"], None, "b1"));
+    b.r.on_verdict(&verdict("ssh", true));
+    b.r.on_verdict(&verdict("console", true));
+    b.r.on_input(Input::DutReset {
+        source: ResetSource::Mark,
+        reason: None,
+        seen_by: None,
+    });
+    pass(1).await;
+    // The console shows the board resetting: its watch will judge the new
+    // boot; the clock still runs from the mark.
+    b.r.on_input(Input::DutReset {
+        source: ResetSource::Serial,
+        reason: None,
+        seen_by: Some("console".into()),
+    });
+    pass(2).await;
+    assert_eq!(
+        b.r.on_verdict(&verdict("ssh", true)),
+        None,
+        "the console has not booted"
+    );
+    pass(7).await;
+    assert_eq!(
+        b.r.on_verdict(&verdict("console", true)),
+        Some((BenchState::Starting, BenchState::Ready))
+    );
+    let t = b.metrics();
+    assert_eq!(t["dut_reset"], 10.0);
+    assert_eq!(t["bench_dut_ready{mark}"], 1.0);
+    assert_eq!(t["bench_dut_resets{mark}"], 1.0);
+    assert_eq!(t["bench_dut_resets{serial}"], 1.0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_console_that_says_nothing_after_a_mark_keeps_its_verdict() {
+    let mut b = bench(options(&["ssh", "console"], None, "b1"));
+    b.r.on_verdict(&verdict("ssh", true));
+    b.r.on_verdict(&verdict("console", true));
+    b.r.on_input(Input::DutReset {
+        source: ResetSource::Mark,
+        reason: None,
+        seen_by: None,
+    });
+    pass(3).await;
+    assert_eq!(
+        b.r.on_verdict(&verdict("ssh", true)),
+        Some((BenchState::Starting, BenchState::Ready)),
+        "a watch reports boots, not runs: it is not waited for"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_board_that_keeps_resetting_runs_out_of_time() {
+    let mut b = bench(options(&["ssh"], None, "b1"));
+    b.r.on_verdict(&verdict("ssh", true));
+    let reset = || Input::DutReset {
+        source: ResetSource::Serial,
+        reason: None,
+        seen_by: None,
+    };
+    b.r.on_input(reset());
+    for _ in 0..2 {
+        pass(140).await;
+        b.r.on_input(reset());
+        assert_eq!(b.r.on_tick(), None);
+    }
+    pass(20).await;
+    assert_eq!(
+        b.r.on_tick(),
+        Some((BenchState::Starting, BenchState::Degraded)),
+        "300 s after the first reset"
+    );
+    assert_eq!(b.metrics()["bench_dut_resets{serial}"], 3.0);
 }

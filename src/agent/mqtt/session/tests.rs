@@ -242,7 +242,8 @@ async fn commands_apply_and_bad_or_retained_ones_are_counted() {
         f.readiness.try_recv(),
         Ok(Input::DutReset {
             source: ResetSource::Mqtt,
-            reason: Some("power cycle".into())
+            reason: Some("power cycle".into()),
+            seen_by: None,
         }),
         "a reset marked over MQTT is counted as such"
     );

@@ -136,6 +136,48 @@ pub struct StuckConfig {
     pub max_hold: Duration,
 }
 
+/// Which edges of a `gpio_reset` line are a reset (logical levels, after
+/// `active_low`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Edge {
+    /// To active: a reset line asserted, a power line switched on.
+    #[default]
+    Rising,
+    Falling,
+    Both,
+}
+
+impl Edge {
+    /// Whether an edge that left the line at `high` is one of these.
+    pub fn matches(self, high: bool) -> bool {
+        match self {
+            Edge::Rising => high,
+            Edge::Falling => !high,
+            Edge::Both => true,
+        }
+    }
+}
+
+/// `type = "gpio_reset"`: a reset or power line of the device under test;
+/// each matching edge is a reset of the DUT for the bench's readiness.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ResetConfig {
+    /// Chip path (`/dev/gpiochip0`) or name; may be left out with a line name.
+    #[serde(default)]
+    pub chip: Option<PathBuf>,
+    /// Line offset or name.
+    pub line: LineId,
+    /// Set for an active-low line (`nRESET`): `rising` is then the line
+    /// being pulled low.
+    #[serde(default)]
+    pub active_low: bool,
+    /// Which edges are a reset: `rising` (default), `falling` or `both`.
+    #[serde(default)]
+    pub edge: Edge,
+}
+
 /// The kinds share where their line is.
 macro_rules! line_of {
     ($($t:ty),*) => {$(
@@ -150,7 +192,7 @@ macro_rules! line_of {
         }
     )*};
 }
-line_of!(LevelConfig, EdgesConfig, StuckConfig);
+line_of!(LevelConfig, EdgesConfig, StuckConfig, ResetConfig);
 
 /// Opens lines; the chardev backend in production.
 pub trait Chip: Send + Sync {
@@ -193,6 +235,29 @@ pub fn probe_edges(chip: &dyn Chip, cfg: &EdgesConfig) -> Result<EdgeCount, Gpio
         });
     }
     Ok(count)
+}
+
+/// Follows a line's edges until `stop()` says so, calling `on_reset` for
+/// each edge that `cfg.edge` names; blocking. Returns only on a GPIO error
+/// or when stopped (`Ok`).
+pub fn follow_resets(
+    chip: &dyn Chip,
+    cfg: &ResetConfig,
+    stop: impl Fn() -> bool,
+    mut on_reset: impl FnMut(bool),
+) -> Result<(), GpioError> {
+    let mut line = chip.open(&cfg.line(), true)?;
+    // Short waits, so a stop is seen within one of them.
+    const POLL: Duration = Duration::from_millis(250);
+    while !stop() {
+        if line.wait_edge(POLL)? {
+            let high = line.level()?;
+            if cfg.edge.matches(high) {
+                on_reset(high);
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Fails if no edge comes within `max_hold`; blocking.
