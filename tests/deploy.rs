@@ -1,14 +1,17 @@
 //! `deploy/` against real programs.
 //!
 //! A real agent (with real checks, a serial probe and a console watcher on
-//! simulated firmware) is scraped every second by a real Prometheus that
-//! loads `deploy/prometheus/benchtel-rules.yml`; so is, in another test, a
+//! simulated firmware, whose device under test is reset by `benchtel-agent
+//! mark reset` and never comes back, then panics, then boots well) is
+//! scraped every second by a real Prometheus that loads
+//! `deploy/prometheus/benchtel-rules.yml`; so is, in another test, a
 //! real benchtel-watch hearing OTLP heartbeats from benches at two sites,
 //! some of which go silent. Every Grafana panel's query runs there with its
 //! template variables filled in: the panels the agent or the watch feeds
 //! must show data, the liveness counts and states must be the ones the
-//! scenario makes; the rules must load and evaluate without error, and the
-//! watch's fallback rules must pick the silent benches and only them;
+//! scenario makes; the rules must load and evaluate without error, the
+//! agent's DUT alerts must fire on its real series, and the watch's
+//! fallback rules must pick the silent benches and only them;
 //! every metric name the rules and dashboards use must be one the agent
 //! really exports or one a real benchtel-watch serves. The Alertmanager
 //! example runs in a real Alertmanager, which must route and inhibit as
@@ -96,6 +99,8 @@ const PANELS: &[(&str, &str, Source)] = &[
     ("benchtel-bench", "Check run time", Agent),
     ("benchtel-bench", "Probe values", Agent),
     ("benchtel-bench", "Boot milestones", Agent),
+    ("benchtel-bench", "DUT reset → ready", Agent),
+    ("benchtel-bench", "DUT resets", Agent),
     ("benchtel-bench", "CPU", Agent),
     ("benchtel-bench", "Memory", Agent),
     (
@@ -433,6 +438,9 @@ fn has_finite(data: &Value) -> bool {
 struct AgentProcess {
     child: Child,
     metrics: String,
+    config: PathBuf,
+    /// `STATE_DIRECTORY`, where its control socket is.
+    state: PathBuf,
     _dir: tempfile::TempDir,
 }
 
@@ -444,8 +452,10 @@ impl Drop for AgentProcess {
 }
 
 /// An agent with fast intervals, a check that passes, one that fails, a
-/// serial probe that reads a firmware version and a console watcher, and no
-/// collector (its outbox fills and its exports are retried).
+/// serial probe that reads a firmware version and a console watcher (that
+/// knows a kernel panic), and no collector (its outbox fills and its
+/// exports are retried). A reset of the device under test must be ready
+/// again within 5 s: the console's boots are printed at once.
 fn start_agent(version_port: &Path, console_port: &Path) -> AgentProcess {
     let dir = tempfile::tempdir().unwrap();
     let metrics = format!("127.0.0.1:{}", support::free_port());
@@ -458,6 +468,7 @@ fn start_agent(version_port: &Path, console_port: &Path) -> AgentProcess {
 [bench]
 id = "{BENCH}"
 site = "{SITE}"
+dut_ready_within = "5s"
 
 [otlp]
 endpoint = "http://{closed}"
@@ -505,6 +516,7 @@ name = "dut-boot"
 type = "serial_watch"
 port = "{console_port}"
 reset = "U-Boot SPL"
+fatal = "Kernel panic"
 boot_loop_resets = 1000
 milestones = [
   {{ name = "spl", pattern = "U-Boot SPL", within = "5s" }},
@@ -517,15 +529,8 @@ milestones = [
         ),
     )
     .unwrap();
-    let child = Command::new(AGENT)
-        .arg("--config")
-        .arg(&config)
-        .env_remove("BENCHTEL_CONFIG")
-        .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
-        .env_remove("OTEL_RESOURCE_ATTRIBUTES")
-        .env_remove("OTEL_SERVICE_NAME")
-        .env_remove("NOTIFY_SOCKET")
-        .env("STATE_DIRECTORY", dir.path().join("state"))
+    let state = dir.path().join("state");
+    let child = agent_command(&config, &state)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -533,8 +538,125 @@ milestones = [
     AgentProcess {
         child,
         metrics,
+        config,
+        state,
         _dir: dir,
     }
+}
+
+/// `benchtel-agent --config <config>` with `state` as its state directory
+/// and none of the environment that would redirect it.
+fn agent_command(config: &Path, state: &Path) -> Command {
+    let mut cmd = Command::new(AGENT);
+    cmd.arg("--config")
+        .arg(config)
+        .env_remove("BENCHTEL_CONFIG")
+        .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
+        .env_remove("OTEL_RESOURCE_ATTRIBUTES")
+        .env_remove("OTEL_SERVICE_NAME")
+        .env_remove("NOTIFY_SOCKET")
+        .env_remove("RUNTIME_DIRECTORY")
+        .env("STATE_DIRECTORY", state);
+    cmd
+}
+
+/// `benchtel-agent mark reset`, as a test harness runs it next to the
+/// agent: over the agent's control socket.
+fn mark_reset(agent: &AgentProcess) {
+    let out = agent_command(&agent.config, &agent.state)
+        .args([
+            "mark",
+            "reset",
+            "--reason",
+            "tests/deploy.rs power-cycled it",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "benchtel-agent mark reset failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Polls the agent's /metrics until `cond` holds for its text.
+async fn metrics_until(api: &Api, agent: &AgentProcess, what: &str, cond: impl Fn(&str) -> bool) {
+    let url = format!("http://{}/metrics", agent.metrics);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(text) = api.text(&url).await
+            && cond(&text)
+        {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the agent's /metrics never showed {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// Prints one good boot at a time on the console until the agent says the
+/// bench is ready. Not faster: each reset line clears the readiness
+/// verdicts, and the checks need a second to give theirs again.
+async fn boot_until_ready(api: &Api, agent: &AgentProcess, console: &Firmware) {
+    let url = format!("http://{}/metrics", agent.metrics);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        console.print("U-Boot SPL 2024.01 (Jan 01 2024 - 00:00:00 +0000)\r\n");
+        console.print("Starting kernel ...\r\n");
+        let printed = Instant::now();
+        while printed.elapsed() < Duration::from_secs(4) {
+            tokio::time::sleep(Duration::from_millis(250)).await;
+            if let Some(text) = api.text(&url).await
+                && sample(&text, "bench_state", &[("state", "ready")]) == Some(1.0)
+            {
+                return;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the bench never became ready again after a good boot"
+        );
+    }
+}
+
+/// The device under test's bad day, for the DUT panels and rules: the
+/// harness resets it and it never comes back (a reset not ready in time),
+/// then it boots into a kernel panic (code `fatal`), then it boots well
+/// and the bench is ready again (a reset timed into
+/// `bench_dut_ready_seconds`).
+async fn dut_resets_panics_and_recovers(api: &Api, agent: &AgentProcess, console: &Firmware) {
+    mark_reset(agent);
+    metrics_until(
+        api,
+        agent,
+        "a marked reset that did not become ready",
+        |m| {
+            sample(m, "bench_dut_resets_total", &[("source", "mark")]) == Some(1.0)
+                && sample(
+                    m,
+                    "bench_dut_reset_failures_total",
+                    &[("source", "mark"), ("code", "reset_not_ready")],
+                ) == Some(1.0)
+                && sample(m, "bench_state", &[("state", "degraded")]) == Some(1.0)
+        },
+    )
+    .await;
+    console.print("U-Boot SPL 2024.01 (Jan 01 2024 - 00:00:00 +0000)\r\n");
+    console.print("Kernel panic - not syncing: VFS: Unable to mount root fs\r\n");
+    metrics_until(api, agent, "the console's kernel panic", |m| {
+        sample(
+            m,
+            "bench_health_failures_total",
+            &[("check", "dut-boot"), ("code", "fatal")],
+        )
+        .is_some()
+    })
+    .await;
+    boot_until_ready(api, agent, console).await;
 }
 
 /// Prints a boot on the console until the agent's /metrics has timed one:
@@ -610,6 +732,7 @@ async fn agent_panels_rules_and_names_work_against_a_real_agent_and_prometheus()
     let prom = Prometheus::start(&[("benchtel-agent", &agent.metrics)], &[&rules]);
     let api = Api::new(prom.url());
     boot_until_recorded(&api, &agent, &console).await;
+    dut_resets_panics_and_recovers(&api, &agent, &console).await;
     let exported = api
         .text(&format!("http://{}/metrics", agent.metrics))
         .await
@@ -757,6 +880,28 @@ async fn agent_panels_rules_and_names_work_against_a_real_agent_and_prometheus()
         );
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
+
+    // The DUT alerts fire (they have no `for`) on the agent's real series:
+    // the kernel panic on the console, the marked reset never ready.
+    for (alert, label) in [
+        ("BenchDutFatal", r#"check="dut-boot""#),
+        ("BenchDutNotReadyAfterReset", r#"source="mark""#),
+    ] {
+        let firing = format!(
+            r#"ALERTS{{alertname="{alert}", alertstate="firing", bench_id="{BENCH}", bench_site="{SITE}", {label}}}"#
+        );
+        eventually(
+            &format!("{alert} to fire for the agent"),
+            async || match api.query(&firing, true).await {
+                Some(Ok(data)) if has_finite(&data) => Ok(()),
+                other => Err(format!("{firing}: {other:?}")),
+            },
+        )
+        .await;
+    }
+    let looped = format!(r#"ALERTS{{alertname="BenchDutBootLoop", bench_id="{BENCH}"}}"#);
+    let none = instant(&api, &looped).await.unwrap();
+    assert!(none.is_empty(), "no boot loop was printed: {none:?}");
 
     // Every metric name in the rules and the dashboards is one the agent
     // exports (seen in Prometheus) or one a real benchtel-watch serves.
