@@ -624,12 +624,16 @@ async fn boot_until_ready(api: &Api, agent: &AgentProcess, console: &Firmware) {
 }
 
 /// The device under test's bad day, for the DUT panels and rules: the
-/// harness resets it and it never comes back (a reset not ready in time),
+/// harness resets it, its console shows the reset and it never comes back
+/// (a reset not ready in time),
 /// then it boots into a kernel panic (code `fatal`), then it boots well
 /// and the bench is ready again (a reset timed into
 /// `bench_dut_ready_seconds`).
 async fn dut_resets_panics_and_recovers(api: &Api, agent: &AgentProcess, console: &Firmware) {
     mark_reset(agent);
+    // The console shows the reset, and then nothing: the watch waits for a
+    // boot that does not come.
+    console.print("U-Boot SPL 2024.01 (Jan 01 2024 - 00:00:00 +0000)\r\n");
     metrics_until(
         api,
         agent,
