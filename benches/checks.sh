@@ -22,7 +22,8 @@ if [ -z "$bin" ]; then
   cargo build --release --locked --bin benchtel-agent >&2
   bin=target/release/benchtel-agent
 fi
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+# shellcheck source=benches/lib.sh
+. benches/lib.sh
 
 http_port=$(free_port)
 (cd "$work" && python3 -m http.server "$http_port" --bind 127.0.0.1 >/dev/null 2>&1) &
@@ -64,7 +65,7 @@ cfg="$work/agent.toml"
   for i in $(seq 1 10); do printf '[[checks]]\nname = "exec%s"\ntype = "exec"\ncommand = "true"\ninterval = "1s"\n' "$i"; done
   for i in $(seq 0 9); do printf '[[checks]]\nname = "serial%s"\ntype = "serial_expect"\nport = "%s/dut%s"\nsend = "kernel version"\nexpect = %s\ninterval = "1s"\nsettle = "0s"\n' "$i" "$work" "$i" "'Zephyr version (?P<major>\\d+)'"; done
 } >"$cfg"
-printf '[bench]\nid = "bench-idle"\n[otlp]\nendpoint = "http://127.0.0.1:%s"\n[http]\nlisten = "127.0.0.1:%s"\n' "$(free_port)" "$(free_port)" >"$work/idle.toml"
+idle_config "$work/idle.toml"
 
 "$bin" validate --config "$cfg" >&2
 STATE_DIRECTORY="$work/s1" "$bin" --config "$cfg" >"$work/busy.log" 2>&1 &
@@ -72,16 +73,9 @@ busy=$!
 STATE_DIRECTORY="$work/s2" "$bin" --config "$work/idle.toml" >"$work/idle.log" 2>&1 &
 idle=$!
 sleep "$DURATION"
-tick=$(getconf CLK_TCK)
-report() {
-  local rss cpu
-  rss=$(awk '/^VmRSS:/ {print $2}' "/proc/$2/status")
-  cpu=$(awk -v t="$tick" '{printf "%.2f", ($14 + $15) / t}' "/proc/$2/stat")
-  printf '%-34s RSS %6d KiB  CPU %6s s  (%.2f%% of one core)\n' "$1" "$rss" "$cpu" "$(echo "$cpu * 100 / $DURATION" | bc -l)"
-}
 echo "after ${DURATION} s:"
-report "agent, 50 checks + 10 serial probes" "$busy"
-report "agent, idle (no checks)" "$idle"
+report "agent, 50 checks + 10 serial probes" "$busy" "$DURATION"
+report "agent, idle (no checks)" "$idle" "$DURATION"
 fails=$(grep -c '"level":"WARN"' "$work/busy.log" || true)
 echo "warnings logged by the busy agent: $fails"
 grep '"WARN"' "$work/busy.log" | head -3 || true

@@ -21,7 +21,8 @@ if [ -z "$bin" ]; then
   cargo build --release --locked --bin benchtel-agent >&2
   bin=target/release/benchtel-agent
 fi
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+# shellcheck source=benches/lib.sh
+. benches/lib.sh
 
 cat >"$work/getty.py" <<'PY'
 import sys
@@ -53,7 +54,7 @@ cfg="$work/agent.toml"
     printf 'alive = { send = "\\r", expect = "login: $", after_silence = "60s" }\n'
   done
 } >"$cfg"
-printf '[bench]\nid = "bench-idle"\n[otlp]\nendpoint = "http://127.0.0.1:%s"\n[http]\nlisten = "127.0.0.1:%s"\n' "$(free_port)" "$(free_port)" >"$work/idle.toml"
+idle_config "$work/idle.toml"
 
 "$bin" validate --config "$cfg" >&2
 STATE_DIRECTORY="$work/s1" "$bin" --config "$cfg" >"$work/busy.log" 2>&1 &
@@ -61,16 +62,9 @@ busy=$!
 STATE_DIRECTORY="$work/s2" "$bin" --config "$work/idle.toml" >"$work/idle.log" 2>&1 &
 idle=$!
 sleep "$DURATION"
-tick=$(getconf CLK_TCK)
-report() {
-  local rss cpu
-  rss=$(awk '/^VmRSS:/ {print $2}' "/proc/$2/status")
-  cpu=$(awk -v t="$tick" '{printf "%.2f", ($14 + $15) / t}' "/proc/$2/stat")
-  printf '%-34s RSS %6d KiB  CPU %6s s  (%.2f%% of one core)\n' "$1" "$rss" "$cpu" "$(echo "$cpu * 100 / $DURATION" | bc -l)"
-}
 echo "after ${DURATION} s:"
-report "agent, 10 idle consoles watched" "$busy"
-report "agent, idle (no checks)" "$idle"
+report "agent, 10 idle consoles watched" "$busy" "$DURATION"
+report "agent, idle (no checks)" "$idle" "$DURATION"
 echo "bench state: $(grep -o '"to":"[a-z]*"' "$work/busy.log" | tail -1)"
 echo "warnings logged by the watching agent: $(grep -c '"level":"WARN"' "$work/busy.log" || true)"
 grep '"WARN"' "$work/busy.log" | head -3 || true

@@ -329,36 +329,29 @@ pub async fn run_all(
     let epoch = tokio::time::Instant::now();
     let mut set = tokio::task::JoinSet::new();
     for check in checks {
-        if let Kind::GpioReset(r) = &check.kind {
-            set.spawn(gpio::run_reset(
-                Labels::new(&check.name, &check.kind),
-                check.affects_ready,
-                r.clone(),
-                verdicts.clone(),
-                cancel.clone(),
-            ));
-            continue;
-        }
-        if let Kind::SerialWatch(w) = &check.kind {
-            set.spawn(serial::run_watch(
-                Labels::new(&check.name, &check.kind),
-                check.affects_ready,
+        let (labels, ready) = (Labels::new(&check.name, &check.kind), check.affects_ready);
+        let (out, stop) = (verdicts.clone(), cancel.clone());
+        match &check.kind {
+            // Continuous: they follow a line or a console, not an interval.
+            Kind::GpioReset(r) => set.spawn(gpio::run_reset(labels, ready, r.clone(), out, stop)),
+            Kind::SerialWatch(w) => set.spawn(serial::run_watch(
+                labels,
+                ready,
                 w.clone(),
                 instruments.clone(),
-                verdicts.clone(),
-                cancel.clone(),
-            ));
-            continue;
-        }
-        set.spawn(run_one(
-            check,
-            clients.clone(),
-            epoch,
-            permits.clone(),
-            instruments.clone(),
-            verdicts.clone(),
-            cancel.clone(),
-        ));
+                out,
+                stop,
+            )),
+            _ => set.spawn(run_one(
+                check,
+                clients.clone(),
+                epoch,
+                permits.clone(),
+                instruments.clone(),
+                out,
+                stop,
+            )),
+        };
     }
     while set.join_next().await.is_some() {}
 }

@@ -89,6 +89,30 @@ impl Bench {
     }
 }
 
+/// `check`, the last one, passes after a marked reset: ready, with the
+/// reset timed at `secs`; returns the metrics.
+fn ready_after_reset(b: &mut Bench, check: &str, secs: f64) -> BTreeMap<String, f64> {
+    assert_eq!(
+        b.r.on_verdict(&verdict(check, true)),
+        Some((BenchState::Starting, BenchState::Ready))
+    );
+    let t = b.metrics();
+    assert_eq!(t["dut_reset"], secs);
+    assert_eq!(t["bench_dut_ready{mark}"], 1.0);
+    t
+}
+
+/// `check` passes again `secs` after the bench went degraded: ready, with
+/// that recovery time.
+async fn recovers(b: &mut Bench, check: &str, secs: u64) {
+    pass(secs).await;
+    assert_eq!(
+        b.r.on_verdict(&verdict(check, true)),
+        Some((BenchState::Degraded, BenchState::Ready))
+    );
+    assert_eq!(b.metrics()["degraded"], secs as f64);
+}
+
 async fn pass(secs: u64) {
     tokio::time::sleep(Duration::from_secs(secs)).await;
 }
@@ -123,12 +147,7 @@ async fn ready_time_degraded_and_recovery() {
         Some((BenchState::Ready, BenchState::Degraded))
     );
     assert_eq!(b.rx.borrow().why, "down: psu");
-    pass(15).await;
-    assert_eq!(
-        b.r.on_verdict(&verdict("psu", true)),
-        Some((BenchState::Degraded, BenchState::Ready))
-    );
-    assert_eq!(b.metrics()["degraded"], 15.0);
+    recovers(&mut b, "psu", 15).await;
 }
 
 #[tokio::test(start_paused = true)]
@@ -234,13 +253,7 @@ async fn a_dut_reset_is_timed_until_every_readiness_check_passes_again() {
     // checks must pass after the reset.
     assert_eq!(b.r.on_verdict(&verdict("ssh", true)), None);
     pass(8).await;
-    assert_eq!(
-        b.r.on_verdict(&verdict("http", true)),
-        Some((BenchState::Starting, BenchState::Ready))
-    );
-    let t = b.metrics();
-    assert_eq!(t["dut_reset"], 12.0);
-    assert_eq!(t["bench_dut_ready{mark}"], 1.0);
+    let t = ready_after_reset(&mut b, "http", 12.0);
     assert_eq!(t["bench_dut_ready_sum"], 12.0);
     assert_eq!(t["bench_dut_resets{mark}"], 1.0);
     assert_eq!(t["agent_start"], 0.0, "not recorded again");
@@ -273,12 +286,7 @@ async fn a_reset_that_never_becomes_ready_is_a_failure_of_its_own() {
         "{t:?}"
     );
     assert_eq!(b.r.next_tick(), None);
-    pass(30).await;
-    assert_eq!(
-        b.r.on_verdict(&verdict("ssh", true)),
-        Some((BenchState::Degraded, BenchState::Ready))
-    );
-    assert_eq!(b.metrics()["degraded"], 30.0);
+    recovers(&mut b, "ssh", 30).await;
 }
 
 #[tokio::test(start_paused = true)]
@@ -309,8 +317,9 @@ async fn the_run_loop_applies_inputs_and_ends_maintenance_on_time() {
     task.await.unwrap();
 }
 
-#[tokio::test(start_paused = true)]
-async fn a_marked_reset_waits_for_the_console_only_once_the_console_saw_it() {
+/// A bench ready on an ssh check and a console watch, then reset by the
+/// harness's mark.
+fn ready_then_marked() -> Bench {
     let mut b = bench(options(&["ssh", "console"], None, "b1"));
     b.r.on_verdict(&verdict("ssh", true));
     b.r.on_verdict(&verdict("console", true));
@@ -319,6 +328,12 @@ async fn a_marked_reset_waits_for_the_console_only_once_the_console_saw_it() {
         reason: None,
         seen_by: None,
     });
+    b
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_marked_reset_waits_for_the_console_only_once_the_console_saw_it() {
+    let mut b = ready_then_marked();
     pass(1).await;
     // The console shows the board resetting: its watch will judge the new
     // boot; the clock still runs from the mark.
@@ -334,27 +349,14 @@ async fn a_marked_reset_waits_for_the_console_only_once_the_console_saw_it() {
         "the console has not booted"
     );
     pass(7).await;
-    assert_eq!(
-        b.r.on_verdict(&verdict("console", true)),
-        Some((BenchState::Starting, BenchState::Ready))
-    );
-    let t = b.metrics();
-    assert_eq!(t["dut_reset"], 10.0);
-    assert_eq!(t["bench_dut_ready{mark}"], 1.0);
+    let t = ready_after_reset(&mut b, "console", 10.0);
     assert_eq!(t["bench_dut_resets{mark}"], 1.0);
     assert_eq!(t["bench_dut_resets{serial}"], 1.0);
 }
 
 #[tokio::test(start_paused = true)]
 async fn a_console_that_says_nothing_after_a_mark_keeps_its_verdict() {
-    let mut b = bench(options(&["ssh", "console"], None, "b1"));
-    b.r.on_verdict(&verdict("ssh", true));
-    b.r.on_verdict(&verdict("console", true));
-    b.r.on_input(Input::DutReset {
-        source: ResetSource::Mark,
-        reason: None,
-        seen_by: None,
-    });
+    let mut b = ready_then_marked();
     pass(3).await;
     assert_eq!(
         b.r.on_verdict(&verdict("ssh", true)),
