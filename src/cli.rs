@@ -76,6 +76,10 @@ impl CommonArgs {
     }
 }
 
+/// `EX_NOINPUT` from sysexits.h: what a command is asked to read does not
+/// exist (`benchtel-agent outbox status` before the agent ever ran).
+pub const EX_NOINPUT: u8 = 66;
+
 /// Success, or the error (with its causes, `{:#}`) on stderr and failure.
 pub fn exit_status<E: Display>(program: &str, result: Result<(), E>) -> ExitCode {
     match result {
