@@ -44,7 +44,8 @@ pub struct CommonArgs {
     /// Configuration file
     #[arg(long, global = true)]
     pub config: Option<PathBuf>,
-    /// Log format on stdout (overrides log.format)
+    /// Log format on stdout (overrides log.format); text is coloured only
+    /// on a terminal, never with NO_COLOR set
     #[arg(long, global = true)]
     pub log_format: Option<LogFormat>,
 }
