@@ -381,7 +381,7 @@ fn commands_beside_the_agent_go_on_past_an_unrelated_config_error() {
     )
     .unwrap();
     let bad_arg = bad.to_str().unwrap();
-    let note = format!("{} has 1 configuration error(s)", bad.display());
+    let note = format!("the configuration ({}) has 1 error(s)", bad.display());
 
     // `run` and `validate` stay strict.
     let out = run(AGENT, dir.path(), &["validate", "--config", bad_arg]);

@@ -220,8 +220,8 @@ fn beside_agent(common: &CommonArgs, request: Request) -> ExitCode {
 fn note_errors(located: &Locations, needs: &str) {
     if let Some(errors) = &located.errors {
         eprintln!(
-            "benchtel-agent: note: {} has {} configuration error(s) (`benchtel-agent validate` \
-             lists them); this command needs only {needs}, so it goes on",
+            "benchtel-agent: note: the configuration ({}) has {} error(s) (`benchtel-agent \
+             validate` lists them); this command needs only {needs}, so it goes on",
             located.source.describe(),
             errors.0.len()
         );
