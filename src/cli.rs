@@ -44,7 +44,8 @@ pub struct CommonArgs {
     /// Configuration file
     #[arg(long, global = true)]
     pub config: Option<PathBuf>,
-    /// Log format on stdout (overrides log.format)
+    /// Log format on stdout (overrides log.format); text is coloured only
+    /// on a terminal, never with NO_COLOR set
     #[arg(long, global = true)]
     pub log_format: Option<LogFormat>,
 }
@@ -75,6 +76,10 @@ impl CommonArgs {
         Ok(cfg)
     }
 }
+
+/// `EX_NOINPUT` from sysexits.h: what a command is asked to read does not
+/// exist (`benchtel-agent outbox status` before the agent ever ran).
+pub const EX_NOINPUT: u8 = 66;
 
 /// Success, or the error (with its causes, `{:#}`) on stderr and failure.
 pub fn exit_status<E: Display>(program: &str, result: Result<(), E>) -> ExitCode {

@@ -2,11 +2,14 @@
 
 use std::process::ExitCode;
 
+use std::path::{Path, PathBuf};
+
 use anyhow::Context;
-use benchtel::agent::config::{self, AgentConfig};
+use benchtel::agent::config::{self, AgentConfig, Locations};
 use benchtel::agent::state::Snapshot;
-use benchtel::cli::Cli;
-use benchtel::outbox::{Outbox, StatusReport};
+use benchtel::cli::{Cli, CommonArgs, EX_NOINPUT};
+use benchtel::config::Env;
+use benchtel::outbox::{Outbox, OutboxError, StatusReport};
 use benchtel::wire::{self, ExecutionContext};
 use clap::Subcommand;
 
@@ -39,8 +42,15 @@ enum Command {
         command: ContextCommand,
     },
     /// List the serial adapters and GPIO chips on this machine, as config
-    /// snippets to paste
-    Suggest,
+    /// snippets to paste (reads no configuration)
+    Suggest {
+        /// Where sysfs is (tests pass their own tree)
+        #[arg(long, hide = true, default_value = "/sys")]
+        sys: PathBuf,
+        /// Where the device nodes are (tests pass their own tree)
+        #[arg(long, hide = true, default_value = "/dev")]
+        dev: PathBuf,
+    },
     /// Put the bench into maintenance, or take it out; kept across agent
     /// restarts and reboots until it is ended or its end time passes
     Maintenance {
@@ -103,7 +113,9 @@ enum ProbesCommand {
 
 #[derive(Subcommand)]
 enum OutboxCommand {
-    /// Print depth, bytes, oldest age, per-signal counts and drops
+    /// Print depth, bytes, oldest age, per-signal counts and drops; exit 66
+    /// if there is no outbox yet. Reads only `[outbox]` of the
+    /// configuration
     Status {
         /// Print JSON instead of text
         #[arg(long)]
@@ -116,67 +128,104 @@ fn main() -> ExitCode {
         "Telemetry agent for hardware test benches",
         "Configuration file [default: $BENCHTEL_CONFIG, else /etc/benchtel/agent.toml]",
     );
-    let loaded = cli
-        .common
-        .load_config("benchtel-agent", config::load, |c| &mut c.log);
-    let cfg = match loaded {
-        Ok(cfg) => cfg,
-        Err(code) => return code,
-    };
-    let result = match cli.command.unwrap_or(Command::Run) {
-        Command::Run => run(cfg),
-        Command::Validate => {
-            println!("configuration is valid: {}", cfg.summary());
-            Ok(())
+    // Only the commands that use the whole configuration load it strictly;
+    // the others read what they need and go on past a mistake elsewhere.
+    match cli.command.unwrap_or(Command::Run) {
+        Command::Suggest { sys, dev } => {
+            print!("{}", benchtel::agent::probes::suggest::render(&sys, &dev));
+            ExitCode::SUCCESS
         }
         Command::Outbox {
             command: OutboxCommand::Status { json },
-        } => outbox_status(&cfg, json),
-        Command::Probe { name } => return probe_once(&cfg, &name),
-        Command::Suggest => {
-            print!(
-                "{}",
-                benchtel::agent::probes::suggest::render(
-                    std::path::Path::new("/sys"),
-                    std::path::Path::new("/dev")
-                )
-            );
-            Ok(())
-        }
-        Command::Context { command } => control(
-            &cfg,
+        } => outbox_status(&cli.common, json),
+        Command::Context { command } => beside_agent(
+            &cli.common,
             match command {
                 ContextCommand::Set {
                     execution_id,
                     task_id,
                     correlation_id,
-                } => wire::Command::ContextSet(ExecutionContext {
+                } => Request::Send(wire::Command::ContextSet(ExecutionContext {
                     execution_id,
                     task_id,
                     correlation_id,
-                }),
-                ContextCommand::Clear => wire::Command::ContextClear,
+                })),
+                ContextCommand::Clear => Request::Send(wire::Command::ContextClear),
             },
-        )
-        .map(drop),
+        ),
         Command::Maintenance {
             state,
             reason,
             for_,
             until,
-        } => maintenance(&cfg, state == "on", reason, for_, until),
+        } => match maintenance(state == "on", reason, for_, until) {
+            Ok(command) => beside_agent(&cli.common, Request::Send(command)),
+            Err(e) => benchtel::cli::exit_status("benchtel-agent", Err(e)),
+        },
         Command::Mark {
             command: MarkCommand::Reset { reason },
-        } => control(&cfg, wire::Command::DutReset { reason }).map(drop),
-        Command::Status { json } => status(&cfg, json),
+        } => beside_agent(
+            &cli.common,
+            Request::Send(wire::Command::DutReset { reason }),
+        ),
+        Command::Status { json } => beside_agent(&cli.common, Request::Status { json }),
+        command => with_config(&cli.common, command),
+    }
+}
+
+/// The commands that need the whole configuration, valid.
+fn with_config(common: &CommonArgs, command: Command) -> ExitCode {
+    let loaded = common.load_config("benchtel-agent", config::load, |c| &mut c.log);
+    let cfg = match loaded {
+        Ok(cfg) => cfg,
+        Err(code) => return code,
+    };
+    let result = match command {
+        Command::Validate => {
+            println!("configuration is valid: {}", cfg.summary());
+            Ok(())
+        }
+        Command::Probe { name } => return probe_once(&cfg, &name),
         Command::Probes {
             command: ProbesCommand::List,
         } => {
             list_probes(&cfg);
             Ok(())
         }
+        _ => run(cfg),
     };
     benchtel::cli::exit_status("benchtel-agent", result)
+}
+
+/// What a command beside the running agent asks it.
+enum Request {
+    Send(wire::Command),
+    Status { json: bool },
+}
+
+/// A command for the running agent: it needs only the control socket.
+fn beside_agent(common: &CommonArgs, request: Request) -> ExitCode {
+    let located = config::locate(common.config.as_deref(), &Env::from_process());
+    note_errors(&located, "the control socket");
+    let socket = &located.control_socket;
+    let result = match request {
+        Request::Send(command) => control(socket, command).map(drop),
+        Request::Status { json } => status(socket, json),
+    };
+    benchtel::cli::exit_status("benchtel-agent", result)
+}
+
+/// Says which file has mistakes, and that this command goes on because it
+/// needs only `needs`.
+fn note_errors(located: &Locations, needs: &str) {
+    if let Some(errors) = &located.errors {
+        eprintln!(
+            "benchtel-agent: note: the configuration ({}) has {} error(s) (`benchtel-agent \
+             validate` lists them); this command needs only {needs}, so it goes on",
+            located.source.describe(),
+            errors.0.len()
+        );
+    }
 }
 
 fn run(cfg: AgentConfig) -> anyhow::Result<()> {
@@ -185,32 +234,31 @@ fn run(cfg: AgentConfig) -> anyhow::Result<()> {
 }
 
 /// Sends one command to the running agent; returns its answer's status.
-fn control(cfg: &AgentConfig, req: wire::Command) -> anyhow::Result<Option<serde_json::Value>> {
+fn control(socket: &Path, req: wire::Command) -> anyhow::Result<Option<serde_json::Value>> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    Ok(runtime.block_on(benchtel::agent::control::send(&cfg.control_socket, &req))?)
+    Ok(runtime.block_on(benchtel::agent::control::send(socket, &req))?)
 }
 
+/// The `maintenance` command as the agent takes it.
 fn maintenance(
-    cfg: &AgentConfig,
     on: bool,
     reason: Option<String>,
     for_: Option<std::time::Duration>,
     until: Option<std::time::SystemTime>,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<wire::Command> {
     if !on && (reason.is_some() || for_.is_some() || until.is_some()) {
         anyhow::bail!("--reason, --for and --until go with `maintenance on`");
     }
     let until = until.or_else(|| for_.map(|d| std::time::SystemTime::now() + d));
-    control(cfg, wire::Command::Maintenance { on, reason, until })?;
-    Ok(())
+    Ok(wire::Command::Maintenance { on, reason, until })
 }
 
-fn status(cfg: &AgentConfig, json: bool) -> anyhow::Result<()> {
+fn status(socket: &Path, json: bool) -> anyhow::Result<()> {
     let answer =
-        control(cfg, wire::Command::Status)?.context("the agent answered without a status")?;
+        control(socket, wire::Command::Status)?.context("the agent answered without a status")?;
     if json {
         println!("{}", serde_json::to_string_pretty(&answer)?);
         return Ok(());
@@ -276,15 +324,30 @@ fn probe_once(cfg: &AgentConfig, name: &str) -> ExitCode {
     }
 }
 
-fn outbox_status(cfg: &AgentConfig, json: bool) -> anyhow::Result<()> {
-    let opts = benchtel::agent::run::store_options(cfg);
-    let path = opts.path.clone();
-    let status = Outbox::open_read_only(opts)?.status()?;
+/// `outbox status`: needs only the outbox's path. Exit 66 (`EX_NOINPUT`)
+/// when there is no outbox there yet, 78 when the path cannot be read from
+/// the configuration.
+fn outbox_status(common: &CommonArgs, json: bool) -> ExitCode {
+    let located = config::locate(common.config.as_deref(), &Env::from_process());
+    let path = match &located.outbox {
+        Ok(path) => path.clone(),
+        Err(errors) => return benchtel::cli::config_failed("benchtel-agent", errors),
+    };
+    note_errors(&located, "[outbox]");
+    let result = Outbox::open_read_only(&path).and_then(|o| o.status());
+    let status = match result {
+        Ok(status) => status,
+        Err(e @ OutboxError::Missing { .. }) => {
+            eprintln!("benchtel-agent: {e}");
+            return ExitCode::from(EX_NOINPUT);
+        }
+        Err(e) => return benchtel::cli::exit_status("benchtel-agent", Err(e)),
+    };
     let report = StatusReport::new(path, status, std::time::SystemTime::now());
-    if json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+    let shown = if json {
+        serde_json::to_string_pretty(&report).map(|s| format!("{s}\n"))
     } else {
-        print!("{report}");
-    }
-    Ok(())
+        Ok(report.to_string())
+    };
+    benchtel::cli::exit_status("benchtel-agent", shown.map(|s| print!("{s}")))
 }

@@ -31,6 +31,9 @@ fn main() -> ExitCode {
         Command::Run => run(cfg),
         Command::Validate => {
             println!("configuration is valid: {}", cfg.summary());
+            if let Some(warning) = cfg.alerts.nowhere() {
+                eprintln!("benchtel-watch: warning: {warning}");
+            }
             Ok(())
         }
     };

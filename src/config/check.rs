@@ -1,7 +1,7 @@
 //! Semantic checks of configuration values: each records a
 //! [`ConfigError`] and returns a usable fallback, so checking goes on.
 
-use std::net::SocketAddr;
+use std::net::{SocketAddr, ToSocketAddrs};
 use std::time::Duration;
 
 use url::Url;
@@ -68,9 +68,20 @@ impl Checker<'_> {
         }
     }
 
+    /// `ip:port`, or `host:port` with the host name resolved here, while
+    /// the configuration loads (at start, and in `validate`, which so
+    /// rejects a name that does not resolve): the resolved configuration
+    /// stays plain data holding a [`SocketAddr`], and nothing later
+    /// resolves names. Of a name's addresses the first IPv4 one is taken,
+    /// else the first: `localhost` then means 127.0.0.1, the default, what
+    /// scrape configs point at, and an address that works on hosts without
+    /// IPv6.
     pub fn socket_addr(&mut self, key: &str, v: &str) -> SocketAddr {
-        v.parse().unwrap_or_else(|e| {
-            self.error(key, &format!("{v:?}"), format!("not an address:port: {e}"));
+        if let Ok(addr) = v.parse() {
+            return addr;
+        }
+        resolve(v).unwrap_or_else(|message| {
+            self.error(key, &format!("{v:?}"), message);
             SocketAddr::from(([127, 0, 0, 1], 9464))
         })
     }
@@ -78,6 +89,50 @@ impl Checker<'_> {
     pub fn log_level(&mut self, key: &str, v: &str) {
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(v) {
             self.error(key, &format!("{v:?}"), format!("not a log filter: {e}"));
+        }
+    }
+}
+
+/// A `host:port` resolved to one address (see [`Checker::socket_addr`]).
+fn resolve(v: &str) -> Result<SocketAddr, String> {
+    let addrs: Vec<SocketAddr> = v
+        .to_socket_addrs()
+        .map_err(|e| format!("not an address:port or host:port: {e}"))?
+        .collect();
+    addrs
+        .iter()
+        .find(|a| a.is_ipv4())
+        .or_else(|| addrs.first())
+        .copied()
+        .ok_or_else(|| "the host name resolves to no address".to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Checker;
+
+    fn check(v: &str) -> (std::net::SocketAddr, Vec<String>) {
+        let mut errors = Vec::new();
+        let addr = Checker {
+            file: "f.toml",
+            errors: &mut errors,
+        }
+        .socket_addr("http.listen", v);
+        (addr, errors.iter().map(ToString::to_string).collect())
+    }
+
+    #[test]
+    fn listen_takes_an_address_or_a_host_name() {
+        assert_eq!(check("[::1]:80").0.to_string(), "[::1]:80");
+        let (addr, errors) = check("localhost:9464");
+        assert_eq!(addr.to_string(), "127.0.0.1:9464", "{errors:?}");
+        for bad in ["localhost", "no-such-host.invalid:9464", "127.0.0.1:http"] {
+            let (_, errors) = check(bad);
+            assert_eq!(errors.len(), 1, "{bad}");
+            assert!(
+                errors[0].starts_with(&format!("f.toml: http.listen = {bad:?}: ")),
+                "{errors:?}"
+            );
         }
     }
 }

@@ -7,8 +7,10 @@
 
 use std::path::{Path, PathBuf};
 
+use serde::de::DeserializeOwned;
+
 use super::error::{ConfigError, ConfigErrors};
-use super::section::{Section, parse_table};
+use super::section::{Section, located, parse_table};
 
 /// A configuration file as found.
 pub(crate) struct FoundFile {
@@ -86,6 +88,37 @@ pub(crate) fn load<R: RawFile, C>(
         Some(cfg) if errors.is_empty() => Ok(cfg),
         _ => Err(ConfigErrors(errors)),
     }
+}
+
+/// Finds the file (see [`find_file`]) and parses only its section `name`,
+/// at its default when the file or the section is absent: for commands
+/// that need one section and must not fail on a mistake elsewhere. The
+/// errors are those of reading the file, its syntax, and that section.
+pub(crate) fn load_section<T: DeserializeOwned + Default>(
+    explicit: Option<&Path>,
+    from_env: Option<&String>,
+    default: &str,
+    name: &str,
+) -> (FoundFile, Result<T, ConfigErrors>) {
+    let mut errors = Vec::new();
+    let found = find_file(explicit, from_env, default, &mut errors);
+    let section = match &found.text {
+        None => T::default(),
+        Some(text) => parse_table(&found.label, text, &mut errors)
+            .and_then(|table| table.get(name).cloned())
+            .map_or_else(T::default, |value| {
+                located(&found.label, name, &value).unwrap_or_else(|e| {
+                    errors.push(e);
+                    T::default()
+                })
+            }),
+    };
+    let result = if errors.is_empty() {
+        Ok(section)
+    } else {
+        Err(ConfigErrors(errors))
+    };
+    (found, result)
 }
 
 /// Parses `text`, one section at a time so every section's errors show.

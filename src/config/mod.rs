@@ -6,7 +6,8 @@
 //!   directory.
 //! - `secret`: [`Secret`] values, secret and header files.
 //! - `file`: finding the file (`--config`, an environment variable, or the
-//!   default path) and loading it (`load`): read, parse to a TOML table
+//!   default path) and loading it (`load`; `load_section` for commands
+//!   that need one section only): read, parse to a TOML table
 //!   with located syntax errors, hand each top-level section to the
 //!   program's `RawFile`, collect every error.
 //! - `section`: one section deserialised on its own, its errors naming the
@@ -35,7 +36,7 @@ pub use check::Checker;
 pub use env::Env;
 pub(crate) use env::{hostname, state_dir};
 pub use error::{ConfigError, ConfigErrors};
-pub(crate) use file::{RawFile, load};
+pub(crate) use file::{RawFile, load, load_section};
 pub use log::{LogConfig, LogFormat};
 pub use secret::{Secret, read_secret};
 pub(crate) use secret::{decode, header, read_headers};

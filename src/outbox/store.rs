@@ -76,6 +76,13 @@ pub enum OutboxError {
         to: PathBuf,
         source: std::io::Error,
     },
+    /// Only [`Outbox::open_read_only`] says so: the agent creates it.
+    #[error(
+        "no outbox at {} yet: the agent has not run here, or its state is elsewhere \
+         (STATE_DIRECTORY, outbox.path)",
+        path.display()
+    )]
+    Missing { path: PathBuf },
     #[error("outbox {path}: {source}")]
     Sqlite {
         path: PathBuf,
@@ -177,21 +184,33 @@ impl Outbox {
         Ok((outbox, report))
     }
 
-    /// Opens an existing outbox for inspection only, beside a running
-    /// agent: no schema changes, no quarantine, no writes.
-    pub fn open_read_only(opts: StoreOptions) -> Result<Outbox, OutboxError> {
-        let conn = Connection::open_with_flags(&opts.path, OpenFlags::SQLITE_OPEN_READ_ONLY)
-            .map_err(|e| sql_err(&opts.path, e))?;
+    /// Opens the existing outbox at `path` for inspection only, beside a
+    /// running agent: no schema changes, no quarantine, no writes (so no
+    /// bounds to apply: its options are unbounded).
+    pub fn open_read_only(path: &Path) -> Result<Outbox, OutboxError> {
+        // SQLite would only say "unable to open database file" (thrice).
+        if !path.try_exists().unwrap_or(true) {
+            return Err(OutboxError::Missing {
+                path: path.to_path_buf(),
+            });
+        }
+        let conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .map_err(|e| sql_err(path, e))?;
         conn.busy_timeout(Duration::from_secs(5))
-            .map_err(|e| sql_err(&opts.path, e))?;
-        let totals = load_totals(&conn).map_err(|e| sql_err(&opts.path, e))?;
+            .map_err(|e| sql_err(path, e))?;
+        let totals = load_totals(&conn).map_err(|e| sql_err(path, e))?;
         Ok(Outbox {
             inner: Mutex::new(Inner {
                 conn,
                 totals,
                 corruptions: 0,
             }),
-            opts,
+            opts: StoreOptions {
+                path: path.to_path_buf(),
+                max_bytes: u64::MAX,
+                max_age: Duration::MAX,
+                synchronous: Synchronous::default(),
+            },
         })
     }
 

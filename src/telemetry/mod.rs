@@ -10,7 +10,8 @@ pub mod context;
 pub mod json_log;
 
 use std::collections::HashSet;
-use std::io::Write;
+use std::ffi::OsStr;
+use std::io::{IsTerminal, Write};
 use std::time::Duration;
 
 use opentelemetry::metrics::{Meter, MeterProvider};
@@ -210,7 +211,14 @@ pub fn init_logging(
         ),
         LogFormat::Text => (
             None,
-            Some(tracing_subscriber::fmt::layer().with_target(false)),
+            Some(
+                tracing_subscriber::fmt::layer()
+                    .with_target(false)
+                    .with_ansi(colour(
+                        std::io::stdout().is_terminal(),
+                        std::env::var_os("NO_COLOR").as_deref(),
+                    )),
+            ),
         ),
     };
     let bridge = logs.map(OpenTelemetryTracingBridge::new);
@@ -220,4 +228,28 @@ pub fn init_logging(
         .with(text)
         .with(bridge);
     tracing::subscriber::set_global_default(subscriber).map_err(|_| TelemetryError::SubscriberTaken)
+}
+
+/// Whether text logs are coloured: only on a terminal, so journald, files
+/// and pipes get plain text, and never when `NO_COLOR` is set to anything
+/// but the empty string (<https://no-color.org>).
+pub fn colour(stdout_is_tty: bool, no_color: Option<&OsStr>) -> bool {
+    stdout_is_tty && no_color.is_none_or(OsStr::is_empty)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::ffi::OsStr;
+
+    use super::colour;
+
+    #[test]
+    fn colour_only_on_a_terminal_and_not_when_no_color_is_set() {
+        assert!(colour(true, None));
+        assert!(colour(true, Some(OsStr::new(""))));
+        assert!(!colour(true, Some(OsStr::new("1"))));
+        assert!(!colour(true, Some(OsStr::new("false"))));
+        assert!(!colour(false, None));
+        assert!(!colour(false, Some(OsStr::new(""))));
+    }
 }

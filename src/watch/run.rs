@@ -102,6 +102,9 @@ pub async fn run(cfg: WatchConfig, cancel: CancellationToken) -> Result<(), Watc
         env!("CARGO_PKG_VERSION"),
         cfg.summary()
     );
+    if let Some(warning) = cfg.alerts.nowhere() {
+        tracing::warn!("{warning}");
+    }
     systemd::notify_ready(&cfg.summary());
     cancel.cancelled().await;
     tracing::info!("shutting down: stopping ingest");

@@ -11,12 +11,16 @@
 //!   one function per section;
 //! - `otel_env`: the `OTEL_*` variables (headers, resource attributes) and
 //!   the control-socket path;
-//! - [`probe_sets`]: `[[probe_set]]` entries expanded into checks.
+//! - [`probe_sets`]: `[[probe_set]]` entries expanded into checks;
+//! - `locate`: only the outbox path and the control socket ([`locate`]),
+//!   for the commands beside the running agent, which a mistake elsewhere
+//!   in the file must not stop.
 //!
 //! Finding, reading and parsing the file, and the error type, come from the
 //! toolkit in [`crate::config`].
 
 mod checks;
+mod locate;
 mod otel_env;
 pub mod probe_sets;
 mod raw;
@@ -32,6 +36,7 @@ use url::Url;
 use crate::agent::checks::CheckConfig;
 use crate::config::{ConfigErrors, Env, LogConfig, Secret};
 use crate::outbox::Synchronous;
+pub use locate::{Locations, locate};
 pub use raw::{Compression, HeartbeatConfig, HostMetricsConfig};
 
 pub const DEFAULT_PATH: &str = "/etc/benchtel/agent.toml";
@@ -131,14 +136,21 @@ pub fn load(explicit: Option<&Path>, env: &Env) -> Result<AgentConfig, ConfigErr
     )
 }
 
+impl ConfigSource {
+    /// The file's path, or that there is none.
+    pub fn describe(&self) -> String {
+        match self {
+            ConfigSource::File(p) => p.display().to_string(),
+            ConfigSource::Defaults => format!("none at {DEFAULT_PATH}, built-in defaults"),
+        }
+    }
+}
+
 impl AgentConfig {
     /// One readable line: who the bench is, where its state is, where it
     /// sends. Secrets are counted, never shown.
     pub fn summary(&self) -> String {
-        let config = match &self.source {
-            ConfigSource::File(p) => p.display().to_string(),
-            ConfigSource::Defaults => format!("none at {DEFAULT_PATH}, built-in defaults"),
-        };
+        let config = self.source.describe();
         let metrics = if self.http.enabled {
             format!("http://{}/metrics", self.http.listen)
         } else {

@@ -137,10 +137,7 @@ fn otlp(
 /// `[outbox]`: the database defaults to `<state dir>/outbox.db`.
 fn outbox(check: &mut Checker<'_>, ob: &RawOutbox, state_dir: &Path) -> OutboxConfig {
     let outbox = OutboxConfig {
-        path: ob
-            .path
-            .clone()
-            .unwrap_or_else(|| state_dir.join("outbox.db")),
+        path: super::locate::outbox_path(ob, state_dir),
         max_bytes: check.at_least("outbox.max_bytes", ob.max_bytes, 1 << 20),
         max_age: check.positive("outbox.max_age", ob.max_age),
         synchronous: ob.synchronous.into(),

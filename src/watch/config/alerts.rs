@@ -7,6 +7,18 @@ use super::raw::{RawAlerts, RawWebhook};
 use super::{Alerts, HttpConfig, Webhook};
 use crate::config::{Checker, read_headers};
 
+impl Alerts {
+    /// A warning when alerts are computed but sent nowhere (no Alertmanager,
+    /// no webhook), naming the keys to set; for the start-up log and
+    /// `validate`.
+    pub fn nowhere(&self) -> Option<&'static str> {
+        (self.alertmanagers.is_empty() && self.webhooks.is_empty()).then_some(
+            "alerts are computed but go nowhere: set alerts.alertmanagers \
+             (e.g. [\"http://alertmanager:9093\"]) or add an [[alerts.webhook]] with a url",
+        )
+    }
+}
+
 pub(super) fn resolve(check: &mut Checker<'_>, raw: &RawAlerts, http: &HttpConfig) -> Alerts {
     let alertmanagers = raw
         .alertmanagers
