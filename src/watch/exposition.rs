@@ -242,6 +242,9 @@ mod tests {
             interval: None,
             boot_id: None,
             agent_version: None,
+            why: None,
+            maintenance: None,
+            context: None,
         };
         fleet.receive("lab", "b1", &beat, 1000.0).unwrap();
         let mut out = String::new();

@@ -22,6 +22,9 @@ fn beat(seq: u64, sent: f64) -> Beat {
         interval: Some(10.0),
         boot_id: None,
         agent_version: None,
+        why: None,
+        maintenance: None,
+        context: None,
     }
 }
 
@@ -274,7 +277,9 @@ fn maintenance_benches_do_not_page() {
     let mut sim = Sim::new(config(|_| {}));
     let mut benches = site("a", 2);
     sim.run(30, &benches);
-    sim.fleet.set_maintenance("a", "a-b01", true).unwrap();
+    sim.fleet
+        .set_maintenance("a", "a-b01", true, None, 0.0)
+        .unwrap();
     benches.pop();
     sim.run(300, &benches);
     assert!(sim.fired(alerts::BENCH_OFFLINE).is_empty());

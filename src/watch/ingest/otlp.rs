@@ -240,6 +240,9 @@ pub fn extract(req: &ExportMetricsServiceRequest) -> Extracted {
                             interval: None,
                             boot_id: None,
                             agent_version: None,
+                            why: None,
+                            maintenance: None,
+                            context: None,
                         })
                     }));
                 }

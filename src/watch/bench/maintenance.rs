@@ -1,0 +1,146 @@
+//! Maintenance from both sides: set on the bench (`benchtel-agent
+//! maintenance on`, reported in every heartbeat) or through the watch's API.
+//! Either side is enough; a bench in maintenance is never judged, however
+//! it went silent, and its end (switched off, or its end time passed)
+//! starts one grace period before the bench is judged again.
+
+use serde::{Deserialize, Serialize};
+
+use super::{Beat, Bench, Ts};
+
+/// Maintenance as a bench reports it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Reported {
+    /// Why, as given on the bench (never a label: unbounded text).
+    pub reason: Option<String>,
+    /// Since when, bench clock (seconds since the epoch).
+    pub since: Option<f64>,
+    /// Until when: bench clock in a [`Beat`], watch time once taken by a
+    /// [`Bench`] (the bench's remaining time added to the receive time, so
+    /// a skewed bench clock does not move it).
+    pub until: Option<f64>,
+}
+
+/// Which side put a bench in maintenance.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MaintenanceSource {
+    /// Reported by the bench in its heartbeats.
+    Bench,
+    /// Set through the watch's API.
+    Api,
+    Both,
+}
+
+impl MaintenanceSource {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MaintenanceSource::Bench => "bench",
+            MaintenanceSource::Api => "api",
+            MaintenanceSource::Both => "both",
+        }
+    }
+}
+
+impl Bench {
+    /// Takes the maintenance a live heartbeat reports. A beat that names no
+    /// state (an OTLP point without the state gauge) says nothing about it.
+    pub(super) fn learn_maintenance(&mut self, beat: &Beat, now: Ts) {
+        if let Some(context) = &beat.context
+            && *context != self.context
+        {
+            self.context = context.clone();
+        }
+        let reported = match (&beat.maintenance, beat.state.as_deref()) {
+            (Some(m), _) => Some(Reported {
+                until: m.until.map(|u| now + (u - beat.sent.unwrap_or(u))),
+                ..m.clone()
+            }),
+            (None, Some("maintenance")) => Some(Reported::default()),
+            (None, Some(_)) => None,
+            (None, None) => return,
+        };
+        if same(reported.as_ref(), self.reported_maintenance.as_ref()) {
+            return;
+        }
+        if reported.is_none() && !self.maintenance {
+            self.maintenance_ended = Some(now);
+        }
+        tracing::info!(bench = %self.id, site = %self.site, on = reported.is_some(),
+            reason = reported.as_ref().and_then(|m| m.reason.as_deref()), "maintenance reported by the bench");
+        self.reported_maintenance = reported;
+        self.dirty = true;
+    }
+
+    /// Sets or clears the API's maintenance at `now`.
+    pub fn set_api_maintenance(&mut self, on: bool, reason: Option<String>, now: Ts) {
+        if !on && self.maintenance && !self.in_reported_maintenance(now) {
+            self.maintenance_ended = Some(now);
+        }
+        self.maintenance = on;
+        self.maintenance_reason = if on { reason } else { None };
+        self.dirty = true;
+    }
+
+    fn in_reported_maintenance(&self, now: Ts) -> bool {
+        self.reported_maintenance
+            .as_ref()
+            .is_some_and(|m| m.until.is_none_or(|u| now < u))
+    }
+
+    /// In maintenance at `now`, by either side.
+    pub fn in_maintenance(&self, now: Ts) -> bool {
+        self.maintenance || self.in_reported_maintenance(now)
+    }
+
+    /// Which side holds the bench in maintenance at `now`.
+    pub fn maintenance_source(&self, now: Ts) -> Option<MaintenanceSource> {
+        match (self.maintenance, self.in_reported_maintenance(now)) {
+            (true, true) => Some(MaintenanceSource::Both),
+            (true, false) => Some(MaintenanceSource::Api),
+            (false, true) => Some(MaintenanceSource::Bench),
+            (false, false) => None,
+        }
+    }
+
+    /// The reason of the maintenance under way (the API's first).
+    pub fn maintenance_reason_now(&self, now: Ts) -> Option<&str> {
+        let api = self
+            .maintenance
+            .then_some(self.maintenance_reason.as_deref());
+        let bench = self
+            .in_reported_maintenance(now)
+            .then(|| self.reported_maintenance.as_ref()?.reason.as_deref());
+        api.flatten().or(bench.flatten())
+    }
+
+    /// When the last maintenance ended: switched off, or its end time
+    /// passed (`None`: never, or still under way).
+    pub fn maintenance_end(&self, now: Ts) -> Option<Ts> {
+        let expired = self
+            .reported_maintenance
+            .as_ref()
+            .and_then(|m| m.until)
+            .filter(|u| *u <= now);
+        match (self.maintenance_ended, expired) {
+            (Some(a), Some(b)) => Some(a.max(b)),
+            (a, b) => a.or(b),
+        }
+    }
+}
+
+/// The same maintenance: an end computed from each beat's receive time
+/// moves by the network's jitter, which is no change.
+fn same(a: Option<&Reported>, b: Option<&Reported>) -> bool {
+    match (a, b) {
+        (None, None) => true,
+        (Some(a), Some(b)) => {
+            a.reason == b.reason
+                && a.since == b.since
+                && match (a.until, b.until) {
+                    (Some(x), Some(y)) => (x - y).abs() < 2.0,
+                    (x, y) => x == y,
+                }
+        }
+        _ => false,
+    }
+}
