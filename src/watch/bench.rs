@@ -214,6 +214,10 @@ pub struct Bench {
     pub maintenance_ended: Option<Ts>,
     /// The execution context the bench last reported.
     pub context: ExecutionContext,
+    /// Bench-clock time of the newest report of maintenance and context
+    /// (an MQTT heartbeat or an OTLP heartbeat record): older ones are
+    /// history.
+    reported_at: Option<f64>,
     pub liveness: Liveness,
     pub offline_since: Option<Ts>,
     pub alert: AlertState,
@@ -243,6 +247,7 @@ impl Bench {
             reported_maintenance: None,
             maintenance_ended: None,
             context: ExecutionContext::default(),
+            reported_at: None,
             liveness: Liveness::Online,
             offline_since: None,
             alert: AlertState::Quiet,
@@ -286,7 +291,7 @@ impl Bench {
         }
         self.last_heard = Some(now);
         self.learn(beat, previous);
-        self.learn_maintenance(beat, now);
+        self.take_report(beat, now);
         if !matches!(self.presence, Presence::Unknown) {
             self.presence = Presence::Online;
         }

@@ -199,6 +199,13 @@ impl Fleet {
         Ok(())
     }
 
+    /// Takes what a bench says of itself outside a heartbeat (an OTLP
+    /// heartbeat log record); false when it is older than what it last
+    /// said. Never creates a bench.
+    pub fn report(&mut self, site: &str, id: &str, beat: &Beat, now: Ts) -> Result<bool, Refusal> {
+        Ok(self.bench_mut(site, id)?.take_report(beat, now))
+    }
+
     /// Takes a status message. Statuses never create benches: a retained
     /// `offline` of a bench nobody knows any more must not page.
     pub fn status(

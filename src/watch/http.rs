@@ -1,7 +1,7 @@
 //! The watch's HTTP side: `/metrics` for Prometheus, `/healthz`, the bench
 //! API (`GET /api/v1/benches`, `POST /api/v1/benches/{id}/maintenance`,
 //! `POST /api/v1/benches/{id}/retire`) and the OTLP receiver
-//! (`POST /v1/metrics`).
+//! (`POST /v1/metrics`, `POST /v1/logs`).
 //!
 //! The two POSTs of the bench API change what pages people, so they need
 //! the admin bearer token when one is configured, and otherwise answer only
@@ -26,7 +26,7 @@ use super::alerts::rfc3339;
 use super::bench::{AlertState, Bench, Liveness, Ts};
 use super::exposition;
 use super::fleet::{LookupError, Refusal};
-use super::ingest::otlp;
+use super::ingest::{otlp, otlp_logs};
 use super::shared::Shared;
 
 pub fn router(shared: Shared) -> Router {
@@ -37,6 +37,7 @@ pub fn router(shared: Shared) -> Router {
         .route("/api/v1/benches/{id}/maintenance", post(maintenance))
         .route("/api/v1/benches/{id}/retire", post(retire))
         .route("/v1/metrics", post(otlp::handle))
+        .route("/v1/logs", post(otlp_logs::handle))
         .with_state(shared)
 }
 

@@ -42,6 +42,25 @@ impl MaintenanceSource {
 }
 
 impl Bench {
+    /// Takes what the bench says of its maintenance and context, unless an
+    /// older report than the last (a replay); returns whether it was taken.
+    /// Only reports that carry the context (MQTT heartbeats, OTLP
+    /// heartbeat records) set the time: an OTLP metric point exported
+    /// before a log record must not make the record look old.
+    pub fn take_report(&mut self, beat: &Beat, now: Ts) -> bool {
+        if let (Some(sent), Some(last)) = (beat.sent, self.reported_at)
+            && beat.context.is_some()
+            && sent < last
+        {
+            return false;
+        }
+        if beat.context.is_some() && beat.sent.is_some() {
+            self.reported_at = beat.sent;
+        }
+        self.learn_maintenance(beat, now);
+        true
+    }
+
     /// Takes the maintenance a live heartbeat reports. A beat that names no
     /// state (an OTLP point without the state gauge) says nothing about it.
     pub(super) fn learn_maintenance(&mut self, beat: &Beat, now: Ts) {
@@ -52,10 +71,13 @@ impl Bench {
         }
         let reported = match (&beat.maintenance, beat.state.as_deref()) {
             (Some(m), _) => Some(Reported {
-                until: m.until.map(|u| now + (u - beat.sent.unwrap_or(u))),
+                until: m.until.map(|u| self.watch_time(u, beat, now)),
                 ..m.clone()
             }),
-            (None, Some("maintenance")) => Some(Reported::default()),
+            // The state alone (OTLP metrics) keeps what a record said.
+            (None, Some("maintenance")) => {
+                Some(self.reported_maintenance.clone().unwrap_or_default())
+            }
             (None, Some(_)) => None,
             (None, None) => return,
         };
@@ -69,6 +91,16 @@ impl Bench {
             reason = reported.as_ref().and_then(|m| m.reason.as_deref()), "maintenance reported by the bench");
         self.reported_maintenance = reported;
         self.dirty = true;
+    }
+
+    /// A bench-clock time as watch time: the time left at the beat's send
+    /// time, from its receive time, for a live beat; through the clock
+    /// anchor for a log record (which may have waited in an outbox).
+    fn watch_time(&self, bench_time: f64, beat: &Beat, now: Ts) -> Ts {
+        match (beat.transport, self.skew()) {
+            (super::Transport::Otlp, Some(skew)) => bench_time - skew,
+            _ => now + (bench_time - beat.sent.unwrap_or(bench_time)),
+        }
     }
 
     /// Sets or clears the API's maintenance at `now`.
