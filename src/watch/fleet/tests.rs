@@ -353,3 +353,31 @@ fn find_disambiguates_by_site() {
         Err(LookupError::NotFound(_))
     ));
 }
+
+#[test]
+fn with_mqtt_and_a_ping_that_comes_back_everyone_silent_is_a_dark_site_not_deafness() {
+    let mut sim = Sim::new(config(|_| {}));
+    let benches = site("lab", 6);
+    sim.fleet.ingest.mqtt_connected = Some(true);
+    sim.fleet.ingest.ping_deadline = 1e9;
+    sim.run(30, &benches);
+    sim.run(200, &[]);
+    assert!(sim.fired(alerts::INGEST_DOWN).is_empty());
+    assert_eq!(sim.fired(alerts::SITE_OFFLINE).len(), 1);
+    let pages = sim.fired(alerts::BENCH_OFFLINE);
+    assert_eq!(pages.len(), 6);
+    assert!(pages.iter().all(|a| a.labels["site_outage"] == "true"));
+}
+
+#[test]
+fn over_otlp_alone_total_silence_says_which_two_cases_it_cannot_tell_apart() {
+    let mut sim = Sim::new(config(|_| {}));
+    sim.run(30, &site("a", 4));
+    sim.run(200, &[]);
+    let down = &sim.fired(alerts::INGEST_DOWN)[0];
+    assert!(
+        down.annotations["cannot_tell_apart"].contains("every bench went dark"),
+        "{down:?}"
+    );
+    assert!(down.annotations["summary"].contains("cannot tell which"));
+}
