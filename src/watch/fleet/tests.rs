@@ -381,3 +381,22 @@ fn over_otlp_alone_total_silence_says_which_two_cases_it_cannot_tell_apart() {
     );
     assert!(down.annotations["summary"].contains("cannot tell which"));
 }
+
+#[test]
+fn a_ping_that_stops_coming_back_is_deafness_even_with_the_session_up() {
+    let mut sim = Sim::new(config(|_| {}));
+    let benches = site("lab", 6);
+    sim.fleet.ingest.mqtt_connected = Some(true);
+    sim.fleet.ingest.ping_deadline = 15.0;
+    sim.fleet.ingest.ping_returned = Some(0.0);
+    sim.run(10, &benches);
+    sim.fleet.ingest.ping_returned = Some(sim.now);
+    // The subscription broke: no ping and no heartbeat come back.
+    sim.run(300, &[]);
+    let down = sim.fired(alerts::INGEST_DOWN);
+    assert_eq!(down.len(), 1);
+    assert!(down[0].annotations["reason"].contains("ping"), "{down:?}");
+    assert!(!down[0].annotations.contains_key("cannot_tell_apart"));
+    assert!(sim.fired(alerts::BENCH_OFFLINE).is_empty());
+    assert!(sim.fired(alerts::SITE_OFFLINE).is_empty());
+}
