@@ -207,13 +207,14 @@ pub struct Bench {
     /// The reason given with the API's maintenance.
     pub maintenance_reason: Option<String>,
     /// Maintenance the bench reported in its heartbeats, with its end in
-    /// watch time.
-    pub reported_maintenance: Option<Reported>,
+    /// watch time (boxed, as rare).
+    pub reported_maintenance: Option<Box<Reported>>,
     /// When the last maintenance (either side) was switched off: silence
     /// is judged only from then on.
     pub maintenance_ended: Option<Ts>,
-    /// The execution context the bench last reported.
-    pub context: ExecutionContext,
+    /// The execution context the bench last reported (boxed: most benches
+    /// at a time report none, and a hundred thousand of them are held).
+    job: Option<Box<ExecutionContext>>,
     /// Bench-clock time of the newest report of maintenance and context
     /// (an MQTT heartbeat or an OTLP heartbeat record): older ones are
     /// history.
@@ -246,7 +247,7 @@ impl Bench {
             maintenance_reason: None,
             reported_maintenance: None,
             maintenance_ended: None,
-            context: ExecutionContext::default(),
+            job: None,
             reported_at: None,
             liveness: Liveness::Online,
             offline_since: None,

@@ -68,7 +68,7 @@ pub fn snapshot(fleet: &Fleet) -> Snapshot {
                 liveness: b.liveness,
                 reported_state,
                 skew: b.skew(),
-                context: (!b.context.is_empty()).then(|| Box::new(b.context.clone())),
+                context: (!b.context().is_empty()).then(|| Box::new(b.context().clone())),
             });
         }
     }

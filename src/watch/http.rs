@@ -206,9 +206,9 @@ impl BenchView {
                 .and_then(|m| m.until)
                 .filter(|_| b.in_maintenance(now))
                 .map(rfc3339),
-            execution_id: b.context.execution_id.clone(),
-            task_id: b.context.task_id.clone(),
-            correlation_id: b.context.correlation_id.clone(),
+            execution_id: b.context().execution_id.clone(),
+            task_id: b.context().task_id.clone(),
+            correlation_id: b.context().correlation_id.clone(),
             offline_reason: matches!(b.liveness, Liveness::Offline | Liveness::Stopped)
                 .then(|| b.offline_reason().as_str().to_string()),
             alert: match b.alert {

@@ -206,7 +206,7 @@ impl Registry {
                         b.maintenance_reason,
                         json(&b.reported_maintenance),
                         b.maintenance_ended,
-                        json(&b.context),
+                        json(b.context()),
                         b.reported_why,
                     ])
                     .map_err(err)?;
@@ -360,7 +360,7 @@ fn bench_from_row(r: &Row<'_>, now: Ts) -> Result<Bench, RowError> {
     b.maintenance_reason = r.get("maintenance_reason")?;
     b.reported_maintenance = from_json(r.get("reported_maintenance")?);
     b.maintenance_ended = r.get("maintenance_ended")?;
-    b.context = from_json(r.get("context")?).unwrap_or_default();
+    b.set_context(from_json(r.get("context")?).unwrap_or_default());
     b.reported_why = r.get("reported_why")?;
     b.dirty = false;
     Ok(b)
@@ -522,14 +522,17 @@ CREATE TABLE IF NOT EXISTS outages (
             }
         ));
         assert_eq!(b.reported_maintenance, None);
-        assert!(b.context.is_empty());
+        assert!(b.context().is_empty());
         // The new columns are written and read back.
-        b.reported_maintenance = Some(crate::watch::bench::Reported {
+        b.reported_maintenance = Some(Box::new(crate::watch::bench::Reported {
             reason: Some("flash".into()),
             since: Some(1.0),
             until: Some(500.0),
+        }));
+        b.set_context(crate::wire::ExecutionContext {
+            execution_id: Some("job-42".into()),
+            ..Default::default()
         });
-        b.context.execution_id = Some("job-42".into());
         b.maintenance_ended = Some(50.0);
         b.reported_why = Some("reset_not_ready: x".into());
         reg.save(&Changes {
@@ -542,7 +545,7 @@ CREATE TABLE IF NOT EXISTS outages (
         assert!(q.is_none());
         let r = &reg.load(100.0).unwrap().benches[0];
         assert_eq!(r.reported_maintenance, b.reported_maintenance);
-        assert_eq!(r.context.execution_id.as_deref(), Some("job-42"));
+        assert_eq!(r.context().execution_id.as_deref(), Some("job-42"));
         assert_eq!(r.maintenance_ended, Some(50.0));
         assert_eq!(r.reported_why, b.reported_why);
     }

@@ -7,6 +7,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::{Beat, Bench, Ts};
+use crate::wire::ExecutionContext;
 
 /// Maintenance as a bench reports it.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -41,7 +42,23 @@ impl MaintenanceSource {
     }
 }
 
+/// What a bench that reported no job reports.
+const NO_JOB: &ExecutionContext = &ExecutionContext {
+    execution_id: None,
+    task_id: None,
+    correlation_id: None,
+};
+
 impl Bench {
+    /// The execution context (job) the bench last reported.
+    pub fn context(&self) -> &ExecutionContext {
+        self.job.as_deref().unwrap_or(NO_JOB)
+    }
+
+    pub fn set_context(&mut self, c: ExecutionContext) {
+        self.job = (!c.is_empty()).then(|| Box::new(c));
+    }
+
     /// Takes what the bench says of its maintenance and context, unless an
     /// older report than the last (a replay); returns whether it was taken.
     /// Only reports that carry the context (MQTT heartbeats, OTLP
@@ -65,9 +82,9 @@ impl Bench {
     /// state (an OTLP point without the state gauge) says nothing about it.
     pub(super) fn learn_maintenance(&mut self, beat: &Beat, now: Ts) {
         if let Some(context) = &beat.context
-            && *context != self.context
+            && context != self.context()
         {
-            self.context = context.clone();
+            self.set_context(context.clone());
         }
         let reported = match (&beat.maintenance, beat.state.as_deref()) {
             (Some(m), _) => Some(Reported {
@@ -75,13 +92,16 @@ impl Bench {
                 ..m.clone()
             }),
             // The state alone (OTLP metrics) keeps what a record said.
-            (None, Some("maintenance")) => {
-                Some(self.reported_maintenance.clone().unwrap_or_default())
-            }
+            (None, Some("maintenance")) => Some(
+                self.reported_maintenance
+                    .as_deref()
+                    .cloned()
+                    .unwrap_or_default(),
+            ),
             (None, Some(_)) => None,
             (None, None) => return,
         };
-        if same(reported.as_ref(), self.reported_maintenance.as_ref()) {
+        if same(reported.as_ref(), self.reported_maintenance.as_deref()) {
             return;
         }
         if reported.is_none() && !self.maintenance {
@@ -89,7 +109,7 @@ impl Bench {
         }
         tracing::info!(bench = %self.id, site = %self.site, on = reported.is_some(),
             reason = reported.as_ref().and_then(|m| m.reason.as_deref()), "maintenance reported by the bench");
-        self.reported_maintenance = reported;
+        self.reported_maintenance = reported.map(Box::new);
         self.dirty = true;
     }
 

@@ -128,7 +128,7 @@ impl Fleet {
                 b.reported_state.clone().unwrap_or_else(|| "unknown".into()),
             )
             .annotation("last_probe_failures", failing);
-        with_context(alert, &b.context)
+        with_context(alert, b.context())
     }
 }
 

@@ -130,15 +130,15 @@ pub(super) fn site_alert(name: &str, site: &Site, starts_at: Ts) -> Alert {
         )
         .annotation(
             "execution_ids",
-            per_bench(shown, |b| b.context.execution_id.as_deref()),
+            per_bench(shown, |b| b.context().execution_id.as_deref()),
         )
         .annotation(
             "task_ids",
-            per_bench(shown, |b| b.context.task_id.as_deref()),
+            per_bench(shown, |b| b.context().task_id.as_deref()),
         )
         .annotation(
             "correlation_ids",
-            per_bench(shown, |b| b.context.correlation_id.as_deref()),
+            per_bench(shown, |b| b.context().correlation_id.as_deref()),
         )
 }
 
