@@ -456,6 +456,7 @@ fn costs(plan: &Plan) {
             sent_at: humantime::format_rfc3339_millis(SystemTime::now()).to_string(),
             uptime_s: 1000,
             state: "ready".into(),
+            why: None,
             agent_version: "0.1.0".into(),
             interval_s: Some(plan.interval),
             maintenance: None,
@@ -474,6 +475,9 @@ fn costs(plan: &Plan) {
             interval: hb.interval_s,
             boot_id: Some(hb.boot_id),
             agent_version: Some(hb.agent_version),
+            why: None,
+            maintenance: None,
+            context: None,
         }
     };
     let now0 = wall();
@@ -706,6 +710,7 @@ async fn generate(
                 sent_at: humantime::format_rfc3339_millis(SystemTime::now()).to_string(),
                 uptime_s: 1000 + b.seq * interval as u64,
                 state: "ready".into(),
+                why: None,
                 agent_version: "0.1.0".into(),
                 interval_s: Some(interval),
                 maintenance: None,

@@ -102,6 +102,10 @@ pub struct Heartbeat {
     pub uptime_s: u64,
     /// The bench state the agent reports (`starting`, `ready`, …).
     pub state: String,
+    /// Why the bench is in that state (e.g. `reset_not_ready: …` for a DUT
+    /// reset that never became ready); absent from older agents.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub why: Option<String>,
     pub agent_version: String,
     /// The agent's heartbeat interval, so the watch can judge lateness per
     /// bench.

@@ -331,3 +331,100 @@ fn three_refused(diag: &Diag, reason: &str) {
         },
     );
 }
+
+/// Runs `benchtel-agent ARGS` against the agent whose runtime directory is
+/// `run`.
+fn agent_cli(cfg: &Path, run: &Path, args: &[&str]) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_benchtel-agent"))
+        .args(args)
+        .arg("--config")
+        .arg(cfg)
+        .env_remove("BENCHTEL_CONFIG")
+        .env("RUNTIME_DIRECTORY", run)
+        .env("STATE_DIRECTORY", run.with_file_name("state"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn over_a_collector_the_heartbeat_records_bring_maintenance_and_the_job_and_a_killed_bench_in_maintenance_never_pages()
+ {
+    let dir = tempfile::tempdir().unwrap();
+    let am = Alertmanager::start();
+    let watch = Watch::start(&watch_config(&am, &token_file(dir.path())));
+    let rotel = Rotel::start_forwarding_with_logs_to(
+        &format!("http://{}", watch.addr()),
+        &[("Authorization", &format!("Bearer {TOKEN}"))],
+    );
+    let endpoint = rotel.endpoint();
+    let cfg = agent::config_with(
+        dir.path(),
+        &Options {
+            bench: "bench-m",
+            site: SITE,
+            otlp_endpoint: Some(&endpoint),
+            heartbeat: HEARTBEAT,
+            export_interval: "1s",
+        },
+        "",
+    );
+    let (state, run) = (dir.path().join("state"), dir.path().join("run"));
+    let agent = Agent::start_with(
+        dir.path(),
+        &cfg,
+        &[("STATE_DIRECTORY", &state), ("RUNTIME_DIRECTORY", &run)],
+    );
+    let diag = Diag {
+        watch: &watch,
+        rotel: &rotel,
+        agents: vec![&agent],
+    };
+    diag.wait("bench-m online", Duration::from_secs(30), || {
+        bench_json(&watch, "bench-m").is_some_and(|b| b["liveness"] == "online")
+    });
+    agent_cli(
+        &cfg,
+        &run,
+        &["context", "set", "--execution-id", "job-otlp"],
+    );
+    agent_cli(
+        &cfg,
+        &run,
+        &[
+            "maintenance",
+            "on",
+            "--reason",
+            "swap the probe",
+            "--for",
+            "1h",
+        ],
+    );
+    diag.wait(
+        "maintenance with its reason, end and job at the watch",
+        Duration::from_secs(30),
+        || {
+            bench_json(&watch, "bench-m").is_some_and(|b| {
+                b["liveness"] == "maintenance"
+                    && b["maintenance_source"] == "bench"
+                    && b["maintenance_reason"] == "swap the probe"
+                    && b["maintenance_until"].is_string()
+                    && b["execution_id"] == "job-otlp"
+            })
+        },
+    );
+    drop(diag);
+    agent.kill9();
+    // The grace period is 3 s: far past it, still no page.
+    let killed = Instant::now();
+    while killed.elapsed() < Duration::from_secs(8) {
+        assert!(am.active("BenchOffline").is_empty(), "{:?}", am.alerts());
+        let b = bench_json(&watch, "bench-m").unwrap();
+        assert_eq!(b["liveness"], "maintenance", "{b}");
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}

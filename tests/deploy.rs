@@ -71,6 +71,7 @@ const PANELS: &[(&str, &str, Source)] = &[
     ("benchtel-fleet", "Liveness by site", Watch),
     ("benchtel-fleet", "Heartbeat age", Watch),
     ("benchtel-fleet", "Liveness timeline", Watch),
+    ("benchtel-fleet", "Jobs on the benches", Watch),
     ("benchtel-fleet", "Ingest up", Watch),
     ("benchtel-fleet", "Benches known", Watch),
     ("benchtel-fleet", "Heartbeats received", Watch),
@@ -1038,6 +1039,39 @@ impl WatchRig {
         assert_eq!(code, 400, "{body}");
     }
 
+    /// `bench` at `site` says, in an OTLP heartbeat log record, that it
+    /// runs `job`.
+    fn report_job(&self, site: &str, bench: &str, job: &str) {
+        let attr = |k: &str, v: &str| json!({"key": k, "value": {"stringValue": v}});
+        let nanos = (unix_now() * 1e9) as u64;
+        let body = json!({"resourceLogs": [{
+            "resource": {"attributes": [attr("bench.id", bench), attr("bench.site", site)]},
+            "scopeLogs": [{"logRecords": [{
+                "timeUnixNano": nanos.to_string(),
+                "body": {"stringValue": "heartbeat"},
+                "attributes": [attr("state", "ready"), attr("execution_id", job), attr("task_id", "flash")],
+            }]}],
+        }]});
+        let (code, text) = support::http::post(
+            &self.watch.addr(),
+            "/v1/logs",
+            &["Content-Type: application/json"],
+            body.to_string().as_bytes(),
+        )
+        .expect("watch answers");
+        assert_eq!(code, 200, "{text}");
+        wait_for(
+            &format!("{bench}'s job at the watch"),
+            Duration::from_secs(10),
+            || {
+                self.watch
+                    .benches()
+                    .iter()
+                    .any(|b| b["bench_id"] == bench && b["execution_id"] == job)
+            },
+        );
+    }
+
     fn maintenance(&self, bench: &str) {
         let (code, body) = support::http::post(
             &self.watch.addr(),
@@ -1061,6 +1095,7 @@ fn names_served_by_a_real_watch() -> BTreeSet<String> {
         ("names-lab", "n3"),
     ]);
     rig.reject_a_request();
+    rig.report_job("names-lab", "n1", "job-names");
     rig.beater.kill("n3");
     wait_for(
         "the watch to push BenchOffline for n3 to Alertmanager",
@@ -1256,6 +1291,7 @@ fn check_ages(range: &Value, silent_since: f64) {
 async fn watch_panels_and_rules_work_against_a_real_watch_and_prometheus() {
     let rig = WatchRig::start(&WATCH_BENCHES);
     rig.maintenance(MAINT);
+    rig.report_job(LAB1, "w1-a", "job-deploy");
     rig.reject_a_request();
     let rules = rules_file();
     let prom = Prometheus::start(&[("benchtel-watch", &rig.watch.addr())], &[&rules]);
@@ -1342,6 +1378,25 @@ async fn watch_panels_and_rules_work_against_a_real_watch_and_prometheus() {
     .collect();
     eventually("Liveness by site to count the benches", async || {
         let got = by(&instant(&api, &table).await?, &["bench_site", "state"]);
+        if got == want {
+            Ok(())
+        } else {
+            Err(format!("it shows {got:?}"))
+        }
+    })
+    .await;
+
+    // The jobs table names the job each bench reported, with its verdict.
+    let jobs = substitute(
+        &panel("benchtel-fleet", "Jobs on the benches").queries[0].expr,
+        &WATCH_VARS,
+    );
+    eventually("Jobs on the benches to name w1-a's job", async || {
+        let got = by(
+            &instant(&api, &jobs).await?,
+            &["bench_id", "execution_id", "task_id", "state"],
+        );
+        let want = BTreeMap::from([("w1-a/job-deploy/flash/online".to_string(), 1.0)]);
         if got == want {
             Ok(())
         } else {

@@ -19,8 +19,12 @@ use std::collections::BTreeMap;
 use super::alerts::lifecycle::{Rules, Seen};
 use super::anchor::{Anchor, Judgement};
 use super::config::Thresholds;
+use crate::wire::ExecutionContext;
 
 pub use super::clock::Ts;
+pub use maintenance::{MaintenanceSource, Reported};
+
+mod maintenance;
 
 /// The heartbeat interval assumed until a bench says its own.
 pub const DEFAULT_INTERVAL: f64 = 10.0;
@@ -58,6 +62,42 @@ impl Liveness {
         matches!(self, Liveness::Online | Liveness::Late)
     }
 }
+
+/// Why a bench is offline (or stopped), as alerts and the API say it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cause {
+    /// The broker published its Last Will: the agent's connection dropped.
+    LastWill,
+    HeartbeatsStopped,
+    /// A clean stop, and it did not come back within the stop window.
+    StoppedNotBack,
+    /// Its last word was that a DUT reset never became ready.
+    DutResetNotReady,
+}
+
+impl Cause {
+    /// The `reason` annotation.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Cause::LastWill => "last_will",
+            Cause::HeartbeatsStopped => "heartbeats_stopped",
+            Cause::StoppedNotBack => "stopped_not_back",
+            Cause::DutResetNotReady => "dut_reset_not_ready",
+        }
+    }
+
+    pub fn describe(self) -> &'static str {
+        match self {
+            Cause::LastWill => "its broker connection was lost (MQTT Last Will)",
+            Cause::HeartbeatsStopped => "its heartbeats stopped",
+            Cause::StoppedNotBack => "it was stopped and did not come back",
+            Cause::DutResetNotReady => "it went silent after a DUT reset that never became ready",
+        }
+    }
+}
+
+/// The agent's `why` of a DUT reset that never became ready.
+const RESET_NOT_READY: &str = "reset_not_ready";
 
 /// The last presence message (MQTT status topic).
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -106,9 +146,17 @@ pub struct Beat {
     /// Bench wall-clock send time, seconds since the epoch.
     pub sent: Option<f64>,
     pub state: Option<String>,
+    /// Why the bench is in that state, as it says.
+    pub why: Option<String>,
     pub interval: Option<f64>,
     pub boot_id: Option<String>,
     pub agent_version: Option<String>,
+    /// Maintenance the bench reports (MQTT: with reason and end, times on
+    /// the bench clock). A beat that reports a state but no maintenance
+    /// says the bench is not in maintenance.
+    pub maintenance: Option<Reported>,
+    /// The execution context the bench reports; `None`: not told (OTLP).
+    pub context: Option<ExecutionContext>,
 }
 
 /// What a heartbeat did to the bench.
@@ -146,13 +194,31 @@ pub struct Bench {
     pub last_heard: Option<Ts>,
     pub interval: f64,
     pub reported_state: Option<String>,
+    /// Why the bench said it is in that state.
+    pub reported_why: Option<String>,
     pub agent_version: Option<String>,
     pub boot_id: Option<String>,
     pub anchor: Anchor,
     /// Newest (run, seq) per transport.
     runs: [Option<(String, u64, Option<f64>)>; 2],
     pub presence: Presence,
+    /// Maintenance set through the watch's API.
     pub maintenance: bool,
+    /// The reason given with the API's maintenance.
+    pub maintenance_reason: Option<String>,
+    /// Maintenance the bench reported in its heartbeats, with its end in
+    /// watch time (boxed, as rare).
+    pub reported_maintenance: Option<Box<Reported>>,
+    /// When the last maintenance (either side) was switched off: silence
+    /// is judged only from then on.
+    pub maintenance_ended: Option<Ts>,
+    /// The execution context the bench last reported (boxed: most benches
+    /// at a time report none, and a hundred thousand of them are held).
+    job: Option<Box<ExecutionContext>>,
+    /// Bench-clock time of the newest report of maintenance and context
+    /// (an MQTT heartbeat or an OTLP heartbeat record): older ones are
+    /// history.
+    reported_at: Option<f64>,
     pub liveness: Liveness,
     pub offline_since: Option<Ts>,
     pub alert: AlertState,
@@ -171,12 +237,18 @@ impl Bench {
             last_heard: None,
             interval: DEFAULT_INTERVAL,
             reported_state: None,
+            reported_why: None,
             agent_version: None,
             boot_id: None,
             anchor: Anchor::default(),
             runs: [None, None],
             presence: Presence::Unknown,
             maintenance: false,
+            maintenance_reason: None,
+            reported_maintenance: None,
+            maintenance_ended: None,
+            job: None,
+            reported_at: None,
             liveness: Liveness::Online,
             offline_since: None,
             alert: AlertState::Quiet,
@@ -220,6 +292,7 @@ impl Bench {
         }
         self.last_heard = Some(now);
         self.learn(beat, previous);
+        self.take_report(beat, now);
         if !matches!(self.presence, Presence::Unknown) {
             self.presence = Presence::Online;
         }
@@ -229,6 +302,7 @@ impl Bench {
     /// Takes what a live heartbeat says about the bench.
     fn learn(&mut self, beat: &Beat, previous: Option<Previous>) {
         keep(&mut self.reported_state, &beat.state);
+        keep(&mut self.reported_why, &beat.why);
         keep(&mut self.agent_version, &beat.agent_version);
         keep(&mut self.boot_id, &beat.boot_id);
         let interval = match beat.interval {
@@ -274,14 +348,20 @@ impl Bench {
     /// moment the watch could hear again). A bench already offline stays
     /// offline until it is heard: a watch that restarts or recovers from
     /// deafness does not revive it.
+    ///
+    /// A bench in maintenance (either side) is never judged; once its
+    /// maintenance ends, silence is judged only from the end, and a Last
+    /// Will heard during the maintenance counts as silence (a grace
+    /// period), not as a crash.
     pub fn verdict(&self, now: Ts, th: &Thresholds, hold_base: Ts) -> Liveness {
-        if self.maintenance {
+        if self.in_maintenance(now) {
             return Liveness::Maintenance;
         }
+        let ended = self.maintenance_end(now).unwrap_or(f64::NEG_INFINITY);
         let hold = if self.liveness == Liveness::Offline {
             f64::NEG_INFINITY
         } else {
-            hold_base
+            hold_base.max(ended)
         };
         let heard = self.last_heard.unwrap_or(f64::NEG_INFINITY);
         match self.presence {
@@ -293,7 +373,9 @@ impl Bench {
                 };
             }
             Presence::Lost { at }
-                if at >= heard && now - at.max(hold) >= th.will_debounce.as_secs_f64() =>
+                if at >= heard
+                    && at >= ended
+                    && now - at.max(hold) >= th.will_debounce.as_secs_f64() =>
             {
                 return Liveness::Offline;
             }
@@ -362,6 +444,25 @@ impl Bench {
             self.dirty = true;
         }
         step
+    }
+
+    /// Why the bench is offline: a DUT reset it last said never became
+    /// ready is named first (it is what the job hit), then how it went.
+    pub fn offline_reason(&self) -> Cause {
+        let heard = self.last_heard.unwrap_or(f64::NEG_INFINITY);
+        if self.reported_state.as_deref() == Some("degraded")
+            && self
+                .reported_why
+                .as_deref()
+                .is_some_and(|w| w.starts_with(RESET_NOT_READY))
+        {
+            return Cause::DutResetNotReady;
+        }
+        match self.presence {
+            Presence::Lost { at } if at >= heard => Cause::LastWill,
+            Presence::Stopped { at } if at >= heard => Cause::StoppedNotBack,
+            _ => Cause::HeartbeatsStopped,
+        }
     }
 
     /// The silence since the last live heartbeat.

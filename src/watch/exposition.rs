@@ -18,6 +18,7 @@ use std::fmt::Write;
 
 use super::bench::{Liveness, Ts};
 use super::fleet::Fleet;
+use crate::wire::ExecutionContext;
 
 /// A bench's scrape-time values, copied out so the fleet lock is not held
 /// while the text is written. The snapshot is taken under the lock, so a
@@ -31,6 +32,9 @@ pub struct Row {
     liveness: Liveness,
     reported_state: Option<u32>,
     skew: Option<f64>,
+    /// The job the bench reported, when it did (most benches at a time
+    /// run none, and the snapshot allocates only for those that do).
+    context: Option<Box<ExecutionContext>>,
 }
 
 /// What one scrape needs from the fleet.
@@ -64,6 +68,7 @@ pub fn snapshot(fleet: &Fleet) -> Snapshot {
                 liveness: b.liveness,
                 reported_state,
                 skew: b.skew(),
+                context: (!b.context().is_empty()).then(|| Box::new(b.context().clone())),
             });
         }
     }
@@ -155,6 +160,7 @@ pub fn render_chunked(
             }
         }
     }
+    execution_info(snap, chunk, out, flush)?;
     out.push_str("# HELP benchtel_watch_benches Benches known to the watch, by site\n# TYPE benchtel_watch_benches gauge\n");
     for (site, n) in &snap.per_site {
         let _ = writeln!(out, "benchtel_watch_benches{{bench_site=\"{site}\"}} {n}");
@@ -165,6 +171,45 @@ pub fn render_chunked(
         u8::from(snap.ingest_up)
     );
     flush(out)
+}
+
+/// `bench_execution_info`: the job each bench last reported, one series
+/// per bench that reported one. An info metric, so alert rules can name
+/// the job in annotations (`query` in a template) without the execution id
+/// ever becoming a label of an alert or of the agent's metrics; a new job
+/// replaces the bench's series (churn of one series per job, as
+/// `kube_pod_info` has per pod).
+fn execution_info(
+    snap: &Snapshot,
+    chunk: usize,
+    out: &mut String,
+    flush: &mut dyn FnMut(&mut String) -> std::io::Result<()>,
+) -> std::io::Result<()> {
+    out.push_str("# HELP bench_execution_info The execution context (job) the bench last reported, value 1\n# TYPE bench_execution_info gauge\n");
+    for r in &snap.rows {
+        let Some(c) = &r.context else {
+            continue;
+        };
+        out.push_str("bench_execution_info{bench_id=\"");
+        out.push_str(&r.id);
+        out.push_str("\",bench_site=\"");
+        out.push_str(snap.site(r));
+        for (k, v) in [
+            ("execution_id", &c.execution_id),
+            ("task_id", &c.task_id),
+            ("correlation_id", &c.correlation_id),
+        ] {
+            out.push_str("\",");
+            out.push_str(k);
+            out.push_str("=\"");
+            escape(out, v.as_deref().unwrap_or(""));
+        }
+        out.push_str("\"} 1\n");
+        if out.len() >= chunk {
+            flush(out)?;
+        }
+    }
+    Ok(())
 }
 
 impl Snapshot {
@@ -242,8 +287,22 @@ mod tests {
             interval: None,
             boot_id: None,
             agent_version: None,
+            why: None,
+            maintenance: None,
+            context: None,
         };
         fleet.receive("lab", "b1", &beat, 1000.0).unwrap();
+        let job = Beat {
+            seq: 2,
+            context: Some(ExecutionContext {
+                execution_id: Some("job-\"1".into()),
+                task_id: None,
+                correlation_id: Some("c".into()),
+            }),
+            ..beat.clone()
+        };
+        fleet.receive("lab", "b2", &beat, 1000.0).unwrap();
+        fleet.receive("lab", "b2", &job, 1000.0).unwrap();
         let mut out = String::new();
         render(&snapshot(&fleet), 1012.5, &mut out);
         for want in [
@@ -253,8 +312,9 @@ mod tests {
             "bench_liveness{bench_id=\"b1\",bench_site=\"lab\",state=\"online\"} 1",
             "bench_state{bench_id=\"b1\",bench_site=\"lab\",state=\"ready\\\"x\"} 1",
             "bench_clock_skew_seconds{bench_id=\"b1\",bench_site=\"lab\"} 3600",
-            "benchtel_watch_benches{bench_site=\"lab\"} 1",
+            "benchtel_watch_benches{bench_site=\"lab\"} 2",
             "benchtel_watch_ingest_up 1",
+            "bench_execution_info{bench_id=\"b2\",bench_site=\"lab\",execution_id=\"job-\\\"1\",task_id=\"\",correlation_id=\"c\"} 1\n",
         ] {
             assert!(out.contains(want), "{want} not in\n{out}");
         }

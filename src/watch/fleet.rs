@@ -199,6 +199,13 @@ impl Fleet {
         Ok(())
     }
 
+    /// Takes what a bench says of itself outside a heartbeat (an OTLP
+    /// heartbeat log record); false when it is older than what it last
+    /// said. Never creates a bench.
+    pub fn report(&mut self, site: &str, id: &str, beat: &Beat, now: Ts) -> Result<bool, Refusal> {
+        Ok(self.bench_mut(site, id)?.take_report(beat, now))
+    }
+
     /// Takes a status message. Statuses never create benches: a retained
     /// `offline` of a bench nobody knows any more must not page.
     pub fn status(
@@ -261,12 +268,20 @@ impl Fleet {
         }
     }
 
-    pub fn set_maintenance(&mut self, site: &str, id: &str, on: bool) -> Result<(), Refusal> {
+    /// Sets or clears the maintenance of the watch's API (the bench's own
+    /// is reported in its heartbeats).
+    pub fn set_maintenance(
+        &mut self,
+        site: &str,
+        id: &str,
+        on: bool,
+        reason: Option<String>,
+        now: Ts,
+    ) -> Result<(), Refusal> {
         let bench = self.bench_mut(site, id)?;
-        if bench.maintenance != on {
-            bench.maintenance = on;
-            bench.dirty = true;
-            tracing::info!(bench = id, site, on, "maintenance");
+        if bench.maintenance != on || bench.maintenance_reason != reason {
+            bench.set_api_maintenance(on, reason, now);
+            tracing::info!(bench = id, site, on, "maintenance set through the API");
         }
         Ok(())
     }
@@ -321,7 +336,7 @@ impl Fleet {
             if let Some(before) = bench.evaluate(now, &th, hold_base, deaf) {
                 log_change(bench, before, now);
             }
-            counts.size += usize::from(!bench.maintenance);
+            counts.size += usize::from(bench.liveness != Liveness::Maintenance);
             let offline = bench.liveness == Liveness::Offline;
             if offline {
                 counts.down += 1;

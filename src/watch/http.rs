@@ -1,7 +1,7 @@
 //! The watch's HTTP side: `/metrics` for Prometheus, `/healthz`, the bench
 //! API (`GET /api/v1/benches`, `POST /api/v1/benches/{id}/maintenance`,
 //! `POST /api/v1/benches/{id}/retire`) and the OTLP receiver
-//! (`POST /v1/metrics`).
+//! (`POST /v1/metrics`, `POST /v1/logs`).
 //!
 //! The two POSTs of the bench API change what pages people, so they need
 //! the admin bearer token when one is configured, and otherwise answer only
@@ -23,10 +23,10 @@ use tokio_util::io::{ReaderStream, SyncIoBridge};
 use tokio_util::sync::CancellationToken;
 
 use super::alerts::rfc3339;
-use super::bench::{AlertState, Bench, Ts};
+use super::bench::{AlertState, Bench, Liveness, Ts};
 use super::exposition;
 use super::fleet::{LookupError, Refusal};
-use super::ingest::otlp;
+use super::ingest::{otlp, otlp_logs};
 use super::shared::Shared;
 
 pub fn router(shared: Shared) -> Router {
@@ -37,6 +37,7 @@ pub fn router(shared: Shared) -> Router {
         .route("/api/v1/benches/{id}/maintenance", post(maintenance))
         .route("/api/v1/benches/{id}/retire", post(retire))
         .route("/v1/metrics", post(otlp::handle))
+        .route("/v1/logs", post(otlp_logs::handle))
         .with_state(shared)
 }
 
@@ -165,7 +166,19 @@ pub struct BenchView {
     pub last_heartbeat: Option<String>,
     pub clock_skew_seconds: Option<f64>,
     pub heartbeat_interval_seconds: f64,
+    /// In maintenance now, by either side.
     pub maintenance: bool,
+    /// Which side set it: `bench` (its heartbeats), `api`, or `both`.
+    pub maintenance_source: Option<String>,
+    pub maintenance_reason: Option<String>,
+    /// The end the bench gave its maintenance (watch time).
+    pub maintenance_until: Option<String>,
+    /// The execution context the bench last reported.
+    pub execution_id: Option<String>,
+    pub task_id: Option<String>,
+    pub correlation_id: Option<String>,
+    /// Why the bench is offline or stopped (as the alert says it).
+    pub offline_reason: Option<String>,
     /// `quiet`, `pending` or `firing`.
     pub alert: String,
     pub failing_probes: std::collections::BTreeMap<String, String>,
@@ -184,7 +197,20 @@ impl BenchView {
             last_heartbeat: b.last_heard.map(rfc3339),
             clock_skew_seconds: b.skew().map(|s| (s * 1000.0).round() / 1000.0),
             heartbeat_interval_seconds: b.interval,
-            maintenance: b.maintenance,
+            maintenance: b.in_maintenance(now),
+            maintenance_source: b.maintenance_source(now).map(|s| s.as_str().to_string()),
+            maintenance_reason: b.maintenance_reason_now(now).map(str::to_string),
+            maintenance_until: b
+                .reported_maintenance
+                .as_ref()
+                .and_then(|m| m.until)
+                .filter(|_| b.in_maintenance(now))
+                .map(rfc3339),
+            execution_id: b.context().execution_id.clone(),
+            task_id: b.context().task_id.clone(),
+            correlation_id: b.context().correlation_id.clone(),
+            offline_reason: matches!(b.liveness, Liveness::Offline | Liveness::Stopped)
+                .then(|| b.offline_reason().as_str().to_string()),
             alert: match b.alert {
                 AlertState::Quiet => "quiet",
                 AlertState::Pending { .. } => "pending",
@@ -227,6 +253,9 @@ struct BenchQuery {
 struct MaintenanceBody {
     #[serde(default = "yes")]
     on: bool,
+    /// Shown in the bench list; never a label.
+    #[serde(default)]
+    reason: Option<String>,
 }
 
 fn yes() -> bool {
@@ -269,10 +298,11 @@ async fn maintenance(
     body: Option<axum::Json<MaintenanceBody>>,
 ) -> Result<Response, ApiError> {
     admin(&shared, peer, &headers)?;
-    let on = body.is_none_or(|b| b.on);
+    let (on, reason) = body.map_or((true, None), |b| (b.on, b.0.reason));
+    let now = shared.clock.now();
     let mut fleet = shared.lock_fleet();
     let (site, id) = fleet.find(&id, q.site.as_deref())?;
-    fleet.set_maintenance(&site, &id, on)?;
+    fleet.set_maintenance(&site, &id, on, reason, now)?;
     Ok(
         axum::Json(serde_json::json!({"bench_id": id, "bench_site": site, "maintenance": on}))
             .into_response(),
@@ -364,6 +394,9 @@ mod tests {
             interval: Some(10.0),
             boot_id: None,
             agent_version: None,
+            why: None,
+            maintenance: None,
+            context: None,
         };
         // About 1 MB of text: many 64 KiB chunks through the pipe.
         for i in 0..3000 {

@@ -11,6 +11,12 @@
 //! A corrupt file is moved aside and a fresh one started (see
 //! [`crate::sqlite`]); the watch then relearns its benches from their next
 //! heartbeats.
+//!
+//! Schema versions: 1 (the first release) lacked the maintenance the bench
+//! reports, the API's maintenance reason, the end of the last maintenance,
+//! the bench's execution context and its `why`; 2 adds them as columns
+//! after the others. A version-1 file is migrated in place on open (the
+//! columns added, empty), never set aside.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -22,7 +28,15 @@ use super::bench::{AlertState, Bench, Liveness, Presence, Ts};
 use super::fleet::{Changes, Outage};
 use crate::sqlite::{self, OpenError, Quarantined};
 
-const SCHEMA_VERSION: &str = "1";
+const SCHEMA_VERSION: &str = "2";
+/// The columns schema 2 added to `benches`, in order.
+const ADDED_IN_2: &str = "
+ALTER TABLE benches ADD COLUMN maintenance_reason TEXT;
+ALTER TABLE benches ADD COLUMN reported_maintenance TEXT;
+ALTER TABLE benches ADD COLUMN maintenance_ended REAL;
+ALTER TABLE benches ADD COLUMN context TEXT;
+ALTER TABLE benches ADD COLUMN reported_why TEXT;
+";
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS benches (
@@ -45,6 +59,11 @@ CREATE TABLE IF NOT EXISTS benches (
     alert_site_outage INTEGER NOT NULL,
     alert_recovering_since REAL,
     failing_probes TEXT NOT NULL,
+    maintenance_reason TEXT,
+    reported_maintenance TEXT,
+    maintenance_ended REAL,
+    context TEXT,
+    reported_why TEXT,
     PRIMARY KEY (site, id)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS outages (
@@ -85,6 +104,7 @@ impl Registry {
             schema: SCHEMA,
             version: SCHEMA_VERSION,
         };
+        migrate(path)?;
         let (conn, quarantined) = sqlite::open_or_quarantine(path, &spec)?;
         Ok((
             Registry {
@@ -153,7 +173,8 @@ impl Registry {
             let mut upsert = tx
                 .prepare_cached(
                     "INSERT OR REPLACE INTO benches VALUES
-                     (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19)",
+                     (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19,
+                      ?20, ?21, ?22, ?23, ?24)",
                 )
                 .map_err(err)?;
             for b in &changes.benches {
@@ -182,6 +203,11 @@ impl Registry {
                         site_outage,
                         recovering,
                         probes,
+                        b.maintenance_reason,
+                        json(&b.reported_maintenance),
+                        b.maintenance_ended,
+                        json(b.context()),
+                        b.reported_why,
                     ])
                     .map_err(err)?;
             }
@@ -204,6 +230,48 @@ impl Registry {
         }
         tx.commit().map_err(err)
     }
+}
+
+/// A value stored as JSON (`NULL` for none).
+fn json<T: serde::Serialize>(v: &T) -> Option<String> {
+    serde_json::to_string(v).ok().filter(|s| s != "null")
+}
+
+/// Brings a file of an older schema up to [`SCHEMA_VERSION`] in place.
+/// A file that is missing, new, or not readable is left to
+/// [`sqlite::open_or_quarantine`], which creates it or sets it aside.
+fn migrate(path: &Path) -> Result<(), RegistryError> {
+    if !path.exists() {
+        return Ok(());
+    }
+    let err = |source| RegistryError::Sqlite {
+        path: path.to_path_buf(),
+        source,
+    };
+    let Ok(mut conn) = Connection::open(path) else {
+        return Ok(());
+    };
+    let version: Option<String> = conn
+        .query_row(
+            "SELECT value FROM meta WHERE key = 'schema_version'",
+            [],
+            |r| r.get(0),
+        )
+        .ok();
+    if version.as_deref() != Some("1") {
+        return Ok(());
+    }
+    let _ = conn.busy_timeout(std::time::Duration::from_secs(5));
+    let tx = conn.transaction().map_err(err)?;
+    tx.execute_batch(ADDED_IN_2).map_err(err)?;
+    tx.execute(
+        "UPDATE meta SET value = ?1 WHERE key = 'schema_version'",
+        params![SCHEMA_VERSION],
+    )
+    .map_err(err)?;
+    tx.commit().map_err(err)?;
+    tracing::info!(path = %path.display(), from = "1", to = SCHEMA_VERSION, "bench registry migrated");
+    Ok(())
 }
 
 fn presence_row(p: Presence) -> (&'static str, Option<Ts>) {
@@ -289,8 +357,17 @@ fn bench_from_row(r: &Row<'_>, now: Ts) -> Result<Bench, RowError> {
     let probes: String = r.get("failing_probes")?;
     b.failing_probes =
         serde_json::from_str::<BTreeMap<String, String>>(&probes).unwrap_or_default();
+    b.maintenance_reason = r.get("maintenance_reason")?;
+    b.reported_maintenance = from_json(r.get("reported_maintenance")?);
+    b.maintenance_ended = r.get("maintenance_ended")?;
+    b.set_context(from_json(r.get("context")?).unwrap_or_default());
+    b.reported_why = r.get("reported_why")?;
     b.dirty = false;
     Ok(b)
+}
+
+fn from_json<T: serde::de::DeserializeOwned>(text: Option<String>) -> Option<T> {
+    serde_json::from_str(&text?).ok()
 }
 
 #[cfg(test)]
@@ -321,6 +398,9 @@ mod tests {
             interval: Some(5.0),
             boot_id: Some("boot".into()),
             agent_version: Some("9.9".into()),
+            why: None,
+            maintenance: None,
+            context: None,
         };
         b.receive(&beat, 20.0, &th());
         b.status(Presence::Lost { at: 0.0 }, 25.0);
@@ -367,6 +447,107 @@ mod tests {
         assert_eq!(r.failing_probes, b.failing_probes);
         assert!(r.maintenance && r.liveness == Liveness::Offline);
         assert_eq!(loaded.outages.len(), 1);
+    }
+
+    /// The schema of the first release, verbatim (`git show` of it).
+    const V1_SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS benches (
+    site TEXT NOT NULL,
+    id TEXT NOT NULL,
+    first_seen REAL NOT NULL,
+    last_heard REAL,
+    interval REAL NOT NULL,
+    reported_state TEXT,
+    agent_version TEXT,
+    boot_id TEXT,
+    clock_offset REAL,
+    presence TEXT NOT NULL,
+    presence_at REAL,
+    maintenance INTEGER NOT NULL,
+    liveness TEXT NOT NULL,
+    offline_since REAL,
+    alert TEXT NOT NULL,
+    alert_since REAL,
+    alert_site_outage INTEGER NOT NULL,
+    alert_recovering_since REAL,
+    failing_probes TEXT NOT NULL,
+    PRIMARY KEY (site, id)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS outages (
+    site TEXT PRIMARY KEY,
+    starts_at REAL NOT NULL,
+    recovering_since REAL
+) WITHOUT ROWID;
+";
+
+    #[test]
+    fn a_registry_written_by_the_first_release_is_migrated_and_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("watch.db");
+        {
+            // What the first release wrote: its schema, its version, its
+            // 19-column rows.
+            let conn = Connection::open(&path).unwrap();
+            conn.execute_batch(V1_SCHEMA).unwrap();
+            conn.execute(
+                "INSERT INTO meta (key, value) VALUES ('schema_version', '1')",
+                [],
+            )
+            .unwrap();
+            conn.execute(
+                "INSERT OR REPLACE INTO benches VALUES
+                 ('lab', 'b1', 10.0, 20.0, 5.0, 'ready', '0.1.0', 'boot', NULL,
+                  'lost', 25.0, 1, 'offline', 30.0, 'firing', 30.0, 0, NULL, '{}')",
+                [],
+            )
+            .unwrap();
+            conn.execute("INSERT INTO outages VALUES ('lab', 30.0, NULL)", [])
+                .unwrap();
+        }
+        let (mut reg, q) = Registry::open(&path).unwrap();
+        assert!(q.is_none(), "migrated, not set aside: {q:?}");
+        let loaded = reg.load(100.0).unwrap();
+        assert!(loaded.skipped.is_empty(), "{:?}", loaded.skipped);
+        assert_eq!(loaded.outages.len(), 1);
+        let mut b = loaded.benches[0].clone();
+        assert_eq!((b.site.as_str(), b.id.as_str()), ("lab", "b1"));
+        assert!(b.maintenance && b.liveness == Liveness::Offline);
+        assert_eq!(b.presence, Presence::Lost { at: 25.0 });
+        assert!(matches!(
+            b.alert,
+            AlertState::Firing {
+                starts_at: 30.0,
+                ..
+            }
+        ));
+        assert_eq!(b.reported_maintenance, None);
+        assert!(b.context().is_empty());
+        // The new columns are written and read back.
+        b.reported_maintenance = Some(Box::new(crate::watch::bench::Reported {
+            reason: Some("flash".into()),
+            since: Some(1.0),
+            until: Some(500.0),
+        }));
+        b.set_context(crate::wire::ExecutionContext {
+            execution_id: Some("job-42".into()),
+            ..Default::default()
+        });
+        b.maintenance_ended = Some(50.0);
+        b.reported_why = Some("reset_not_ready: x".into());
+        reg.save(&Changes {
+            benches: vec![b.clone()],
+            ..Changes::default()
+        })
+        .unwrap();
+        drop(reg);
+        let (reg, q) = Registry::open(&path).unwrap();
+        assert!(q.is_none());
+        let r = &reg.load(100.0).unwrap().benches[0];
+        assert_eq!(r.reported_maintenance, b.reported_maintenance);
+        assert_eq!(r.context().execution_id.as_deref(), Some("job-42"));
+        assert_eq!(r.maintenance_ended, Some(50.0));
+        assert_eq!(r.reported_why, b.reported_why);
     }
 
     #[test]

@@ -16,6 +16,8 @@ pub struct Stats {
     pub sends: IntCounterVec,
     /// `{transport, result}`: status messages.
     pub statuses: IntCounterVec,
+    /// `{result}`: heartbeat log records over OTLP (`/v1/logs`).
+    pub reports: IntCounterVec,
     pub mqtt_connected: IntGauge,
     /// `{result}`: registry saves.
     pub registry_saves: IntCounterVec,
@@ -84,6 +86,12 @@ impl Stats {
                 r,
                 "benchtel_watch_registry_saves_total",
                 "Saves of the bench registry, by result",
+                &["result"],
+            )?,
+            reports: counter(
+                r,
+                "benchtel_watch_log_reports_total",
+                "Heartbeat log records received over OTLP, by result (accepted, stale, unknown_bench)",
                 &["result"],
             )?,
             mqtt_connected,

@@ -99,6 +99,7 @@ async fn run(port: u16, site: String, bench: String, every: Duration, stop: Arc<
                         .to_string(),
                     uptime_s: seq,
                     state: "ready".into(),
+                    why: None,
                     agent_version: "fake".into(),
                     interval_s: Some(every.as_secs_f64()),
                     maintenance: None,

@@ -50,6 +50,16 @@ impl Rotel {
     /// every request; traces and logs go to a blackhole. The headers go
     /// through the environment, as a token should, not the command line.
     pub fn start_forwarding_to(base_url: &str, headers: &[(&str, &str)]) -> Rotel {
+        Rotel::forwarding(base_url, headers, "drop")
+    }
+
+    /// Like [`Rotel::start_forwarding_to`], with the logs forwarded too
+    /// (to `/v1/logs`).
+    pub fn start_forwarding_with_logs_to(base_url: &str, headers: &[(&str, &str)]) -> Rotel {
+        Rotel::forwarding(base_url, headers, "watch")
+    }
+
+    fn forwarding(base_url: &str, headers: &[(&str, &str)], logs: &str) -> Rotel {
         let headers = headers
             .iter()
             .map(|(k, v)| format!("{k}={v}"))
@@ -64,7 +74,7 @@ impl Rotel {
                 "--exporters-traces",
                 "drop",
                 "--exporters-logs",
-                "drop",
+                logs,
             ],
             &[
                 ("ROTEL_EXPORTER_WATCH_ENDPOINT", base_url),

@@ -371,6 +371,7 @@ impl Session {
                 sent_at: beat.sent_at.clone(),
                 uptime_s: beat.uptime_s,
                 state: beat.state.as_str().to_string(),
+                why: Some(beat.why.clone()),
                 agent_version: beat.agent_version.to_string(),
                 interval_s: Some(self.identity.interval.as_secs_f64()),
                 maintenance: beat.maintenance.clone(),

@@ -42,6 +42,9 @@ pub struct Beat {
     pub boot_id: String,
     pub uptime_s: u64,
     pub state: BenchState,
+    /// Why the bench is in that state (`reset_not_ready: …`, the failing
+    /// checks, …).
+    pub why: String,
     pub agent_version: &'static str,
     pub sent_at: String,
     /// Maintenance set on the bench, with its reason and end.
@@ -124,6 +127,7 @@ impl Heartbeat {
             boot_id: self.boot_id.clone(),
             uptime_s: uptime().map_or(0, |u| u.as_secs()),
             state,
+            why: bench.why.clone(),
             agent_version: env!("CARGO_PKG_VERSION"),
             sent_at: humantime::format_rfc3339_millis(SystemTime::now()).to_string(),
             maintenance: bench.maintenance.clone(),

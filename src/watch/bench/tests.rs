@@ -22,6 +22,9 @@ fn beat(seq: u64, sent: f64) -> Beat {
         interval: Some(10.0),
         boot_id: Some("boot".into()),
         agent_version: Some("0.1.0".into()),
+        why: None,
+        maintenance: None,
+        context: None,
     }
 }
 
@@ -256,4 +259,117 @@ fn maintenance_resolves_a_firing_alert_at_once() {
     b.maintenance = true;
     b.evaluate(152.0, &th(), 0.0, false);
     assert_eq!(b.step_alert(152.0, &th(), 0.0, false), AlertStep::Resolved);
+}
+
+/// A beat that reports maintenance on the bench, ending at `until` (bench
+/// clock = watch clock here).
+fn in_maintenance(seq: u64, sent: f64, until: Option<f64>) -> Beat {
+    Beat {
+        state: Some("maintenance".into()),
+        maintenance: Some(Reported {
+            reason: Some("firmware flash".into()),
+            since: Some(0.0),
+            until,
+        }),
+        ..beat(seq, sent)
+    }
+}
+
+#[test]
+fn a_bench_in_maintenance_on_its_side_is_never_judged_however_it_went() {
+    for presence in [
+        Presence::Lost { at: 0.0 },
+        Presence::Stopped { at: 0.0 },
+        Presence::Unknown,
+    ] {
+        let mut b = beating(100.0);
+        b.receive(&in_maintenance(100, 100.0, None), 100.0, &th());
+        b.status(presence, 101.0);
+        for t in [110.0, 700.0, 5000.0] {
+            b.evaluate(t, &th(), 0.0, false);
+            assert_eq!(b.liveness, Liveness::Maintenance, "{presence:?} at {t}");
+            assert_eq!(b.step_alert(t, &th(), 0.0, false), AlertStep::None);
+        }
+        assert_eq!(b.maintenance_source(5000.0), Some(MaintenanceSource::Bench));
+        assert_eq!(b.maintenance_reason_now(5000.0), Some("firmware flash"));
+    }
+}
+
+#[test]
+fn maintenance_that_ends_while_silent_gives_one_grace_period_from_its_end() {
+    let mut b = beating(100.0);
+    b.receive(&in_maintenance(100, 100.0, Some(400.0)), 100.0, &th());
+    // Killed in maintenance: its Last Will is not a crash to page for.
+    b.status(Presence::Lost { at: 0.0 }, 101.0);
+    assert_eq!(b.verdict(399.0, &th(), 0.0), Liveness::Maintenance);
+    assert_eq!(b.maintenance_end(401.0), Some(400.0));
+    assert_eq!(b.verdict(401.0, &th(), 0.0), Liveness::Online);
+    assert_eq!(b.verdict(431.0, &th(), 0.0), Liveness::Late);
+    assert_eq!(b.verdict(460.0, &th(), 0.0), Liveness::Late, "60 s grace");
+    assert_eq!(b.verdict(461.0, &th(), 0.0), Liveness::Offline);
+    assert_eq!(b.offline_reason(), Cause::LastWill);
+}
+
+#[test]
+fn the_end_of_bench_maintenance_follows_the_watch_clock_not_the_bench_clock() {
+    let mut b = Bench::new("lab", "b1", 0.0);
+    // The bench's clock is an hour ahead; 300 s of maintenance remain.
+    b.receive(&in_maintenance(1, 3700.0, Some(4000.0)), 100.0, &th());
+    assert!(b.in_maintenance(399.0));
+    assert!(!b.in_maintenance(400.5));
+}
+
+#[test]
+fn api_maintenance_switched_off_while_silent_gives_one_grace_period() {
+    let mut b = beating(100.0);
+    b.set_api_maintenance(true, Some("rewiring".into()), 100.0);
+    b.evaluate(1000.0, &th(), 0.0, false);
+    assert_eq!(b.liveness, Liveness::Maintenance);
+    assert_eq!(b.maintenance_source(1000.0), Some(MaintenanceSource::Api));
+    b.set_api_maintenance(false, None, 1000.0);
+    assert_eq!(b.verdict(1060.0, &th(), 0.0), Liveness::Late);
+    assert_eq!(b.verdict(1061.0, &th(), 0.0), Liveness::Offline);
+}
+
+#[test]
+fn either_side_is_enough_and_a_beat_without_maintenance_ends_the_benchs() {
+    let mut b = beating(100.0);
+    b.set_api_maintenance(true, None, 100.0);
+    b.receive(&in_maintenance(100, 100.0, None), 100.0, &th());
+    assert_eq!(b.maintenance_source(100.0), Some(MaintenanceSource::Both));
+    b.receive(&beat(101, 110.0), 110.0, &th());
+    assert_eq!(b.maintenance_source(110.0), Some(MaintenanceSource::Api));
+    b.set_api_maintenance(false, None, 120.0);
+    assert_eq!(b.maintenance_source(120.0), None);
+    assert_eq!(b.verdict(120.0, &th(), 0.0), Liveness::Online);
+}
+
+#[test]
+fn over_otlp_the_maintenance_state_alone_is_maintenance() {
+    let mut b = Bench::new("lab", "b1", 0.0);
+    let mut p = otlp_point(1, 0.0);
+    p.state = Some("maintenance".into());
+    b.receive(&p, 0.0, &th());
+    assert_eq!(b.maintenance_source(0.0), Some(MaintenanceSource::Bench));
+    // A point without the state gauge says nothing about it.
+    let mut q = otlp_point(2, 10.0);
+    q.state = None;
+    b.receive(&q, 10.0, &th());
+    assert!(b.in_maintenance(10.0));
+}
+
+#[test]
+fn the_offline_reason_names_a_dut_reset_that_never_became_ready_first() {
+    let mut b = beating(100.0);
+    assert_eq!(b.offline_reason(), Cause::HeartbeatsStopped);
+    b.status(Presence::Stopped { at: 0.0 }, 101.0);
+    assert_eq!(b.offline_reason(), Cause::StoppedNotBack);
+    let degraded = Beat {
+        state: Some("degraded".into()),
+        why: Some("reset_not_ready: dut not ready 30 s after a reset".into()),
+        ..beat(100, 105.0)
+    };
+    b.receive(&degraded, 105.0, &th());
+    b.status(Presence::Lost { at: 0.0 }, 106.0);
+    assert_eq!(b.offline_reason(), Cause::DutResetNotReady);
 }

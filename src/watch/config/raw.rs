@@ -173,8 +173,10 @@ pub(super) struct RawOverride {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub(super) struct RawIngest {
-    /// Silence from every bench this long means the watch went deaf;
-    /// default: the shortest heartbeat interval of the known benches.
+    /// Silence from every bench this long means the watch went deaf, with
+    /// OTLP-only ingest (with MQTT, the watch's ping proves its path and
+    /// silence is the benches' own); default: twice the shortest heartbeat
+    /// interval of the benches expected to send.
     #[serde(with = "humantime_serde")]
     pub(super) silence: Option<Duration>,
     /// The silence rule needs at least this many benches expected to send.

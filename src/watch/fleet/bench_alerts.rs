@@ -2,8 +2,9 @@
 //! re-sending, and what they say.
 
 use super::super::alerts::{self, Alert, Event};
-use super::super::bench::{AlertState, AlertStep, Bench, Presence, Ts};
+use super::super::bench::{AlertState, AlertStep, Bench, Ts};
 use super::{Fleet, site_alert};
+use crate::wire::ExecutionContext;
 
 impl Fleet {
     /// Steps the alerts of `ids` (the others are quiet and stay quiet).
@@ -96,11 +97,7 @@ impl Fleet {
         let age = b
             .age(now)
             .map_or_else(|| "unknown".to_string(), |a| format!("{a:.0}s"));
-        let reason = match b.presence {
-            Presence::Lost { .. } => "its broker connection was lost (MQTT Last Will)",
-            Presence::Stopped { .. } => "it was stopped and did not come back",
-            _ => "its heartbeats stopped",
-        };
+        let cause = b.offline_reason();
         let failing = if b.failing_probes.is_empty() {
             "none".to_string()
         } else {
@@ -110,20 +107,42 @@ impl Fleet {
                 .collect::<Vec<_>>()
                 .join("; ")
         };
-        Alert::new(alerts::BENCH_OFFLINE, starts_at)
+        let alert = Alert::new(alerts::BENCH_OFFLINE, starts_at)
             .label("bench_id", &b.id)
             .label("bench_site", &b.site)
             .label("site_outage", site_outage.to_string())
             .annotation(
                 "summary",
-                format!("Bench {} at site {} is offline: {reason}", b.id, b.site),
+                format!(
+                    "Bench {} at site {} is offline: {}",
+                    b.id,
+                    b.site,
+                    cause.describe()
+                ),
             )
+            .annotation("reason", cause.as_str())
             .annotation("last_seen", last_seen)
             .annotation("age", age)
             .annotation(
                 "last_state",
                 b.reported_state.clone().unwrap_or_else(|| "unknown".into()),
             )
-            .annotation("last_probe_failures", failing)
+            .annotation("last_probe_failures", failing);
+        with_context(alert, b.context())
     }
+}
+
+/// The job the bench was running, as annotations (absent when unknown):
+/// lets CI file the failure as infrastructure, not as a test failure.
+pub(super) fn with_context(mut alert: Alert, c: &ExecutionContext) -> Alert {
+    for (k, v) in [
+        ("execution_id", &c.execution_id),
+        ("task_id", &c.task_id),
+        ("correlation_id", &c.correlation_id),
+    ] {
+        if let Some(v) = v {
+            alert = alert.annotation(k, v.clone());
+        }
+    }
+    alert
 }

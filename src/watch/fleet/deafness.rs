@@ -1,7 +1,19 @@
-//! The watch's own ability to hear: whether it is deaf (its broker
-//! connection or its own ping loop is down, or nobody at all has been heard
-//! for longer than the shortest heartbeat interval), and the ingest-down
+//! The watch's own ability to hear: whether it is deaf, and the ingest-down
 //! alert that follows from it.
+//!
+//! The watch is deaf only on evidence about its own path:
+//!
+//! | broker session | own ping   | every bench silent | transport | verdict |
+//! |----------------|------------|--------------------|-----------|---------|
+//! | down           | any        | any                | MQTT      | deaf: ingest down, offline verdicts held |
+//! | up             | not back   | any                | MQTT      | deaf: ingest down, offline verdicts held |
+//! | up             | comes back | yes                | MQTT      | dark: benches offline, site outages by the storm rule |
+//! | (none)         | (none)     | yes                | OTLP only | deaf, and the alert says it cannot tell that from every bench going dark |
+//!
+//! With MQTT the ping is the proof: a ping that comes back while every
+//! bench is silent means the benches went dark (a lab's power or uplink),
+//! not the watch. Over OTLP alone nothing proves the path, so total silence
+//! is taken as deafness (one page instead of one per bench) and says so.
 
 use super::super::alerts::lifecycle::{Lifecycle, Rules, Seen, Step};
 use super::super::alerts::{self, Alert, Event};
@@ -24,6 +36,9 @@ pub struct Ingest {
     deafness: Lifecycle,
     /// Why it is deaf, as of the last tick.
     reason: String,
+    /// The deafness is total silence over OTLP alone: it may as well be
+    /// every bench gone dark.
+    ambiguous: bool,
 }
 
 /// The watch's deafness, while it lasts.
@@ -52,7 +67,10 @@ impl Ingest {
 
 impl Fleet {
     pub(super) fn judge_ingest(&mut self, now: Ts, events: &mut Vec<Event>) {
-        let reason = self.deaf_reason(now);
+        let (reason, ambiguous) = match self.deaf_reason(now) {
+            Some((r, a)) => (Some(r), a),
+            None => (None, false),
+        };
         let before = self.ingest.deafness;
         let rules = Rules {
             // Deafness is noticed on one tick and may page from the next.
@@ -78,6 +96,7 @@ impl Fleet {
                 tracing::error!(reason = %reason, "the watch cannot hear the benches: holding offline verdicts");
             }
             self.ingest.reason = reason;
+            self.ingest.ambiguous = ambiguous;
         }
         match self.ingest.deafness.step(now, seen, rules) {
             Step::Fired => events.push(Event::Fired(self.ingest_alert())),
@@ -99,22 +118,29 @@ impl Fleet {
         }
     }
 
-    fn deaf_reason(&self, now: Ts) -> Option<String> {
+    /// Why the watch is deaf now, if it is, and whether that is total
+    /// silence over OTLP alone (which may as well be every bench dark).
+    fn deaf_reason(&self, now: Ts) -> Option<(String, bool)> {
         let i = &self.ingest;
-        if i.mqtt_connected == Some(false) {
-            return Some("the MQTT broker connection is down".into());
-        }
-        if i.mqtt_connected == Some(true) {
-            let since = i
-                .ping_returned
-                .unwrap_or(self.hold_base)
-                .max(self.hold_base);
-            if now - since > i.ping_deadline {
-                return Some(format!(
-                    "the watch's own MQTT ping has not come back for {:.0} s",
-                    now - since
-                ));
+        match i.mqtt_connected {
+            Some(false) => return Some(("the MQTT broker connection is down".into(), false)),
+            Some(true) => {
+                let since = i
+                    .ping_returned
+                    .unwrap_or(self.hold_base)
+                    .max(self.hold_base);
+                if now - since > i.ping_deadline {
+                    let why = format!(
+                        "the watch's own MQTT ping has not come back for {:.0} s",
+                        now - since
+                    );
+                    return Some((why, false));
+                }
+                // The ping comes back: the path works, and silence is the
+                // benches' own (a dark lab), judged bench by bench.
+                return None;
             }
+            None => {}
         }
         let (expected, shortest) = self.expected_senders();
         if expected < self.cfg.ingest.min_benches.max(1) {
@@ -127,10 +153,11 @@ impl Fleet {
             .map_or(2.0 * shortest, |d| d.as_secs_f64());
         let heard = i.last_heard.unwrap_or(self.hold_base).max(self.hold_base);
         (now - heard > silence).then(|| {
-            format!(
-                "no heartbeat from any of {expected} benches for {:.0} s",
+            let why = format!(
+                "no heartbeat from any of {expected} benches for {:.0} s over OTLP, where no ping proves the watch's own path",
                 now - heard
-            )
+            );
+            (why, true)
         })
     }
 
@@ -149,15 +176,29 @@ impl Fleet {
     pub(super) fn ingest_alert(&self) -> Alert {
         let since = self.ingest.deafness.since().unwrap_or(self.hold_base);
         let reason = self.ingest.reason.clone();
-        Alert::new(alerts::INGEST_DOWN, since)
+        let alert = Alert::new(alerts::INGEST_DOWN, since)
             .label("watch", &self.cfg.replica)
-            .annotation(
-                "summary",
-                format!(
-                    "benchtel-watch {} cannot hear the benches; per-bench offline alerts are held",
-                    self.cfg.replica
-                ),
-            )
-            .annotation("reason", reason)
+            .annotation("reason", reason);
+        if self.ingest.ambiguous {
+            return alert
+                .annotation(
+                    "summary",
+                    format!(
+                        "benchtel-watch {} hears nothing over OTLP: either its ingest path (collector, network, proxy) is down, or every bench went dark at once (power, uplink); it cannot tell which, and holds per-bench offline alerts",
+                        self.cfg.replica
+                    ),
+                )
+                .annotation(
+                    "cannot_tell_apart",
+                    "the watch's ingest path is down | every bench went dark",
+                );
+        }
+        alert.annotation(
+            "summary",
+            format!(
+                "benchtel-watch {} cannot hear the benches; per-bench offline alerts are held",
+                self.cfg.replica
+            ),
+        )
     }
 }

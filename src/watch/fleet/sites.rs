@@ -4,7 +4,7 @@
 
 use super::super::alerts::lifecycle::{Lifecycle, Rules, Seen, Step};
 use super::super::alerts::{self, Alert, Event};
-use super::super::bench::{Liveness, Ts};
+use super::super::bench::{Bench, Liveness, Ts};
 use super::{Fleet, Site, SiteCounts};
 
 /// Most bench names listed in a site alert.
@@ -94,19 +94,22 @@ impl Fleet {
 }
 
 pub(super) fn site_alert(name: &str, site: &Site, starts_at: Ts) -> Alert {
-    let size = site.benches.values().filter(|b| !b.maintenance).count();
-    let mut down: Vec<&str> = site
+    let size = site
+        .benches
+        .values()
+        .filter(|b| b.liveness != Liveness::Maintenance)
+        .count();
+    let mut down: Vec<&Bench> = site
         .benches
         .values()
         .filter(|b| b.liveness == Liveness::Offline)
-        .map(|b| b.id.as_str())
         .collect();
-    down.sort_unstable();
+    down.sort_unstable_by(|a, b| a.id.cmp(&b.id));
     let count = down.len();
-    let mut listed = down
+    let shown = &down[..count.min(MAX_LISTED)];
+    let mut listed = shown
         .iter()
-        .take(MAX_LISTED)
-        .copied()
+        .map(|b| b.id.as_str())
         .collect::<Vec<_>>()
         .join(", ");
     if count > MAX_LISTED {
@@ -121,4 +124,29 @@ pub(super) fn site_alert(name: &str, site: &Site, starts_at: Ts) -> Alert {
         .annotation("offline_count", count.to_string())
         .annotation("site_size", size.to_string())
         .annotation("benches", listed)
+        .annotation(
+            "reasons",
+            per_bench(shown, |b| Some(b.offline_reason().as_str())),
+        )
+        .annotation(
+            "execution_ids",
+            per_bench(shown, |b| b.context().execution_id.as_deref()),
+        )
+        .annotation(
+            "task_ids",
+            per_bench(shown, |b| b.context().task_id.as_deref()),
+        )
+        .annotation(
+            "correlation_ids",
+            per_bench(shown, |b| b.context().correlation_id.as_deref()),
+        )
+}
+
+/// `bench=value` for each listed bench that has a value, `, `-separated.
+fn per_bench(benches: &[&Bench], value: impl Fn(&Bench) -> Option<&str>) -> String {
+    benches
+        .iter()
+        .filter_map(|b| Some(format!("{}={}", b.id, value(b)?)))
+        .collect::<Vec<_>>()
+        .join(", ")
 }

@@ -22,6 +22,9 @@ fn beat(seq: u64, sent: f64) -> Beat {
         interval: Some(10.0),
         boot_id: None,
         agent_version: None,
+        why: None,
+        maintenance: None,
+        context: None,
     }
 }
 
@@ -274,7 +277,9 @@ fn maintenance_benches_do_not_page() {
     let mut sim = Sim::new(config(|_| {}));
     let mut benches = site("a", 2);
     sim.run(30, &benches);
-    sim.fleet.set_maintenance("a", "a-b01", true).unwrap();
+    sim.fleet
+        .set_maintenance("a", "a-b01", true, None, 0.0)
+        .unwrap();
     benches.pop();
     sim.run(300, &benches);
     assert!(sim.fired(alerts::BENCH_OFFLINE).is_empty());
@@ -347,4 +352,51 @@ fn find_disambiguates_by_site() {
         fleet.find("x", None),
         Err(LookupError::NotFound(_))
     ));
+}
+
+#[test]
+fn with_mqtt_and_a_ping_that_comes_back_everyone_silent_is_a_dark_site_not_deafness() {
+    let mut sim = Sim::new(config(|_| {}));
+    let benches = site("lab", 6);
+    sim.fleet.ingest.mqtt_connected = Some(true);
+    sim.fleet.ingest.ping_deadline = 1e9;
+    sim.run(30, &benches);
+    sim.run(200, &[]);
+    assert!(sim.fired(alerts::INGEST_DOWN).is_empty());
+    assert_eq!(sim.fired(alerts::SITE_OFFLINE).len(), 1);
+    let pages = sim.fired(alerts::BENCH_OFFLINE);
+    assert_eq!(pages.len(), 6);
+    assert!(pages.iter().all(|a| a.labels["site_outage"] == "true"));
+}
+
+#[test]
+fn over_otlp_alone_total_silence_says_which_two_cases_it_cannot_tell_apart() {
+    let mut sim = Sim::new(config(|_| {}));
+    sim.run(30, &site("a", 4));
+    sim.run(200, &[]);
+    let down = &sim.fired(alerts::INGEST_DOWN)[0];
+    assert!(
+        down.annotations["cannot_tell_apart"].contains("every bench went dark"),
+        "{down:?}"
+    );
+    assert!(down.annotations["summary"].contains("cannot tell which"));
+}
+
+#[test]
+fn a_ping_that_stops_coming_back_is_deafness_even_with_the_session_up() {
+    let mut sim = Sim::new(config(|_| {}));
+    let benches = site("lab", 6);
+    sim.fleet.ingest.mqtt_connected = Some(true);
+    sim.fleet.ingest.ping_deadline = 15.0;
+    sim.fleet.ingest.ping_returned = Some(0.0);
+    sim.run(10, &benches);
+    sim.fleet.ingest.ping_returned = Some(sim.now);
+    // The subscription broke: no ping and no heartbeat come back.
+    sim.run(300, &[]);
+    let down = sim.fired(alerts::INGEST_DOWN);
+    assert_eq!(down.len(), 1);
+    assert!(down[0].annotations["reason"].contains("ping"), "{down:?}");
+    assert!(!down[0].annotations.contains_key("cannot_tell_apart"));
+    assert!(sim.fired(alerts::BENCH_OFFLINE).is_empty());
+    assert!(sim.fired(alerts::SITE_OFFLINE).is_empty());
 }

@@ -22,7 +22,7 @@ use rumqttc::{AsyncClient, Event, EventLoop, Incoming, Publish, QoS};
 use tokio_util::sync::CancellationToken;
 
 use crate::mqtt::Connection;
-use crate::watch::bench::{Beat, Presence, Transport};
+use crate::watch::bench::{Beat, Presence, Reported, Transport};
 use crate::watch::shared::Shared;
 use crate::wire::{self, Channel, OfflineReason, Topic};
 
@@ -185,10 +185,8 @@ fn heartbeat(shared: &Shared, t: &Topic, payload: &[u8], now: f64) -> Result<(),
     if hb.bench != t.bench || hb.site != t.site {
         return Err(Malformed::TopicMismatch);
     }
-    let sent = humantime::parse_rfc3339_weak(&hb.sent_at)
-        .map_err(|_| Malformed::SentAt)?
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0.0, |d| d.as_secs_f64());
+    let sent =
+        epoch_secs(humantime::parse_rfc3339_weak(&hb.sent_at).map_err(|_| Malformed::SentAt)?);
     let beat = Beat {
         transport: Transport::Mqtt,
         run_id: hb.run_id,
@@ -198,6 +196,13 @@ fn heartbeat(shared: &Shared, t: &Topic, payload: &[u8], now: f64) -> Result<(),
         interval: hb.interval_s,
         boot_id: Some(hb.boot_id),
         agent_version: Some(hb.agent_version),
+        why: hb.why,
+        maintenance: hb.maintenance.map(|m| Reported {
+            reason: m.reason,
+            since: Some(epoch_secs(m.since)),
+            until: m.until.map(epoch_secs),
+        }),
+        context: Some(hb.context),
     };
     let result = match shared.lock_fleet().receive(&t.site, &t.bench, &beat, now) {
         Ok(r) => r.as_str(),
@@ -212,6 +217,11 @@ fn heartbeat(shared: &Shared, t: &Topic, payload: &[u8], now: f64) -> Result<(),
         .with_label_values(&["mqtt", result])
         .inc();
     Ok(())
+}
+
+fn epoch_secs(t: std::time::SystemTime) -> f64 {
+    t.duration_since(std::time::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
 }
 
 fn status(shared: &Shared, t: &Topic, payload: &[u8], now: f64) -> Result<(), Malformed> {

@@ -100,42 +100,90 @@ impl Rejection {
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
-enum Format {
+pub(super) enum Format {
     Protobuf,
     Json,
 }
 
 /// `POST /v1/metrics`.
 pub async fn handle(State(shared): State<Shared>, headers: HeaderMap, body: Body) -> Response {
-    let limit = shared.cfg.http.max_body_bytes;
     let result = async {
-        let site_scope = authorize(&shared, &headers)?;
-        let format = format_of(&headers)?;
-        let raw = axum::body::to_bytes(body, limit)
-            .await
-            .map_err(|_| Rejection::TooLarge { limit })?;
-        let bytes = inflate(&headers, raw, shared.cfg.http.max_decompressed_bytes)?;
-        let request = decode(&bytes, format)?;
+        let (scope, format, request) =
+            read::<ExportMetricsServiceRequest>(&shared, &headers, body).await?;
         let extracted = extract(&request);
-        if let Some(scope) = &site_scope
-            && let Some(other) = extracted.benches.iter().find(|b| &b.site != scope)
-        {
-            return Err(Rejection::ForbiddenSite(other.site.clone()));
-        }
+        in_scope(
+            scope.as_deref(),
+            extracted.benches.iter().map(|b| b.site.as_str()),
+        )?;
         Ok((format, extracted))
     }
     .await;
     match result {
         Ok((format, extracted)) => accept(&shared, extracted, format),
-        Err(rejection) => {
-            shared
-                .stats
-                .rejected
-                .with_label_values(&["otlp", rejection.reason()])
-                .inc();
-            tracing::debug!(reason = %rejection, "OTLP request rejected");
-            (rejection.status(), rejection.to_string()).into_response()
-        }
+        Err(rejection) => reject(&shared, rejection),
+    }
+}
+
+/// Authorizes, reads, inflates and decodes an OTLP request; returns the
+/// site the token may speak for (`None`: any), the format and the request.
+pub(super) async fn read<T>(
+    shared: &Shared,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<(Option<String>, Format, T), Rejection>
+where
+    T: Message + Default + serde::de::DeserializeOwned,
+{
+    let limit = shared.cfg.http.max_body_bytes;
+    let site_scope = authorize(shared, headers)?;
+    let format = format_of(headers)?;
+    let raw = axum::body::to_bytes(body, limit)
+        .await
+        .map_err(|_| Rejection::TooLarge { limit })?;
+    let bytes = inflate(headers, raw, shared.cfg.http.max_decompressed_bytes)?;
+    Ok((site_scope, format, decode(&bytes, format)?))
+}
+
+/// Refuses a request that speaks for a site its token may not.
+pub(super) fn in_scope<'a>(
+    scope: Option<&str>,
+    mut sites: impl Iterator<Item = &'a str>,
+) -> Result<(), Rejection> {
+    let Some(scope) = scope else {
+        return Ok(());
+    };
+    match sites.find(|s| *s != scope) {
+        Some(other) => Err(Rejection::ForbiddenSite(other.to_string())),
+        None => Ok(()),
+    }
+}
+
+/// Answers and counts a rejected request.
+pub(super) fn reject(shared: &Shared, rejection: Rejection) -> Response {
+    shared
+        .stats
+        .rejected
+        .with_label_values(&["otlp", rejection.reason()])
+        .inc();
+    tracing::debug!(reason = %rejection, "OTLP request rejected");
+    (rejection.status(), rejection.to_string()).into_response()
+}
+
+/// An OTLP answer in the request's format.
+pub(super) fn respond<T: Message + serde::Serialize>(response: &T, format: Format) -> Response {
+    match format {
+        Format::Protobuf => (
+            StatusCode::OK,
+            [(header::CONTENT_TYPE, "application/x-protobuf")],
+            response.encode_to_vec(),
+        )
+            .into_response(),
+        Format::Json => (
+            StatusCode::OK,
+            [(header::CONTENT_TYPE, "application/json")],
+            serde_json::to_vec(response).unwrap_or_else(|_| b"{}".to_vec()),
+        )
+            .into_response(),
     }
 }
 
@@ -202,10 +250,14 @@ fn inflate(headers: &HeaderMap, raw: Bytes, limit: usize) -> Result<Bytes, Rejec
     }
 }
 
-fn decode(bytes: &[u8], format: Format) -> Result<ExportMetricsServiceRequest, Rejection> {
+fn decode<T>(bytes: &[u8], format: Format) -> Result<T, Rejection>
+where
+    T: Message + Default + serde::de::DeserializeOwned,
+{
     match format {
-        Format::Protobuf => ExportMetricsServiceRequest::decode(bytes)
-            .map_err(|e| Rejection::Malformed(format!("protobuf: {e}"))),
+        Format::Protobuf => {
+            T::decode(bytes).map_err(|e| Rejection::Malformed(format!("protobuf: {e}")))
+        }
         Format::Json => {
             serde_json::from_slice(bytes).map_err(|e| Rejection::Malformed(format!("JSON: {e}")))
         }
@@ -240,6 +292,9 @@ pub fn extract(req: &ExportMetricsServiceRequest) -> Extracted {
                             interval: None,
                             boot_id: None,
                             agent_version: None,
+                            why: None,
+                            maintenance: None,
+                            context: None,
                         })
                     }));
                 }
@@ -274,7 +329,7 @@ pub fn extract(req: &ExportMetricsServiceRequest) -> Extracted {
     out
 }
 
-fn string_attr(attrs: &[KeyValue], key: &str) -> Option<String> {
+pub(super) fn string_attr(attrs: &[KeyValue], key: &str) -> Option<String> {
     attrs
         .iter()
         .find(|kv| kv.key == key)
@@ -332,20 +387,7 @@ fn accept(shared: &Shared, extracted: Extracted, format: Format) -> Response {
             error_message: reasons.join("; "),
         }),
     };
-    match format {
-        Format::Protobuf => (
-            StatusCode::OK,
-            [(header::CONTENT_TYPE, "application/x-protobuf")],
-            response.encode_to_vec(),
-        )
-            .into_response(),
-        Format::Json => (
-            StatusCode::OK,
-            [(header::CONTENT_TYPE, "application/json")],
-            serde_json::to_vec(&response).unwrap_or_else(|_| b"{}".to_vec()),
-        )
-            .into_response(),
-    }
+    respond(&response, format)
 }
 
 #[cfg(test)]

@@ -110,6 +110,7 @@ fn beat(seq: u64) -> Beat {
         boot_id: "boot".into(),
         uptime_s: 1,
         state: BenchState::Ready,
+        why: "ready".into(),
         agent_version: "0",
         sent_at: "2026-01-01T00:00:00Z".into(),
         maintenance: None,
