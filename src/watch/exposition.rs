@@ -279,17 +279,9 @@ mod tests {
         let cfg = Arc::new(crate::watch::config::load(None, &Env::default()).unwrap());
         let mut fleet = Fleet::new(cfg, 1000.0);
         let beat = Beat {
-            transport: Transport::Mqtt,
-            run_id: "r".into(),
-            seq: 1,
             sent: Some(1000.0 + 3600.0),
             state: Some("ready\"x".into()),
-            interval: None,
-            boot_id: None,
-            agent_version: None,
-            why: None,
-            maintenance: None,
-            context: None,
+            ..Beat::new(Transport::Mqtt, "r".into(), 1)
         };
         fleet.receive("lab", "b1", &beat, 1000.0).unwrap();
         let job = Beat {

@@ -386,17 +386,10 @@ mod tests {
         let cfg = Arc::new(crate::watch::config::load(None, &Env::default()).unwrap());
         let mut fleet = Fleet::new(cfg.clone(), 1000.0);
         let beat = Beat {
-            transport: Transport::Mqtt,
-            run_id: "r".into(),
-            seq: 1,
             sent: Some(1000.0),
             state: Some("ready".into()),
             interval: Some(10.0),
-            boot_id: None,
-            agent_version: None,
-            why: None,
-            maintenance: None,
-            context: None,
+            ..Beat::new(Transport::Mqtt, "r".into(), 1)
         };
         // About 1 MB of text: many 64 KiB chunks through the pipe.
         for i in 0..3000 {

@@ -390,17 +390,12 @@ mod tests {
         assert!(q.is_none());
         let mut b = Bench::new("lab", "b1", 10.0);
         let beat = Beat {
-            transport: Transport::Mqtt,
-            run_id: "r".into(),
-            seq: 1,
             sent: Some(3600.0 + 20.0),
             state: Some("degraded".into()),
             interval: Some(5.0),
             boot_id: Some("boot".into()),
             agent_version: Some("9.9".into()),
-            why: None,
-            maintenance: None,
-            context: None,
+            ..Beat::new(Transport::Mqtt, "r".into(), 1)
         };
         b.receive(&beat, 20.0, &th());
         b.status(Presence::Lost { at: 0.0 }, 25.0);

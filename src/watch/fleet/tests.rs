@@ -14,17 +14,10 @@ fn config(edit: impl FnOnce(&mut WatchConfig)) -> Arc<WatchConfig> {
 
 fn beat(seq: u64, sent: f64) -> Beat {
     Beat {
-        transport: Transport::Mqtt,
-        run_id: "r".into(),
-        seq,
         sent: Some(sent),
         state: Some("ready".into()),
         interval: Some(10.0),
-        boot_id: None,
-        agent_version: None,
-        why: None,
-        maintenance: None,
-        context: None,
+        ..Beat::new(Transport::Mqtt, "r".into(), seq)
     }
 }
 

@@ -284,17 +284,8 @@ pub fn extract(req: &ExportMetricsServiceRequest) -> Extracted {
                             number_data_point::Value::AsDouble(v) => v as u64,
                         };
                         Some(Beat {
-                            transport: Transport::Otlp,
-                            run_id: p.start_time_unix_nano.to_string(),
-                            seq,
                             sent: Some(p.time_unix_nano as f64 / 1e9),
-                            state: None,
-                            interval: None,
-                            boot_id: None,
-                            agent_version: None,
-                            why: None,
-                            maintenance: None,
-                            context: None,
+                            ..Beat::new(Transport::Otlp, p.start_time_unix_nano.to_string(), seq)
                         })
                     }));
                 }
