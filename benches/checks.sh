@@ -16,14 +16,10 @@ cd "$(dirname "$0")/.."
 DURATION=${1:-120}
 work=$(mktemp -d)
 trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$work"' EXIT
-command -v socat >/dev/null || { echo "install socat (apt)"; exit 1; }
-bin=${BENCHTEL_AGENT_BIN:-}
-if [ -z "$bin" ]; then
-  cargo build --release --locked --bin benchtel-agent >&2
-  bin=target/release/benchtel-agent
-fi
 # shellcheck source=benches/lib.sh
 . benches/lib.sh
+command -v socat >/dev/null || { echo "install socat (apt)"; exit 1; }
+bin=$(agent_bin)
 
 http_port=$(free_port)
 (cd "$work" && python3 -m http.server "$http_port" --bind 127.0.0.1 >/dev/null 2>&1) &

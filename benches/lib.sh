@@ -15,3 +15,14 @@ report() {
 idle_config() {
   printf '[bench]\nid = "bench-idle"\n[otlp]\nendpoint = "http://127.0.0.1:%s"\n[http]\nlisten = "127.0.0.1:%s"\n' "$(free_port)" "$(free_port)" >"$1"
 }
+
+# The agent to measure: BENCHTEL_AGENT_BIN, else this checkout's release
+# build (built here).
+agent_bin() {
+  if [ -n "${BENCHTEL_AGENT_BIN:-}" ]; then
+    echo "$BENCHTEL_AGENT_BIN"
+    return
+  fi
+  cargo build --release --locked --bin benchtel-agent >&2
+  echo target/release/benchtel-agent
+}

@@ -6,75 +6,15 @@
 
 mod support;
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::Duration;
 
 use benchtel::wire::Heartbeat;
-use support::agent::{self, Agent};
+use support::agent::{Bench, file_check};
 use support::mosquitto::Mosquitto;
 use support::mqtt::{Msg, Subscriber};
 
-const AGENT: &str = env!("CARGO_BIN_EXE_benchtel-agent");
 const WAIT: Duration = Duration::from_secs(30);
 const HEARTBEAT: &str = "benchtel/lab/test-bench/heartbeat";
-
-/// One bench: its config, and a state and runtime directory that stay the
-/// same across agent restarts (as systemd's would).
-struct Bench {
-    dir: tempfile::TempDir,
-    cfg: PathBuf,
-    state: PathBuf,
-    run: PathBuf,
-}
-
-impl Bench {
-    fn new(heartbeat: &str, extra: &str) -> Bench {
-        let dir = tempfile::tempdir().unwrap();
-        let opts = agent::Options {
-            heartbeat,
-            ..agent::Options::default()
-        };
-        let cfg = agent::config_with(dir.path(), &opts, extra);
-        let (state, run) = (dir.path().join("state"), dir.path().join("run"));
-        Bench {
-            dir,
-            cfg,
-            state,
-            run,
-        }
-    }
-
-    fn start(&self) -> Agent {
-        Agent::start_with(
-            self.dir.path(),
-            &self.cfg,
-            &[
-                ("STATE_DIRECTORY", &self.state),
-                ("RUNTIME_DIRECTORY", &self.run),
-            ],
-        )
-    }
-
-    /// Runs `benchtel-agent ARGS` against the running agent.
-    fn cli(&self, args: &[&str]) -> String {
-        let out = Command::new(AGENT)
-            .args(args)
-            .arg("--config")
-            .arg(&self.cfg)
-            .env_remove("BENCHTEL_CONFIG")
-            .env("STATE_DIRECTORY", &self.state)
-            .env("RUNTIME_DIRECTORY", &self.run)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-}
 
 fn heartbeat(m: &Msg) -> Heartbeat {
     serde_json::from_slice(&m.payload).unwrap_or_else(|e| panic!("{e}: {}", m.text()))
@@ -84,15 +24,6 @@ fn mqtt(broker: &Mosquitto) -> String {
     format!(
         "[mqtt]\nurl = \"{}\"\nreconnect_min = \"100ms\"\nreconnect_max = \"500ms\"\n",
         broker.url()
-    )
-}
-
-/// A readiness check on a file the test creates and removes: the device
-/// under test "answers" while it exists.
-fn file_check(path: &Path) -> String {
-    format!(
-        "[[checks]]\nname = \"dut-up\"\ntype = \"file\"\npath = \"{}\"\ninterval = \"200ms\"\n",
-        path.display()
     )
 }
 

@@ -8,18 +8,15 @@
 
 mod support;
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
-use support::agent::{self, Agent};
+use support::agent::{Bench, file_check};
 use support::alertmanager::Alertmanager;
 use support::http::wait_for;
 use support::mosquitto::Mosquitto;
 use support::watch::Watch;
 use support::webhook::Webhook;
 
-const AGENT: &str = env!("CARGO_BIN_EXE_benchtel-agent");
 const WAIT: Duration = Duration::from_secs(30);
 
 /// Grace period 6 s, stop window 5 s, will debounce 1 s, hold 1 s.
@@ -49,62 +46,13 @@ hold = "1s"
     )
 }
 
-/// One bench whose agent the test drives through its CLI.
-struct Bench {
-    dir: tempfile::TempDir,
-    cfg: PathBuf,
-    state: PathBuf,
-    run: PathBuf,
-}
-
-impl Bench {
-    fn new(broker: &Mosquitto, extra: &str) -> Bench {
-        let dir = tempfile::tempdir().unwrap();
-        let opts = agent::Options {
-            heartbeat: "500ms",
-            ..agent::Options::default()
-        };
-        let mqtt = format!(
-            "[mqtt]\nurl = \"{}\"\nreconnect_min = \"100ms\"\nreconnect_max = \"500ms\"\n{extra}",
-            broker.url()
-        );
-        let cfg = agent::config_with(dir.path(), &opts, &mqtt);
-        let (state, run) = (dir.path().join("state"), dir.path().join("run"));
-        Bench {
-            dir,
-            cfg,
-            state,
-            run,
-        }
-    }
-
-    fn start(&self) -> Agent {
-        Agent::start_with(
-            self.dir.path(),
-            &self.cfg,
-            &[
-                ("STATE_DIRECTORY", &self.state),
-                ("RUNTIME_DIRECTORY", &self.run),
-            ],
-        )
-    }
-
-    fn cli(&self, args: &[&str]) {
-        let out = Command::new(AGENT)
-            .args(args)
-            .arg("--config")
-            .arg(&self.cfg)
-            .env_remove("BENCHTEL_CONFIG")
-            .env("STATE_DIRECTORY", &self.state)
-            .env("RUNTIME_DIRECTORY", &self.run)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
+/// A bench on `broker`, beating every 500 ms.
+fn bench(broker: &Mosquitto, extra: &str) -> Bench {
+    let mqtt = format!(
+        "[mqtt]\nurl = \"{}\"\nreconnect_min = \"100ms\"\nreconnect_max = \"500ms\"\n{extra}",
+        broker.url()
+    );
+    Bench::new("500ms", &mqtt)
 }
 
 fn view(watch: &Watch, bench: &str) -> serde_json::Value {
@@ -145,7 +93,7 @@ fn maintenance_then_kill_9_never_pages_even_across_a_watch_restart() {
     let broker = Mosquitto::start();
     let am = Alertmanager::start();
     let mut watch = Watch::start(&watch_config(&broker, &am, ""));
-    let bench = Bench::new(&broker, "");
+    let bench = bench(&broker, "");
     let agent = bench.start();
     online(&watch);
     bench.cli(&["maintenance", "on", "--reason", "reflashing the DUT"]);
@@ -171,7 +119,7 @@ fn maintenance_then_a_clean_stop_never_pages_even_after_the_stop_window() {
     let broker = Mosquitto::start();
     let am = Alertmanager::start();
     let watch = Watch::start(&watch_config(&broker, &am, ""));
-    let bench = Bench::new(&broker, "");
+    let bench = bench(&broker, "");
     let agent = bench.start();
     online(&watch);
     bench.cli(&["maintenance", "on", "--reason", "moving the rack"]);
@@ -187,7 +135,7 @@ fn maintenance_that_ends_while_the_bench_is_silent_pages_after_one_grace_period(
     let broker = Mosquitto::start();
     let am = Alertmanager::start();
     let watch = Watch::start(&watch_config(&broker, &am, ""));
-    let bench = Bench::new(&broker, "");
+    let bench = bench(&broker, "");
     let agent = bench.start();
     online(&watch);
     bench.cli(&["maintenance", "on", "--reason", "short job", "--for", "6s"]);
@@ -222,7 +170,7 @@ fn a_page_names_the_job_that_context_set_gave_in_alertmanager_the_api_and_webhoo
         &am,
         &format!("[[alerts.webhook]]\nurl = \"{}\"\n", hook.url()),
     ));
-    let bench = Bench::new(&broker, "");
+    let bench = bench(&broker, "");
     let agent = bench.start();
     online(&watch);
     bench.cli(&[
@@ -258,13 +206,6 @@ fn a_page_names_the_job_that_context_set_gave_in_alertmanager_the_api_and_webhoo
 
 /// A readiness check on a file: the device under test answers while it
 /// exists.
-fn file_check(path: &Path) -> String {
-    format!(
-        "[[checks]]\nname = \"dut-up\"\ntype = \"file\"\npath = \"{}\"\ninterval = \"200ms\"\n",
-        path.display()
-    )
-}
-
 #[test]
 fn a_bench_lost_after_a_dut_reset_that_never_became_ready_is_paged_with_that_reason() {
     let broker = Mosquitto::start();
@@ -273,7 +214,7 @@ fn a_bench_lost_after_a_dut_reset_that_never_became_ready_is_paged_with_that_rea
     let dir = tempfile::tempdir().unwrap();
     let dut = dir.path().join("dut-answers");
     std::fs::write(&dut, "up").unwrap();
-    let bench = Bench::new(&broker, &file_check(&dut));
+    let bench = bench(&broker, &file_check(&dut));
     // `[bench]` comes first in the agent's file: set its limit there.
     let text = std::fs::read_to_string(&bench.cfg).unwrap().replacen(
         "site = \"lab\"\n",

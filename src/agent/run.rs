@@ -459,8 +459,9 @@ fn tee_verdicts(
         let mut last: HashMap<String, bool> = HashMap::new();
         while let Some(input) = rx.recv().await {
             if let Input::Verdict(v) = &input
-                && last.insert(v.check.clone(), v.up) != Some(v.up)
+                && last.get(&v.check) != Some(&v.up)
             {
+                last.insert(v.check.clone(), v.up);
                 let _ = copy.send(v.clone()).await;
             }
             if readiness.send(input).await.is_err() {

@@ -296,3 +296,72 @@ pub fn buckets(text: &str, name: &str, labels: &[(&str, &str)]) -> Vec<f64> {
         })
         .collect()
 }
+
+/// One bench whose agent a test starts, restarts and drives through its
+/// CLI: its config, and a state and runtime directory that stay the same
+/// across restarts (as systemd's would).
+pub struct Bench {
+    dir: tempfile::TempDir,
+    /// The config file (a test may edit it between restarts).
+    pub cfg: PathBuf,
+    state: PathBuf,
+    run: PathBuf,
+}
+
+impl Bench {
+    /// A bench beating every `heartbeat`, with `extra` config appended.
+    pub fn new(heartbeat: &str, extra: &str) -> Bench {
+        let dir = tempfile::tempdir().unwrap();
+        let opts = Options {
+            heartbeat,
+            ..Options::default()
+        };
+        let cfg = config_with(dir.path(), &opts, extra);
+        let (state, run) = (dir.path().join("state"), dir.path().join("run"));
+        Bench {
+            dir,
+            cfg,
+            state,
+            run,
+        }
+    }
+
+    pub fn start(&self) -> Agent {
+        Agent::start_with(
+            self.dir.path(),
+            &self.cfg,
+            &[
+                ("STATE_DIRECTORY", &self.state),
+                ("RUNTIME_DIRECTORY", &self.run),
+            ],
+        )
+    }
+
+    /// Runs `benchtel-agent ARGS` against the running agent; its stdout.
+    pub fn cli(&self, args: &[&str]) -> String {
+        let out = Command::new(AGENT)
+            .args(args)
+            .arg("--config")
+            .arg(&self.cfg)
+            .env_remove("BENCHTEL_CONFIG")
+            .env("STATE_DIRECTORY", &self.state)
+            .env("RUNTIME_DIRECTORY", &self.run)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+}
+
+/// A readiness check on a file the test creates and removes: the device
+/// under test "answers" while it exists.
+pub fn file_check(path: &Path) -> String {
+    format!(
+        "[[checks]]\nname = \"dut-up\"\ntype = \"file\"\npath = \"{}\"\ninterval = \"200ms\"\n",
+        path.display()
+    )
+}

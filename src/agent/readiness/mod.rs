@@ -267,6 +267,13 @@ impl Readiness {
     /// changed.
     pub fn on_verdict(&mut self, v: &Verdict) -> Option<(BenchState, BenchState)> {
         let changed = self.last.get(&v.check).is_none_or(|last| last.up != v.up);
+        // Checks report after every run: a verdict that repeats what the
+        // machine already holds (not cleared by a reset) changes nothing,
+        // and costs no snapshot.
+        let held = !v.affects_ready || self.checks.get(&v.check) == Some(&Some(v.up));
+        if !changed && held {
+            return None;
+        }
         if changed {
             self.last.insert(
                 v.check.clone(),
