@@ -399,16 +399,7 @@ impl<'a> Follower<'a> {
             let quiet = self.cfg.assume_booted_after.unwrap_or(ASSUME_BOOTED_AFTER);
             return Ok(vec![Event::AssumedBooted { quiet }]);
         }
-        let deadline = [
-            tracker.next_deadline(),
-            self.prompt.due(),
-            self.assume_at,
-            self.poke_at,
-        ]
-        .into_iter()
-        .flatten()
-        .min();
-        let event = match deadline {
+        let event = match self.wake_at(tracker) {
             Some(d) => match tokio::time::timeout_at(d, lines.recv()).await {
                 Ok(event) => event,
                 Err(_) => return Ok(self.quiet(tracker, Instant::now())),
@@ -416,6 +407,21 @@ impl<'a> Follower<'a> {
             None => lines.recv().await,
         };
         self.consume(event, tracker)
+    }
+
+    /// When to stop waiting for the console. No poke during a boot: one
+    /// that fell due mid-boot waits for the boot's end, not a busy loop.
+    fn wake_at(&self, tracker: &BootTracker) -> Option<Instant> {
+        let poke = self.poke_at.filter(|_| !tracker.booting());
+        [
+            tracker.next_deadline(),
+            self.prompt.due(),
+            self.assume_at,
+            poke,
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 
     /// Time passed without console output: a quiet prompt is judged, and
@@ -538,6 +544,30 @@ milestones = [
 "#,
         )
         .unwrap()
+    }
+
+    /// A poke that falls due during a boot (the console silent for longer
+    /// than `after_silence` while a milestone's deadline is further off)
+    /// waits for the boot's end instead of waking at once, again and again.
+    #[tokio::test(start_paused = true)]
+    async fn a_poke_due_during_a_boot_does_not_wake_the_watcher() {
+        let mut c = cfg();
+        c.alive = Some(Alive {
+            send: "\r".into(),
+            expect: Regex::new("login: $").unwrap(),
+            timeout: Duration::from_secs(5),
+            after_silence: Duration::from_secs(30),
+        });
+        let mut t = BootTracker::new(c.clone());
+        let mut f = Follower::new(&c, Instant::now());
+        f.poke_at = Some(Instant::now() + Duration::from_secs(30));
+        t.line("U-Boot SPL", Instant::now());
+        t.line("Starting kernel", Instant::now());
+        tokio::time::sleep(Duration::from_secs(40)).await;
+        assert!(t.booting());
+        let wake = f.wake_at(&t).expect("the login deadline");
+        assert!(wake > Instant::now(), "woken in the past: a busy loop");
+        assert_eq!(Some(wake), t.next_deadline());
     }
 
     #[tokio::test(start_paused = true)]
