@@ -87,6 +87,7 @@ fn telemetry_options(cfg: &AgentConfig) -> TelemetryOptions {
         export_interval: cfg.telemetry.export_interval,
         prometheus: cfg.http.enabled,
         bounded: (&checks::INSTRUMENTS, checks::series_limit(&cfg.checks)),
+        traces: cfg.telemetry.traces,
     }
 }
 
@@ -157,6 +158,10 @@ async fn start_core(cfg: &AgentConfig) -> Result<Core, AgentError> {
         cfg.log.format,
         &cfg.log.level,
         &cfg.service_name,
+        telemetry::BenchLabels::Fixed {
+            id: cfg.bench.id.clone(),
+            site: cfg.bench.site.clone(),
+        },
         Some(&telemetry.logs),
     )?;
     if let Some((moved, detail)) = &report.quarantined {

@@ -1,7 +1,9 @@
 //! JSON log lines in the ADR-010 format, one object per line on stdout:
 //! `timestamp, level, message, component, execution_id, task_id,
-//! correlation_id, trace_id, span_id, context`. Event fields other than the
-//! message go into `context`, so Loki can parse every line the same way.
+//! correlation_id, trace_id, span_id, context`, plus `bench_id` and
+//! `bench_site`, so a log shipper can label a bench's lines without
+//! guessing its hostname. Event fields other than the message go into
+//! `context`, so Loki can parse every line the same way.
 
 use std::io::Write;
 
@@ -14,9 +16,51 @@ use tracing_subscriber::layer::Context;
 
 use super::context;
 
+/// Where a line's `bench_id` and `bench_site` come from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BenchLabels {
+    /// The agent's own bench, from its configuration, on every line: the
+    /// subscriber is installed only once the configuration is loaded, so
+    /// there is no line without it.
+    Fixed { id: String, site: String },
+    /// The watch hears many benches: a line about one bench carries it
+    /// from the event's fields of these names (also kept in `context`);
+    /// any other line carries `null`.
+    FromFields {
+        id: &'static str,
+        site: &'static str,
+    },
+}
+
+impl BenchLabels {
+    /// The watch's: its events name a bench in `bench` and its site in
+    /// `site`.
+    pub const WATCH: BenchLabels = BenchLabels::FromFields {
+        id: "bench",
+        site: "site",
+    };
+
+    fn values(&self, fields: &Map<String, Value>) -> (Value, Value) {
+        match self {
+            BenchLabels::Fixed { id, site } => {
+                (Value::String(id.clone()), Value::String(site.clone()))
+            }
+            BenchLabels::FromFields { id, site } => {
+                // A number or bool is no bench name: only strings count.
+                let pick = |key: &str| match fields.get(key) {
+                    Some(v @ Value::String(_)) => v.clone(),
+                    _ => Value::Null,
+                };
+                (pick(id), pick(site))
+            }
+        }
+    }
+}
+
 /// Writes ADR-010 JSON lines to a writer (stdout in production).
 pub struct JsonLayer<W> {
     component: String,
+    bench: BenchLabels,
     make_writer: W,
 }
 
@@ -24,9 +68,10 @@ impl<W> JsonLayer<W>
 where
     W: Fn() -> Box<dyn Write> + Send + Sync + 'static,
 {
-    pub fn new(component: impl Into<String>, make_writer: W) -> Self {
+    pub fn new(component: impl Into<String>, bench: BenchLabels, make_writer: W) -> Self {
         JsonLayer {
             component: component.into(),
+            bench,
             make_writer,
         }
     }
@@ -83,9 +128,10 @@ fn level_name(level: &Level) -> &'static str {
 }
 
 /// Builds the line for one event (apart from writing it, for tests).
-pub fn render(component: &str, event: &Event<'_>) -> Value {
+pub fn render(component: &str, bench: &BenchLabels, event: &Event<'_>) -> Value {
     let mut fields = Fields::default();
     event.record(&mut fields);
+    let (bench_id, bench_site) = bench.values(&fields.context);
     let mut ctx = fields.context;
     ctx.insert(
         "target".into(),
@@ -118,6 +164,8 @@ pub fn render(component: &str, event: &Event<'_>) -> Value {
         Value::String(fields.message.unwrap_or_default()),
     );
     line.insert("component".into(), Value::String(component.to_string()));
+    line.insert("bench_id".into(), bench_id);
+    line.insert("bench_site".into(), bench_site);
     line.insert("execution_id".into(), opt(exec.execution_id));
     line.insert("task_id".into(), opt(exec.task_id));
     line.insert("correlation_id".into(), opt(exec.correlation_id));
@@ -133,7 +181,7 @@ where
     W: Fn() -> Box<dyn Write> + Send + Sync + 'static,
 {
     fn on_event(&self, event: &Event<'_>, _ctx: Context<'_, S>) {
-        let mut line = render(&self.component, event).to_string();
+        let mut line = render(&self.component, &self.bench, event).to_string();
         line.push('\n');
         // One write per line so concurrent lines never interleave.
         let _ = (self.make_writer)().write_all(line.as_bytes());
@@ -168,14 +216,29 @@ mod tests {
             .collect()
     }
 
+    fn layer(
+        component: &str,
+        bench: BenchLabels,
+        buf: &Buf,
+    ) -> JsonLayer<impl Fn() -> Box<dyn Write> + Send + Sync + 'static> {
+        let b = buf.clone();
+        JsonLayer::new(component, bench, move || {
+            Box::new(b.clone()) as Box<dyn Write>
+        })
+    }
+
+    fn agent_bench() -> BenchLabels {
+        BenchLabels::Fixed {
+            id: "lab1-bench07".into(),
+            site: "lab1".into(),
+        }
+    }
+
     #[test]
     fn lines_carry_every_adr_field_and_the_context() {
         let _turn = context::TEST_LOCK.lock().unwrap_or_else(|e| e.into_inner());
         let buf = Buf::default();
-        let b = buf.clone();
-        let layer = JsonLayer::new("benchtel-agent", move || {
-            Box::new(b.clone()) as Box<dyn Write>
-        });
+        let layer = layer("benchtel-agent", agent_bench(), &buf);
         let subscriber = tracing_subscriber::registry().with(layer);
         let provider = opentelemetry_sdk::trace::SdkTracerProvider::builder().build();
         let tracer = provider.tracer("test");
@@ -196,6 +259,8 @@ mod tests {
             "level",
             "message",
             "component",
+            "bench_id",
+            "bench_site",
             "execution_id",
             "task_id",
             "correlation_id",
@@ -217,5 +282,52 @@ mod tests {
         assert_eq!(got[1]["correlation_id"], "c-3");
         assert_eq!(got[1]["trace_id"].as_str().unwrap().len(), 32);
         assert_eq!(got[1]["span_id"].as_str().unwrap().len(), 16);
+    }
+
+    #[test]
+    fn the_agent_stamps_its_bench_on_every_line_and_fields_cannot_override_it() {
+        let buf = Buf::default();
+        let subscriber = tracing_subscriber::registry().with(layer("a", agent_bench(), &buf));
+        tracing::subscriber::with_default(subscriber, || {
+            tracing::info!("plain");
+            tracing::error!(bench = "other", site = "elsewhere", "names another");
+        });
+        let got = lines(&buf);
+        assert_eq!(got.len(), 2);
+        for line in &got {
+            assert_eq!(line["bench_id"], "lab1-bench07", "{line}");
+            assert_eq!(line["bench_site"], "lab1", "{line}");
+        }
+        assert_eq!(got[1]["context"]["bench"], "other");
+    }
+
+    #[test]
+    fn the_watch_names_a_bench_only_on_lines_about_one() {
+        let buf = Buf::default();
+        let subscriber =
+            tracing_subscriber::registry().with(layer("benchtel-watch", BenchLabels::WATCH, &buf));
+        tracing::subscriber::with_default(subscriber, || {
+            tracing::warn!(bench = "b1", site = "lab2", "bench offline");
+            tracing::error!(site = "lab2", down = 3u64, "site outage");
+            tracing::info!(bench = 7u64, "a number is not a bench name");
+            tracing::info!("bench registry loaded");
+        });
+        let got = lines(&buf);
+        let labels: Vec<(Value, Value)> = got
+            .iter()
+            .map(|l| (l["bench_id"].clone(), l["bench_site"].clone()))
+            .collect();
+        assert_eq!(
+            labels,
+            [
+                (Value::from("b1"), Value::from("lab2")),
+                (Value::Null, Value::from("lab2")),
+                (Value::Null, Value::Null),
+                (Value::Null, Value::Null),
+            ]
+        );
+        // The keys are there even when null: one shape for every line.
+        assert!(got[3].as_object().unwrap().contains_key("bench_id"));
+        assert_eq!(got[0]["context"]["bench"], "b1");
     }
 }

@@ -27,6 +27,7 @@ use tracing_subscriber::EnvFilter;
 use tracing_subscriber::prelude::*;
 
 use crate::outbox::exporter::{LogsExporter, MetricExporter, Sink, SpansExporter};
+pub use json_log::BenchLabels;
 
 /// Crates whose debug chatter would otherwise flow into the outbox.
 const QUIET: &str = "hyper=warn,hyper_util=warn,reqwest=warn,h2=warn,rustls=warn,axum=warn";
@@ -44,6 +45,11 @@ pub struct TelemetryOptions {
     /// Instruments (by name) whose series are bounded by this many instead
     /// of the SDK's 2000, which it allocates tables for up front.
     pub bounded: (&'static [&'static str], usize),
+    /// Spans on (`[telemetry] traces`). Off, the tracer provider has no
+    /// processor and is not installed globally, so every span is the global
+    /// no-op one: nothing reaches the outbox's traces lane, and log lines
+    /// carry no trace ids.
+    pub traces: bool,
 }
 
 /// The one log-format type, as configured (`log.format`, `--log-format`).
@@ -96,15 +102,10 @@ impl Telemetry {
             .with_log_processor(context::Stamp)
             .with_log_processor(BatchLogProcessor::builder(LogsExporter::new(sink.clone())).build())
             .build();
-        let traces = SdkTracerProvider::builder()
-            .with_resource(resource)
-            .with_span_processor(context::Stamped(
-                BatchSpanProcessor::builder(SpansExporter::new(sink))
-                    .with_batch_config(span_batches())
-                    .build(),
-            ))
-            .build();
-        opentelemetry::global::set_tracer_provider(traces.clone());
+        let traces = tracer_provider(opts.traces, resource, sink);
+        if opts.traces {
+            opentelemetry::global::set_tracer_provider(traces.clone());
+        }
         opentelemetry::global::set_meter_provider(meters.clone());
         Ok(Telemetry {
             meters,
@@ -134,6 +135,23 @@ impl Telemetry {
         let _ = self.logs.shutdown();
         let _ = self.meters.shutdown();
     }
+}
+
+/// With `on`, spans go through the batch processor into the outbox. Off,
+/// the provider has no processor, so even a span started on it directly
+/// is exported nowhere, and no batch thread or span queue is allocated.
+fn tracer_provider(on: bool, resource: Resource, sink: Sink) -> SdkTracerProvider {
+    let builder = SdkTracerProvider::builder().with_resource(resource);
+    if !on {
+        return builder.build();
+    }
+    builder
+        .with_span_processor(context::Stamped(
+            BatchSpanProcessor::builder(SpansExporter::new(sink))
+                .with_batch_config(span_batches())
+                .build(),
+        ))
+        .build()
 }
 
 /// The SDK allocates its span queue in full at start and touches all of it:
@@ -190,11 +208,14 @@ pub fn resource(opts: &TelemetryOptions) -> Resource {
 }
 
 /// Installs the global `tracing` subscriber: stdout in `format`, and OTel log
-/// records through `logs` when given.
+/// records through `logs` when given. JSON lines carry `component` and the
+/// `bench` labels; text lines are for a person who knows which machine
+/// they are on, and carry neither.
 pub fn init_logging(
     format: LogFormat,
     level: &str,
     component: &str,
+    bench: BenchLabels,
     logs: Option<&SdkLoggerProvider>,
 ) -> Result<(), TelemetryError> {
     let filter =
@@ -204,7 +225,7 @@ pub fn init_logging(
         })?;
     let (json, text) = match format {
         LogFormat::Json => (
-            Some(json_log::JsonLayer::new(component, || {
+            Some(json_log::JsonLayer::new(component, bench, || {
                 Box::new(std::io::stdout()) as Box<dyn Write>
             })),
             None,

@@ -56,7 +56,13 @@ pub enum WatchError {
 
 /// Runs the watch until `cancel` fires.
 pub async fn run(cfg: WatchConfig, cancel: CancellationToken) -> Result<(), WatchError> {
-    telemetry::init_logging(cfg.log.format, &cfg.log.level, "benchtel-watch", None)?;
+    telemetry::init_logging(
+        cfg.log.format,
+        &cfg.log.level,
+        "benchtel-watch",
+        telemetry::BenchLabels::WATCH,
+        None,
+    )?;
     let cfg = Arc::new(cfg);
     let clock = Clock::new();
     let (registry, fleet) = open_registry(&cfg, clock).await?;

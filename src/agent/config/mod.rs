@@ -111,6 +111,8 @@ pub struct HttpConfig {
 #[derive(Debug, Clone)]
 pub struct TelemetryConfig {
     pub export_interval: Duration,
+    /// `[telemetry] traces`: spans on (the default) or off.
+    pub traces: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -160,8 +162,14 @@ impl AgentConfig {
             .mqtt
             .as_ref()
             .map_or_else(|| "off".into(), |m| m.connection.describe());
+        // Said only when off: a bench that sends no spans should say why.
+        let traces = if self.telemetry.traces {
+            ""
+        } else {
+            " traces=off"
+        };
         format!(
-            "bench={} site={} state={} outbox={} otlp={} ({} headers) metrics={} mqtt={} config={}",
+            "bench={} site={} state={} outbox={} otlp={} ({} headers) metrics={} mqtt={}{} config={}",
             self.bench.id,
             self.bench.site,
             self.state_dir.display(),
@@ -170,6 +178,7 @@ impl AgentConfig {
             self.otlp.headers.len(),
             metrics,
             mqtt,
+            traces,
             config
         )
     }

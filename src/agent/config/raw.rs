@@ -185,12 +185,16 @@ pub struct RawTelemetry {
     /// How often metrics are collected and committed to the outbox.
     #[serde(with = "humantime_serde")]
     pub export_interval: Duration,
+    /// Spans (check and probe runs, boots) on or off; off, a bench sends
+    /// only metrics and logs, and log lines carry no trace ids.
+    pub traces: bool,
 }
 
 impl Default for RawTelemetry {
     fn default() -> Self {
         RawTelemetry {
             export_interval: Duration::from_secs(10),
+            traces: true,
         }
     }
 }

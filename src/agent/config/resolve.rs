@@ -41,6 +41,7 @@ pub(super) fn resolve(
     check.log_level("log.level", &raw.log.level);
     let telemetry = TelemetryConfig {
         export_interval: check.positive("telemetry.export_interval", raw.telemetry.export_interval),
+        traces: raw.telemetry.traces,
     };
     checks::check_all(&mut check, &checks);
     check.positive("sources.heartbeat.interval", raw.sources.heartbeat.interval);

@@ -70,6 +70,7 @@ fn a_missing_default_file_means_defaults_but_a_named_one_is_an_error() {
     assert_eq!(cfg.http.listen.to_string(), "127.0.0.1:9464");
     assert_eq!(cfg.sources.heartbeat.interval, Duration::from_secs(10));
     assert!(cfg.mqtt.is_none(), "MQTT is off unless configured");
+    assert!(cfg.telemetry.traces, "spans are on unless turned off");
     assert!(!cfg.bench.id.is_empty());
     let missing = dir.path().join("nope.toml");
     let err = load(Some(&missing), &Env::default()).unwrap_err();
@@ -201,4 +202,16 @@ type = "http"
     assert_eq!(errors.0[2].value, "(missing)");
     assert_eq!(errors.0[0].value, "\"ping\"");
     assert!(errors.0[0].message.contains("unknown variant"), "{errors}");
+}
+
+#[test]
+fn traces_can_be_turned_off_and_the_summary_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let env = env_with_state(dir.path());
+    let on = load_str("[telemetry]\ntraces = true\n", &env).unwrap();
+    assert!(on.telemetry.traces);
+    assert!(!on.summary().contains("traces"), "{}", on.summary());
+    let off = load_str("[telemetry]\ntraces = false\n", &env).unwrap();
+    assert!(!off.telemetry.traces);
+    assert!(off.summary().contains(" traces=off "), "{}", off.summary());
 }
