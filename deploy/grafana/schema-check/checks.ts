@@ -1,8 +1,9 @@
 // The types every benchtel dashboard must satisfy: Grafana's published
 // schema (@grafana/schema: the dashboard model, and each panel plugin's
 // Options and FieldConfig), plus benchtel's own rules: every panel, query
-// and template query uses the `datasource` variable, and the first variable
-// is that datasource variable.
+// and template query uses the `datasource` variable (Loki and Tempo panels
+// the `loki` and `tempo` variables), and the first variable is that
+// datasource variable.
 //
 // gen.mjs turns each dashboard JSON into a TypeScript literal typed with
 // these (generated/*.ts), so that tsc checks literal values and reports
@@ -16,6 +17,7 @@ import type * as bargauge from '@grafana/schema/dist/esm/raw/composable/bargauge
 import type * as statetimeline from '@grafana/schema/dist/esm/raw/composable/statetimeline/panelcfg/x/StateTimelinePanelCfg_types.gen';
 import type * as heatmap from '@grafana/schema/dist/esm/raw/composable/heatmap/panelcfg/x/HeatmapPanelCfg_types.gen';
 import type * as table from '@grafana/schema/dist/esm/raw/composable/table/panelcfg/x/TablePanelCfg_types.gen';
+import type * as logs from '@grafana/schema/dist/esm/raw/composable/logs/panelcfg/x/LogsPanelCfg_types.gen';
 
 /**
  * A schema type as JSON spells it: the schema declares some fields as
@@ -39,6 +41,46 @@ export interface DS {
   uid: '${datasource}';
 }
 
+/** Loki panels use the dashboard's `loki` variable, Tempo panels `tempo`. */
+export interface LokiDS {
+  type: 'loki';
+  uid: '${loki}';
+}
+export interface TempoDS {
+  type: 'tempo';
+  uid: '${tempo}';
+}
+
+/**
+ * A Loki query, after the `LokiQuery` of Grafana's Loki data source plugin
+ * (not part of @grafana/schema either).
+ */
+export interface LokiTarget {
+  datasource: LokiDS;
+  refId: string;
+  expr: string;
+  editorMode?: 'code' | 'builder';
+  queryType?: 'range' | 'instant';
+  maxLines?: number;
+  legendFormat?: string;
+  hide?: boolean;
+}
+
+/**
+ * A TraceQL search, after the `TempoQuery` of Grafana's Tempo data source
+ * plugin: `tableType` "traces" lists one row per trace, with a link to it.
+ */
+export interface TempoTarget {
+  datasource: TempoDS;
+  refId: string;
+  queryType: 'traceql';
+  query: string;
+  tableType?: 'traces' | 'spans' | 'raw';
+  limit?: number;
+  spss?: number;
+  hide?: boolean;
+}
+
 /**
  * A Prometheus query, after the `PromQuery` of Grafana's Prometheus data
  * source plugin (its schema is not part of @grafana/schema).
@@ -60,15 +102,15 @@ export interface PromTarget {
 
 type Defaults<Custom> = Omit<Plain<raw.FieldConfig>, 'custom'> & { custom?: Plain<Custom> };
 
-type PanelOf<Type extends string, Options, Custom> = Omit<
+type PanelOf<Type extends string, Options, Custom, Source = DS, Target = PromTarget> = Omit<
   Plain<raw.Panel>,
   'type' | 'datasource' | 'targets' | 'options' | 'fieldConfig'
 > & {
   type: Type;
   id: number;
   title: string;
-  datasource: DS;
-  targets: PromTarget[];
+  datasource: Source;
+  targets: Target[];
   options: Plain<Options>;
   fieldConfig: {
     defaults: Defaults<Custom>;
@@ -83,6 +125,12 @@ export type BarGaugePanel = PanelOf<'bargauge', bargauge.Options, never>;
 export type StateTimelinePanel = PanelOf<'state-timeline', statetimeline.Options, statetimeline.FieldConfig>;
 export type HeatmapPanel = PanelOf<'heatmap', heatmap.Options, heatmap.FieldConfig>;
 export type TablePanel = PanelOf<'table', table.Options, table.FieldConfig>;
+/** A table of Tempo search results (boots, failed runs). */
+export type TraceTablePanel = PanelOf<'table', table.Options, table.FieldConfig, TempoDS, TempoTarget>;
+/** Log lines have no field config of their own; the key is still there. */
+export type LogsPanel = Omit<PanelOf<'logs', logs.Options, never, LokiDS, LokiTarget>, 'fieldConfig'> & {
+  fieldConfig?: { defaults: Record<string, never>; overrides: never[] };
+};
 
 /** An expanded row: its panels follow it in the dashboard's list. */
 export type RowPanel = Omit<Plain<raw.RowPanel>, 'panels' | 'datasource'> & { panels: never[]; title: string };
@@ -94,12 +142,21 @@ export type AnyPanel =
   | StateTimelinePanel
   | HeatmapPanel
   | TablePanel
+  | TraceTablePanel
+  | LogsPanel
   | RowPanel;
 
 export type DatasourceVariable = Omit<Plain<schema.VariableModel>, 'datasource'> & {
   type: 'datasource';
   name: 'datasource';
   query: 'prometheus';
+};
+
+/** The Loki and Tempo data source variables, after the Prometheus one. */
+export type LogsTracesVariable = Omit<Plain<schema.VariableModel>, 'datasource'> & {
+  type: 'datasource';
+  name: 'loki' | 'tempo';
+  query: 'loki' | 'tempo';
 };
 
 export type QueryVariable = Omit<Plain<schema.VariableModel>, 'datasource' | 'query'> & {
@@ -113,5 +170,5 @@ export type Dashboard = Omit<Plain<schema.Dashboard>, 'panels' | 'templating'> &
   uid: string;
   title: string;
   panels: AnyPanel[];
-  templating: { list: [DatasourceVariable, ...QueryVariable[]] };
+  templating: { list: [DatasourceVariable, ...(LogsTracesVariable | QueryVariable)[]] };
 };

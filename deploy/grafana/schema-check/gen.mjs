@@ -19,10 +19,13 @@ const KIND = {
   'state-timeline': 'StateTimelinePanel',
   heatmap: 'HeatmapPanel',
   table: 'TablePanel',
+  logs: 'LogsPanel',
   row: 'RowPanel',
 };
 
 function kindOf(file, panel) {
+  // A table of Tempo search results is typed by its data source.
+  if (panel.type === 'table' && panel.datasource?.type === 'tempo') return 'TraceTablePanel';
   const kind = KIND[panel.type];
   if (!kind) {
     throw new Error(
