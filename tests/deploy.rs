@@ -57,6 +57,11 @@ enum Source {
     /// benchtel-watch's /metrics: the panel must show data in the watch
     /// test.
     Watch,
+    /// Loki or Tempo (the panel uses the `loki` or `tempo` variable): not
+    /// run against Prometheus; tests/deploy_logs.rs checks its query
+    /// against the Alloy pipeline, the agent's real spans and the
+    /// provisioned data sources.
+    LogsOrTraces,
 }
 
 use Source::*;
@@ -102,6 +107,9 @@ const PANELS: &[(&str, &str, Source)] = &[
     ("benchtel-bench", "Boot milestones", Agent),
     ("benchtel-bench", "DUT reset → ready", Agent),
     ("benchtel-bench", "DUT resets", Agent),
+    ("benchtel-bench", "Log lines", LogsOrTraces),
+    ("benchtel-bench", "Last boots", LogsOrTraces),
+    ("benchtel-bench", "Failed check runs", LogsOrTraces),
     ("benchtel-bench", "CPU", Agent),
     ("benchtel-bench", "Memory", Agent),
     (
@@ -197,8 +205,39 @@ fn is_datasource_variable(ds: &Value) -> bool {
     ds["uid"] == "${datasource}" && ds["type"] == "prometheus"
 }
 
-/// Every panel (rows aside) with its queries; checks on the way that each
-/// panel and query uses the `datasource` variable.
+/// A Loki or Tempo panel's data source: the `loki` or `tempo` variable.
+fn is_logs_or_traces_variable(ds: &Value) -> bool {
+    ds == &json!({"type": "loki", "uid": "${loki}"})
+        || ds == &json!({"type": "tempo", "uid": "${tempo}"})
+}
+
+/// The Loki and Tempo panels, (dashboard uid, title); checks on the way
+/// that each of them and its queries uses the `loki` or `tempo` variable.
+fn logs_and_traces_panels() -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    for (file, d) in dashboards() {
+        for p in d["panels"].as_array().unwrap() {
+            if p["type"] == "row" || is_datasource_variable(&p["datasource"]) {
+                continue;
+            }
+            let title = p["title"].as_str().unwrap().to_string();
+            assert!(
+                is_logs_or_traces_variable(&p["datasource"]),
+                "{file}: panel \"{title}\" uses neither ${{datasource}}, ${{loki}} nor ${{tempo}}: {}",
+                p["datasource"]
+            );
+            for t in p["targets"].as_array().unwrap() {
+                assert_eq!(t["datasource"], p["datasource"], "{file}: \"{title}\"");
+            }
+            out.push((d["uid"].as_str().unwrap().to_string(), title));
+        }
+    }
+    out
+}
+
+/// Every Prometheus panel (rows, Loki and Tempo panels aside) with its
+/// queries; checks on the way that each panel and query uses the
+/// `datasource` variable.
 fn panels() -> Vec<Panel> {
     let mut out = Vec::new();
     for (file, d) in dashboards() {
@@ -206,7 +245,7 @@ fn panels() -> Vec<Panel> {
             .as_str()
             .unwrap_or_else(|| panic!("{file}: no uid"));
         for p in d["panels"].as_array().unwrap() {
-            if p["type"] == "row" {
+            if p["type"] == "row" || is_logs_or_traces_variable(&p["datasource"]) {
                 continue;
             }
             let title = p["title"].as_str().unwrap().to_string();
@@ -256,6 +295,15 @@ fn variables() -> Vec<Variable> {
             "{file}: the first variable must be the datasource variable: {first}"
         );
         for v in &list[1..] {
+            // The Loki and Tempo data source variables.
+            if v["type"] == "datasource" && v["name"] == v["query"] {
+                assert!(
+                    ["loki", "tempo"].contains(&v["query"].as_str().unwrap_or("")),
+                    "{file}: variable {}",
+                    v["name"]
+                );
+                continue;
+            }
             assert_eq!(v["type"], "query", "{file}: variable {}", v["name"]);
             assert!(
                 is_datasource_variable(&v["datasource"]),
@@ -329,14 +377,24 @@ fn label_values(query: &str) -> (String, String) {
 
 #[test]
 fn every_panel_is_classified_and_uses_the_datasource_variable() {
-    let found: BTreeSet<(String, String)> = panels()
+    let mut found: BTreeSet<(String, String)> = panels()
         .iter()
         .map(|p| {
             p.source();
             (p.dashboard.clone(), p.title.clone())
         })
         .collect();
-    assert_eq!(found.len(), panels().len(), "two panels share a title");
+    let logs_and_traces = logs_and_traces_panels();
+    for (d, t) in &logs_and_traces {
+        let source = PANELS.iter().find(|(pd, pt, _)| pd == d && pt == t);
+        assert!(
+            matches!(source, Some((_, _, LogsOrTraces))),
+            "panel \"{t}\" of {d} uses Loki or Tempo: list it in PANELS as LogsOrTraces"
+        );
+    }
+    let total = panels().len() + logs_and_traces.len();
+    found.extend(logs_and_traces);
+    assert_eq!(found.len(), total, "two panels share a title");
     for (d, t, _) in PANELS {
         assert!(
             found.contains(&(d.to_string(), t.to_string())),
@@ -752,6 +810,7 @@ async fn agent_panels_rules_and_names_work_against_a_real_agent_and_prometheus()
             Agent | Rules => true,
             AgentIfExported(metric) => exported.contains(&format!("\n{metric}{{")),
             Watch => false,
+            LogsOrTraces => unreachable!("panels() has only Prometheus panels"),
         };
         for q in &panel.queries {
             let expr = substitute(&q.expr, &AGENT_VARS);
