@@ -3,8 +3,12 @@
 //! provider also feeds the local Prometheus registry behind `/metrics`, so
 //! both views are the same instruments.
 //!
-//! `tracing` is the logging API: events go to stdout (ADR-010 JSON or text)
-//! and, through `opentelemetry-appender-tracing`, into OTel log records.
+//! `tracing` is the logging API: events go to stdout (ADR-010 JSON, with the
+//! bench's `bench_id` and `bench_site`, or text) and, through
+//! `opentelemetry-appender-tracing`, into OTel log records.
+//!
+//! Spans can be turned off (`TelemetryOptions::traces`): the global tracer
+//! then stays the API's no-op one.
 
 pub mod context;
 pub mod json_log;
