@@ -961,3 +961,41 @@ fn a_traces_key_of_the_wrong_type_is_a_config_error() {
     let want = format!(r#"{}: telemetry.traces = "no": "#, cfg.display());
     assert!(err.contains(&want), "{want:?} not in:\n{err}");
 }
+
+#[test]
+fn a_real_watch_names_the_bench_on_its_lines_about_one_and_null_elsewhere() {
+    let watch = support::watch::Watch::start("");
+    let beat = support::otlp::heartbeats("lab9", "wb-1", 7, &[(1, support::otlp::now_s())]);
+    let (code, text) = watch.post_otlp(&beat.encode_to_vec(), &[]);
+    assert_eq!(code, 200, "{text}");
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !watch.output().contains("new bench") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no \"new bench\" line:\n{}",
+            watch.output()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let lines: Vec<Value> = watch
+        .output()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    for l in &lines {
+        let o = l.as_object().unwrap();
+        assert!(
+            o.contains_key("bench_id") && o.contains_key("bench_site"),
+            "{l}"
+        );
+    }
+    let new = lines.iter().find(|l| l["message"] == "new bench").unwrap();
+    assert_eq!(new["bench_id"], "wb-1", "{new}");
+    assert_eq!(new["bench_site"], "lab9", "{new}");
+    assert!(
+        lines
+            .iter()
+            .any(|l| l["bench_id"].is_null() && l["bench_site"].is_null()),
+        "no line without a bench (start-up)"
+    );
+}
