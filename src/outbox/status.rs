@@ -383,4 +383,45 @@ export      no problem reported
 }"#;
         assert_eq!(serde_json::to_string_pretty(&report()).unwrap(), want);
     }
+
+    #[test]
+    fn export_problems_and_replays_are_shown_with_their_remedy() {
+        let mut export = ExportReport::default();
+        export.episodes.insert(
+            Signal::Logs,
+            ExportEpisode {
+                status: "401".into(),
+                problem: "credentials".into(),
+                url: "https://c:4318/v1/logs".into(),
+                since_ms: 1_700_000_000_000,
+                last_ms: 1_700_000_060_000,
+                attempts: 7,
+                message: "HTTP 401 Unauthorized: no token".into(),
+                remedy: "check [otlp] headers".into(),
+            },
+        );
+        export.replayed = MovedCount {
+            records: 2,
+            items: 5,
+        };
+        let report = report().with_export(export);
+        let text = report.to_string();
+        let want = "\
+rejected    1 kept for inspection (`outbox rejected list`)
+            2 / 5 replayed, 0 / 0 cleared (records / items)
+export      problems the agent reported (still current)
+  logs      401 credentials since 2023-11-14T22:13:20Z, 7 attempts, last at 2023-11-14T22:14:20Z: HTTP 401 Unauthorized: no token
+            url https://c:4318/v1/logs
+            remedy: check [otlp] headers
+";
+        assert!(text.ends_with(want), "{text}");
+        let json = serde_json::to_value(&report).unwrap();
+        assert_eq!(json["export"]["logs"]["attempts"], 7);
+        assert_eq!(json["export"]["logs"]["remedy"], "check [otlp] headers");
+        assert_eq!(json["rejected_replayed"]["items"], 5);
+        // What the agent persists is what `outbox status` reads back.
+        let persisted = serde_json::to_string(&report.export.episodes[&Signal::Logs]).unwrap();
+        let back: ExportEpisode = serde_json::from_str(&persisted).unwrap();
+        assert_eq!(back, report.export.episodes[&Signal::Logs]);
+    }
 }
