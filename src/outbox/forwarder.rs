@@ -233,8 +233,15 @@ impl Forwarder {
         }
         let (answered, outcome) = self.send(signal, &batch).await;
         self.count(signal, answered, &outcome, batch.len());
-        self.follow_episode(signal, lane, answered, &outcome).await;
-        self.settle(signal, lane, &batch, outcome).await
+        let failed = match &outcome {
+            Outcome::Delivered { .. } => None,
+            Outcome::Retry { why, .. }
+            | Outcome::Split { why }
+            | Outcome::Permanent { why, .. } => Some(why.clone()),
+        };
+        let step = self.settle(signal, lane, &batch, outcome).await?;
+        self.follow_episode(signal, lane, answered, failed).await;
+        Ok(step)
     }
 
     /// The next batch. A lane that finds more records than the cached
@@ -414,22 +421,23 @@ impl Forwarder {
         );
     }
 
-    /// Starts, continues or ends the lane's episode and persists it in the
-    /// outbox's `meta` table (a failure to persist is only logged: the
-    /// episode is the outbox status's business, not the records').
+    /// Starts, continues or ends the lane's episode (`failed`: the answer
+    /// if it was no delivery) and persists it in the outbox's `meta`
+    /// table; a failure to persist is only logged: the episode is the
+    /// status's business, not the records'.
     async fn follow_episode(
         &self,
         signal: Signal,
         lane: &mut Lane,
         answered: Answered,
-        outcome: &Outcome,
+        failed: Option<String>,
     ) {
-        let (delivered, message) = match outcome {
-            Outcome::Delivered { .. } => (true, ""),
-            Outcome::Retry { why, .. }
-            | Outcome::Split { why }
-            | Outcome::Permanent { why, .. } => (false, why.as_str()),
-        };
+        // A part delivered while the lane still splits or isolates records
+        // does not end the 413 or rejection that made it do so.
+        if failed.is_none() && lane.narrowed() {
+            return;
+        }
+        let (delivered, message) = (failed.is_none(), failed.unwrap_or_default());
         let url = self.url(signal);
         let now = SystemTime::now();
         let persist = episode::follow(
@@ -438,7 +446,7 @@ impl Forwarder {
             &url,
             answered,
             delivered,
-            message,
+            &message,
             now,
         );
         let value = match persist {

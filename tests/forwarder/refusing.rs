@@ -126,6 +126,8 @@ async fn a_413_splits_the_request_and_moves_aside_a_record_too_large_alone() {
     let rejected = rig.outbox.rejected_list().unwrap();
     assert_eq!(rejected.len(), 1);
     assert_eq!(rejected[0].status, 413);
+    // The episode lasted through the halves and ended with the last one.
+    assert!(eventually(|| episode(&rig).is_none(), Duration::from_secs(10)).await);
     assert_eq!(rig.counted("split", "413"), 2);
     assert_eq!(rig.counted("rejected", "413"), 1);
     assert_eq!(rig.counted("ok", "200"), 2);

@@ -35,9 +35,15 @@ impl Lane {
         }
     }
 
+    /// Whether requests are split or isolated for now (an episode of 413s
+    /// or rejections is not over while they are).
+    pub(super) fn narrowed(&self) -> bool {
+        self.sent_through < self.narrow_through
+    }
+
     /// How many records the next request may merge.
     pub(super) fn limit(&self, full: usize) -> usize {
-        if self.sent_through < self.narrow_through {
+        if self.narrowed() {
             self.narrow_to.min(full).max(1)
         } else {
             full

@@ -343,3 +343,126 @@ impl fmt::Display for RejectedDetail {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use opentelemetry_proto::tonic::metrics::v1::{
+        Gauge, Metric, NumberDataPoint, ResourceMetrics, ScopeMetrics, metric::Data,
+    };
+    use opentelemetry_proto::tonic::resource::v1::Resource;
+    use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
+
+    use super::*;
+    use crate::outbox::{DropReason, NewRecord};
+
+    fn outbox(dir: &Path) -> Outbox {
+        Outbox::open(StoreOptions {
+            path: dir.join("outbox.db"),
+            max_bytes: 1 << 20,
+            max_age: Duration::from_secs(3600),
+            synchronous: Synchronous::Normal,
+        })
+        .unwrap()
+        .0
+    }
+
+    fn metrics_body() -> Vec<u8> {
+        let gauge = |name: &str, points: usize| Metric {
+            name: name.into(),
+            data: Some(Data::Gauge(Gauge {
+                data_points: vec![NumberDataPoint::default(); points],
+            })),
+            ..Default::default()
+        };
+        ExportMetricsServiceRequest {
+            resource_metrics: vec![ResourceMetrics {
+                resource: Some(Resource {
+                    attributes: vec![KeyValue {
+                        key: "service.name".into(),
+                        value: Some(AnyValue {
+                            value: Some(any_value::Value::StringValue("benchtel-agent".into())),
+                        }),
+                        ..Default::default()
+                    }],
+                    ..Default::default()
+                }),
+                scope_metrics: vec![ScopeMetrics {
+                    metrics: vec![gauge("bench_disk_used", 3), gauge("bench_state", 2)],
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+        }
+        .encode_to_vec()
+    }
+
+    #[test]
+    fn bodies_are_summarised_by_signal() {
+        let m = summarize(Some(Signal::Metrics), &metrics_body());
+        assert_eq!((m.resources, m.scopes, m.items), (1, 1, 5));
+        assert_eq!(m.service.as_deref(), Some("benchtel-agent"));
+        assert_eq!(m.first, vec!["bench_disk_used", "bench_state"]);
+        let spans = ExportTraceServiceRequest {
+            resource_spans: vec![ResourceSpans {
+                scope_spans: vec![ScopeSpans {
+                    spans: vec![
+                        Span {
+                            name: "boot".into(),
+                            ..Default::default()
+                        };
+                        2
+                    ],
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+        }
+        .encode_to_vec();
+        let t = summarize(Some(Signal::Traces), &spans);
+        assert_eq!((t.items, t.first.clone()), (2, vec!["boot".to_string()]));
+        let bad = summarize(Some(Signal::Logs), b"\xff\xff\xff");
+        assert!(bad.undecodable.is_some(), "{bad:?}");
+    }
+
+    #[test]
+    fn replay_requeues_at_the_end_and_drop_clears_both_counted_apart() {
+        let dir = tempfile::tempdir().unwrap();
+        let ob = outbox(dir.path());
+        let rec = |items| NewRecord {
+            signal: Signal::Metrics,
+            items,
+            body: metrics_body(),
+        };
+        let ids = ob.append_batch(&[rec(5), rec(5), rec(5)]).unwrap();
+        ob.reject(Signal::Metrics, &ids[..2], 400, "HTTP 400: bad")
+            .unwrap();
+        // Another process replays one and clears the other.
+        let cli = Outbox::open_beside_agent(&dir.path().join("outbox.db")).unwrap();
+        let listed = cli.rejected_list().unwrap();
+        assert_eq!(listed.iter().map(|r| r.id).collect::<Vec<_>>(), ids[..2]);
+        assert_eq!(listed[0].signal, "metrics");
+        let moved = cli.replay_rejected(Some(&[ids[0], 424_242])).unwrap();
+        assert_eq!((moved.records, moved.items), (1, 5));
+        let gone = cli.drop_rejected().unwrap();
+        assert_eq!((gone.records, gone.items), (1, 5));
+        // The agent's lane finds the replayed record behind the third, with
+        // a new id; its totals catch up when re-read.
+        let queued = ob.fetch(Signal::Metrics, 0, 10, u64::MAX).unwrap();
+        assert_eq!(queued.len(), 2);
+        assert_eq!(queued[0].id, ids[2]);
+        assert!(queued[1].id > ids[2]);
+        assert_eq!(ob.queued(Signal::Metrics).unwrap(), 1);
+        ob.reload_totals().unwrap();
+        assert_eq!(ob.queued(Signal::Metrics).unwrap(), 2);
+        let status = ob.status().unwrap();
+        assert_eq!(
+            status.dropped(DropReason::Rejected).records,
+            2,
+            "never lowered"
+        );
+        assert_eq!(status.rejected_kept, 0);
+        let report = ob.export_report().unwrap();
+        assert_eq!((report.replayed.records, report.cleared.records), (1, 1));
+        assert!(ob.rejected_show(ids[0]).unwrap().is_none());
+    }
+}
