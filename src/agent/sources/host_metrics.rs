@@ -672,7 +672,9 @@ mod tests {
     impl Collect for Hung {
         fn collect(&mut self) -> usize {
             self.started.fetch_add(1, Ordering::SeqCst);
-            let _ = self.release.recv();
+            // Bounded, so a collection run on the runtime again makes the
+            // test fail (too many starts, no overruns) instead of hang.
+            let _ = self.release.recv_timeout(Duration::from_secs(20));
             self.returned.fetch_add(1, Ordering::SeqCst);
             0
         }
