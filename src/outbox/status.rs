@@ -240,7 +240,7 @@ impl fmt::Display for ExportReport {
         if self.episodes.is_empty() {
             return writeln!(f, "export      no problem reported");
         }
-        writeln!(f, "export      problems the agent reported (still current)")?;
+        writeln!(f, "export      problems the agent reported, not over at its last attempt")?;
         for (signal, e) in &self.episodes {
             let since = time_at(e.since_ms);
             let last = time_at(e.last_ms);
@@ -409,7 +409,7 @@ export      no problem reported
         let want = "\
 rejected    1 kept for inspection (`outbox rejected list`)
             2 / 5 replayed, 0 / 0 cleared (records / items)
-export      problems the agent reported (still current)
+export      problems the agent reported, not over at its last attempt
   logs      401 credentials since 2023-11-14T22:13:20Z, 7 attempts, last at 2023-11-14T22:14:20Z: HTTP 401 Unauthorized: no token
             url https://c:4318/v1/logs
             remedy: check [otlp] headers
