@@ -240,7 +240,10 @@ impl fmt::Display for ExportReport {
         if self.episodes.is_empty() {
             return writeln!(f, "export      no problem reported");
         }
-        writeln!(f, "export      problems the agent reported, not over at its last attempt")?;
+        writeln!(
+            f,
+            "export      problems the agent reported, not over at its last attempt"
+        )?;
         for (signal, e) in &self.episodes {
             let since = time_at(e.since_ms);
             let last = time_at(e.last_ms);
