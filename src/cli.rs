@@ -81,6 +81,10 @@ impl CommonArgs {
 /// exist (`benchtel-agent outbox status` before the agent ever ran).
 pub const EX_NOINPUT: u8 = 66;
 
+/// `EX_DATAERR` from sysexits.h: the input names something that is not
+/// there (`benchtel-agent outbox rejected show ID` with an unknown id).
+pub const EX_DATAERR: u8 = 65;
+
 /// Success, or the error (with its causes, `{:#}`) on stderr and failure.
 pub fn exit_status<E: Display>(program: &str, result: Result<(), E>) -> ExitCode {
     match result {

@@ -5,7 +5,14 @@
 //! Here every long-running loop holds a [`Beacon`] and, before each step,
 //! promises when it will next check in (`busy_for`). The watchdog pings while
 //! every promise is kept; a loop wedged in a blocking call breaks its promise,
-//! the pings stop, and systemd restarts the service.
+//! the pings stop, and systemd restarts the service. A loop that waits for
+//! nothing in particular (between runs, or stopped) is `idle` and promises
+//! nothing.
+//!
+//! The agent's loops: `heartbeat`, `checks` (each interval check while it
+//! runs), `host_metrics` (its schedule; a hung collection is counted, not a
+//! stall: a restart would not unhang a mount), the forwarder lanes
+//! (`/v1/metrics`, `/v1/logs`, `/v1/traces`) and `outbox expiry`.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -24,15 +31,13 @@ type Promise = (&'static str, Arc<AtomicU64>);
 #[derive(Clone)]
 pub struct Liveness {
     epoch: Instant,
+    slack: Duration,
     beacons: Arc<Mutex<Vec<Promise>>>,
 }
 
 impl Default for Liveness {
     fn default() -> Self {
-        Liveness {
-            epoch: Instant::now(),
-            beacons: Arc::default(),
-        }
+        Liveness::with_slack(SLACK)
     }
 }
 
@@ -40,22 +45,43 @@ impl Default for Liveness {
 #[derive(Clone)]
 pub struct Beacon {
     epoch: Instant,
+    slack: Duration,
     deadline_ms: Arc<AtomicU64>,
 }
 
 impl Beacon {
     /// Promises that the loop checks in again within `d`.
     pub fn busy_for(&self, d: Duration) {
-        let deadline = self.epoch.elapsed() + d + SLACK;
+        let deadline = self
+            .epoch
+            .elapsed()
+            .saturating_add(d)
+            .saturating_add(self.slack);
         let ms = u64::try_from(deadline.as_millis()).unwrap_or(u64::MAX);
         self.deadline_ms.store(ms, Ordering::Relaxed);
+    }
+
+    /// Promises nothing: the loop waits for work that may never come, or
+    /// has stopped.
+    pub fn idle(&self) {
+        self.deadline_ms.store(u64::MAX, Ordering::Relaxed);
     }
 }
 
 impl Liveness {
+    /// Promises get `slack` on top (tests use a short one).
+    pub fn with_slack(slack: Duration) -> Liveness {
+        Liveness {
+            epoch: Instant::now(),
+            slack,
+            beacons: Arc::default(),
+        }
+    }
+
     pub fn beacon(&self, name: &'static str, first: Duration) -> Beacon {
         let beacon = Beacon {
             epoch: self.epoch,
+            slack: self.slack,
             deadline_ms: Arc::new(AtomicU64::new(0)),
         };
         beacon.busy_for(first);
@@ -160,6 +186,10 @@ mod tests {
         tokio::time::sleep(Duration::from_secs(8)).await;
         assert_eq!(liveness.stalled(), Some("forwarder"));
         assert_eq!(pings.lock().unwrap().last(), Some(&false));
+        // A loop with nothing to do promises nothing, and stalls nothing.
+        beacon.idle();
+        tokio::time::sleep(Duration::from_secs(600)).await;
+        assert_eq!(liveness.stalled(), None);
         cancel.cancel();
         task.await.unwrap();
     }

@@ -1,6 +1,10 @@
 //! The forwarder against a real HTTP receiver (in-test, decoding with
 //! opentelemetry-proto): ordering, outages, Retry-After, permanent
-//! rejections and partial success.
+//! rejections and partial success, and a collector that refuses (401, 403,
+//! 404, 413, 429, a slow answer), counted by `signal`, `result` and
+//! `status`. The refusing-collector tests and the `rejected replay` round
+//! trip (the real binary beside a running lane) are in
+//! `forwarder/refusing.rs`.
 
 mod support;
 
@@ -9,12 +13,18 @@ use std::time::Duration;
 
 use benchtel::outbox::forwarder::{Forwarder, ForwarderOptions, Wakeups};
 use benchtel::outbox::{DropReason, NewRecord, Outbox, Signal, StoreOptions, Synchronous};
+use opentelemetry::metrics::MeterProvider;
 use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
 use opentelemetry_proto::tonic::common::v1::{AnyValue, any_value};
 use opentelemetry_proto::tonic::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
+use opentelemetry_sdk::metrics::data::{AggregatedMetrics, MetricData};
+use opentelemetry_sdk::metrics::{InMemoryMetricExporter, PeriodicReader, SdkMeterProvider};
 use prost::Message;
 use support::receiver::{Receiver, Reply};
 use tokio_util::sync::CancellationToken;
+
+#[path = "forwarder/refusing.rs"]
+mod refusing;
 
 fn log_request(seq: u64) -> Vec<u8> {
     ExportLogsServiceRequest {
@@ -35,13 +45,19 @@ fn log_request(seq: u64) -> Vec<u8> {
 }
 
 struct Rig {
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
     outbox: Arc<Outbox>,
     wakeups: Arc<Wakeups>,
     forwarder: Arc<Forwarder>,
+    meters: SdkMeterProvider,
+    exported: InMemoryMetricExporter,
 }
 
 fn rig(endpoint: &str, batch_max_records: usize) -> Rig {
+    rig_with(endpoint, batch_max_records, Duration::from_secs(2))
+}
+
+fn rig_with(endpoint: &str, batch_max_records: usize, timeout: Duration) -> Rig {
     let dir = tempfile::tempdir().unwrap();
     let (outbox, _) = Outbox::open(StoreOptions {
         path: dir.path().join("outbox.db"),
@@ -52,6 +68,10 @@ fn rig(endpoint: &str, batch_max_records: usize) -> Rig {
     .unwrap();
     let outbox = Arc::new(outbox);
     let wakeups = Arc::new(Wakeups::default());
+    let exported = InMemoryMetricExporter::default();
+    let meters = SdkMeterProvider::builder()
+        .with_reader(PeriodicReader::builder(exported.clone()).build())
+        .build();
     let forwarder = Arc::new(
         Forwarder::new(
             outbox.clone(),
@@ -59,7 +79,7 @@ fn rig(endpoint: &str, batch_max_records: usize) -> Rig {
             ForwarderOptions {
                 endpoint: endpoint.parse().unwrap(),
                 headers: vec![("authorization".into(), "Bearer t0ken".into())],
-                timeout: Duration::from_secs(2),
+                timeout,
                 gzip: true,
                 max_request_bytes: 1 << 20,
                 batch_max_records,
@@ -67,15 +87,17 @@ fn rig(endpoint: &str, batch_max_records: usize) -> Rig {
                 backoff_max: Duration::from_secs(1),
                 idle_poll: Duration::from_millis(50),
             },
-            &opentelemetry::global::meter("test"),
+            &meters.meter("test"),
         )
         .unwrap(),
     );
     Rig {
-        _dir: dir,
+        dir,
         outbox,
         wakeups,
         forwarder,
+        meters,
+        exported,
     }
 }
 
@@ -89,6 +111,42 @@ impl Rig {
             })
             .unwrap();
         self.wakeups.wake(Signal::Logs);
+    }
+
+    /// `benchtel_export_requests_total` by `signal,result,status`.
+    fn requests(&self) -> Vec<(String, u64)> {
+        self.meters.force_flush().unwrap();
+        let Some(rm) = self.exported.get_finished_metrics().unwrap().pop() else {
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        for m in rm.scope_metrics().flat_map(|s| s.metrics()) {
+            if m.name() != "benchtel_export_requests" {
+                continue;
+            }
+            if let AggregatedMetrics::U64(MetricData::Sum(sum)) = m.data() {
+                for p in sum.data_points() {
+                    let mut kv: Vec<String> = p
+                        .attributes()
+                        .map(|kv| format!("{}={}", kv.key, kv.value))
+                        .collect();
+                    kv.sort();
+                    out.push((kv.join(","), p.value()));
+                }
+            }
+        }
+        out.sort();
+        out
+    }
+
+    /// How many requests were counted with these labels.
+    fn counted(&self, result: &str, status: &str) -> u64 {
+        let want = format!("result={result},signal=logs,status={status}");
+        self.requests()
+            .into_iter()
+            .filter(|(labels, _)| *labels == want)
+            .map(|(_, n)| n)
+            .sum()
     }
 
     fn start(&self) -> CancellationToken {

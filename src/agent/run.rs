@@ -204,6 +204,8 @@ struct SourceInputs {
     /// The bench's state, published by its state machine.
     snapshot: watch::Sender<Snapshot>,
     taps: Taps,
+    /// Where the heartbeat, the checks and host metrics get their beacons.
+    liveness: Liveness,
 }
 
 async fn start_senders(
@@ -263,6 +265,7 @@ async fn start_senders(
         readiness: (readiness_tx, readiness_rx),
         snapshot,
         taps,
+        liveness: core.liveness.clone(),
     };
     Ok((senders, inputs))
 }
@@ -408,6 +411,7 @@ fn start_sources(
             checks,
             cfg.bench.max_concurrent_checks,
             verdict_tx,
+            inputs.liveness.clone(),
             cancel.clone(),
         ));
     }
@@ -418,12 +422,19 @@ fn start_sources(
             meter.clone(),
             state,
             inputs.taps.beats,
+            inputs.liveness.beacon("heartbeat", hb.interval),
             cancel.clone(),
         ));
     }
     let hm = &cfg.sources.host_metrics;
     if hm.enabled {
-        set.spawn(host_metrics::run(hm.clone(), meter.clone(), cancel.clone()));
+        let beacon = inputs.liveness.beacon("host_metrics", hm.interval);
+        set.spawn(host_metrics::run(
+            hm.clone(),
+            meter.clone(),
+            beacon,
+            cancel.clone(),
+        ));
     }
     Sources { set, cancel }
 }

@@ -7,11 +7,14 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use benchtel::agent::config::{self, AgentConfig, Locations};
 use benchtel::agent::state::Snapshot;
-use benchtel::cli::{Cli, CommonArgs, EX_NOINPUT};
+use benchtel::cli::{Cli, CommonArgs};
 use benchtel::config::Env;
-use benchtel::outbox::{Outbox, OutboxError, StatusReport};
 use benchtel::wire::{self, ExecutionContext};
 use clap::Subcommand;
+use outbox::OutboxCommand;
+
+#[path = "benchtel-agent/outbox.rs"]
+mod outbox;
 
 #[derive(Subcommand)]
 enum Command {
@@ -19,7 +22,8 @@ enum Command {
     Run,
     /// Check the configuration and exit: 0 if valid, 78 if not
     Validate,
-    /// Inspect the durable outbox
+    /// Inspect the durable outbox: status, rejected records (list, show,
+    /// replay), drop --rejected
     Outbox {
         #[command(subcommand)]
         command: OutboxCommand,
@@ -111,18 +115,6 @@ enum ProbesCommand {
     List,
 }
 
-#[derive(Subcommand)]
-enum OutboxCommand {
-    /// Print depth, bytes, oldest age, per-signal counts and drops; exit 66
-    /// if there is no outbox yet. Reads only `[outbox]` of the
-    /// configuration
-    Status {
-        /// Print JSON instead of text
-        #[arg(long)]
-        json: bool,
-    },
-}
-
 fn main() -> ExitCode {
     let cli = Cli::<Command>::parse_with(
         "Telemetry agent for hardware test benches",
@@ -135,9 +127,7 @@ fn main() -> ExitCode {
             print!("{}", benchtel::agent::probes::suggest::render(&sys, &dev));
             ExitCode::SUCCESS
         }
-        Command::Outbox {
-            command: OutboxCommand::Status { json },
-        } => outbox_status(&cli.common, json),
+        Command::Outbox { command } => outbox::run(&cli.common, command),
         Command::Context { command } => beside_agent(
             &cli.common,
             match command {
@@ -322,32 +312,4 @@ fn probe_once(cfg: &AgentConfig, name: &str) -> ExitCode {
     } else {
         ExitCode::FAILURE
     }
-}
-
-/// `outbox status`: needs only the outbox's path. Exit 66 (`EX_NOINPUT`)
-/// when there is no outbox there yet, 78 when the path cannot be read from
-/// the configuration.
-fn outbox_status(common: &CommonArgs, json: bool) -> ExitCode {
-    let located = config::locate(common.config.as_deref(), &Env::from_process());
-    let path = match &located.outbox {
-        Ok(path) => path.clone(),
-        Err(errors) => return benchtel::cli::config_failed("benchtel-agent", errors),
-    };
-    note_errors(&located, "[outbox]");
-    let result = Outbox::open_read_only(&path).and_then(|o| o.status());
-    let status = match result {
-        Ok(status) => status,
-        Err(e @ OutboxError::Missing { .. }) => {
-            eprintln!("benchtel-agent: {e}");
-            return ExitCode::from(EX_NOINPUT);
-        }
-        Err(e) => return benchtel::cli::exit_status("benchtel-agent", Err(e)),
-    };
-    let report = StatusReport::new(path, status, std::time::SystemTime::now());
-    let shown = if json {
-        serde_json::to_string_pretty(&report).map(|s| format!("{s}\n"))
-    } else {
-        Ok(report.to_string())
-    };
-    benchtel::cli::exit_status("benchtel-agent", shown.map(|s| print!("{s}")))
 }

@@ -6,10 +6,34 @@
 //! protobuf encodings of a message merge their repeated fields, so the stored
 //! bodies are joined byte for byte without decoding.
 //!
-//! Answers are sorted the way the OTLP/HTTP specification asks, with one
-//! deliberate widening: 401, 403, 404 and 407 mean the receiver or our
-//! credentials are misconfigured, not that the data is bad, so they are
-//! retried (and logged as errors) instead of moving every record aside.
+//! # What each answer does
+//!
+//! The OTLP/HTTP specification (<https://opentelemetry.io/docs/specs/otlp/#failures-1>)
+//! makes 429, 502, 503 and 504 retryable and every other 4xx/5xx final. We
+//! follow it with two deliberate widenings: 401, 403, 404 and 407 are
+//! configuration faults (credentials, a proxy, a collector with no pipeline
+//! for the signal), not bad data, so the records wait for a person to fix
+//! them instead of being moved aside; and 408 means the server gave up
+//! waiting for our request, which says nothing about the data either.
+//!
+//! | answer | action | `result` label |
+//! |---|---|---|
+//! | 2xx | delete the records; count the items a `partial_success` refused (`partial_success` drops) | `ok` / `partial` |
+//! | 429, 503 | keep, retry after `Retry-After` or our backoff, whichever is longer | `retry` |
+//! | 502, 504, 408 | keep, retry with backoff (and `Retry-After` if given) | `retry` |
+//! | 401, 403, 407 | keep, retry with backoff, alert: check `[otlp] headers` / the secret file | `retry` |
+//! | 404 | keep, retry with backoff, alert: the collector has no pipeline for the signal | `retry` |
+//! | 413 | split the request in halves and send them; a single record still too large is rejected | `split` (`rejected` for the single record) |
+//! | other 4xx, 5xx | reject: a merged request is resent one record at a time, and the refused record moves to the `rejected` table, counted (`rejected` drops) | `rejected` |
+//! | no answer within `otlp.timeout` | keep, retry with backoff (the collector may have taken it: at-least-once) | `retry`, status `timeout` |
+//! | no connection | keep, retry with backoff | `retry`, status `none` |
+//!
+//! Every answer is counted in `benchtel_export_requests_total{signal,result,status}`.
+//! Answers of one kind in a row are an *episode* ([`episode`]): logged once
+//! when it starts, with the remedy, and once when a delivery ends it; while
+//! it lasts it is kept in the outbox's `meta` table as `export.<signal>`, so
+//! `benchtel-agent outbox status` shows it. "Keep" is within the outbox's
+//! bounds: a long outage still ends in `max_bytes`/`max_age` drops, counted.
 
 use std::io::Write;
 use std::sync::Arc;
@@ -30,11 +54,13 @@ use url::Url;
 use super::{DropReason, Outbox, OutboxError, Record, Signal};
 
 mod answer;
+pub mod episode;
 mod lane;
 
 use crate::systemd::Beacon;
 use answer::read_capped;
-pub use answer::{Outcome, classify, parse_retry_after};
+pub use answer::{Answered, Outcome, classify, parse_retry_after};
+use episode::Persist;
 pub use lane::Lane;
 
 /// How long one database step may take before the watchdog may complain.
@@ -141,10 +167,10 @@ impl Forwarder {
     }
 
     /// Forwards `signal` until cancelled, backing off while the collector
-    /// is unreachable. Never gives up on a record because of time.
+    /// is unreachable or refuses. Never gives up on a record because of
+    /// time. Its episodes ([`episode`]) log what is wrong.
     pub async fn run(self: Arc<Self>, signal: Signal, beacon: Beacon, cancel: CancellationToken) {
         let mut lane = Lane::new(&self.opts);
-        let mut failing = false;
         loop {
             beacon.busy_for(DB_STEP + self.opts.timeout);
             let step = tokio::select! {
@@ -153,12 +179,6 @@ impl Forwarder {
             };
             let wait = match step {
                 Ok(Step::Progress) => {
-                    if std::mem::take(&mut failing) {
-                        tracing::info!(
-                            signal = signal.as_str(),
-                            "collector reachable again; forwarding"
-                        );
-                    }
                     lane.reset_backoff(&self.opts);
                     continue;
                 }
@@ -177,9 +197,6 @@ impl Forwarder {
                     lane.next_delay(None)
                 }
             };
-            if !std::mem::replace(&mut failing, true) {
-                tracing::warn!(signal = signal.as_str(), retry_in = ?wait, "forwarding paused; records stay in the outbox");
-            }
             beacon.busy_for(wait);
             tokio::select! {
                 _ = cancel.cancelled() => return,
@@ -208,29 +225,64 @@ impl Forwarder {
 
     /// Reads the next batch of `signal`, sends it and settles the outcome.
     pub async fn step(&self, signal: Signal, lane: &mut Lane) -> Result<Step, ForwarderError> {
-        let limit = if lane.isolating() {
-            1
-        } else {
-            self.opts.batch_max_records
+        let batch = self
+            .fetch(signal, lane.limit(self.opts.batch_max_records))
+            .await?;
+        if batch.is_empty() {
+            return Ok(Step::Idle);
+        }
+        let (answered, outcome) = self.send(signal, &batch).await;
+        self.count(signal, answered, &outcome, batch.len());
+        let failed = match &outcome {
+            Outcome::Delivered { .. } => None,
+            Outcome::Retry { why, .. }
+            | Outcome::Split { why }
+            | Outcome::Permanent { why, .. } => Some(why.clone()),
         };
+        let step = self.settle(signal, lane, &batch, outcome).await?;
+        self.follow_episode(signal, lane, answered, failed).await;
+        Ok(step)
+    }
+
+    /// The next batch. A lane that finds more records than the cached
+    /// totals know of (replayed by `benchtel-agent outbox rejected replay`
+    /// from another process) has the totals re-read first, so they stay
+    /// exact and acks never count below zero.
+    async fn fetch(&self, signal: Signal, limit: usize) -> Result<Vec<Record>, ForwarderError> {
         let outbox = self.outbox.clone();
         let max_bytes = self.opts.max_request_bytes;
-        let batch = tokio::task::spawn_blocking(move || outbox.fetch(signal, 0, limit, max_bytes))
-            .await??;
-        let (Some(first), Some(last)) = (batch.first(), batch.last()) else {
-            return Ok(Step::Idle);
+        let batch = tokio::task::spawn_blocking(move || {
+            let batch = outbox.fetch(signal, 0, limit, max_bytes)?;
+            if outbox.queued(signal)? < batch.len() as u64 {
+                outbox.reload_totals()?;
+            }
+            Ok::<_, OutboxError>(batch)
+        })
+        .await??;
+        Ok(batch)
+    }
+
+    /// Acts on the outcome: delete, wait, split, isolate or move aside.
+    async fn settle(
+        &self,
+        signal: Signal,
+        lane: &mut Lane,
+        batch: &[Record],
+        outcome: Outcome,
+    ) -> Result<Step, ForwarderError> {
+        let (first_id, last_id) = match (batch.first(), batch.last()) {
+            (Some(f), Some(l)) => (f.id, l.id),
+            _ => return Ok(Step::Idle),
         };
-        let (first_id, last_id) = (first.id, last.id);
-        let outcome = self.send(signal, &batch).await;
         let ids: Vec<i64> = batch.iter().map(|r| r.id).collect();
-        self.count(signal, &outcome);
+        let s = signal.as_str();
         match outcome {
             Outcome::Delivered {
                 rejected_items,
                 message,
             } => {
                 if rejected_items > 0 || !message.is_empty() {
-                    tracing::warn!(signal = signal.as_str(), rejected_items, message = %message, "collector accepted the request only in part");
+                    tracing::warn!(signal = s, rejected_items, message = %message, "collector accepted the request only in part");
                 }
                 let outbox = self.outbox.clone();
                 tokio::task::spawn_blocking(move || {
@@ -245,33 +297,51 @@ impl Forwarder {
                 Ok(Step::Progress)
             }
             Outcome::Retry { after, why } => {
-                tracing::debug!(signal = signal.as_str(), why = %why, "export will be retried");
+                tracing::debug!(signal = s, why = %why, "export will be retried");
                 Ok(Step::Wait(after))
+            }
+            Outcome::Split { why } if ids.len() > 1 => {
+                tracing::debug!(signal = s, why = %why, records = ids.len(), "request too large; sending it in halves");
+                lane.narrow(ids.len() / 2, last_id);
+                Ok(Step::Progress)
             }
             Outcome::Permanent { status, why } if ids.len() > 1 => {
                 // One bad record must not take its neighbours down with it:
                 // resend this stretch one record at a time.
-                tracing::warn!(signal = signal.as_str(), status, why = %why, first_id, last_id, "merged request refused; retrying its records one by one");
-                lane.isolate_through(last_id);
+                tracing::warn!(signal = s, status, why = %why, first_id, last_id, "merged request refused; retrying its records one by one");
+                lane.narrow(1, last_id);
                 Ok(Step::Progress)
             }
+            Outcome::Split { why } => self.move_aside(signal, lane, ids, 413, why).await,
             Outcome::Permanent { status, why } => {
-                tracing::error!(signal = signal.as_str(), status, why = %why, record = first_id, "collector refused a record permanently; moved aside to the outbox's rejected table");
-                let outbox = self.outbox.clone();
-                tokio::task::spawn_blocking(move || outbox.reject(signal, &ids, status, &why))
-                    .await??;
-                lane.passed(last_id);
-                Ok(Step::Progress)
+                self.move_aside(signal, lane, ids, status, why).await
             }
         }
     }
 
-    async fn send(&self, signal: Signal, batch: &[Record]) -> Outcome {
-        let url = format!(
-            "{}{}",
-            self.opts.endpoint.as_str().trim_end_matches('/'),
-            signal.path()
-        );
+    /// Moves a record the collector will never take to the `rejected`
+    /// table, counted.
+    async fn move_aside(
+        &self,
+        signal: Signal,
+        lane: &mut Lane,
+        ids: Vec<i64>,
+        status: u16,
+        why: String,
+    ) -> Result<Step, ForwarderError> {
+        let (first, last) = (ids.first().copied(), ids.last().copied().unwrap_or(0));
+        tracing::error!(signal = signal.as_str(), status, why = %why, record = first,
+            "collector refused a record for good; moved aside to the outbox's rejected table \
+             (`benchtel-agent outbox rejected list`)");
+        let outbox = self.outbox.clone();
+        tokio::task::spawn_blocking(move || outbox.reject(signal, &ids, status, &why)).await??;
+        lane.passed(last);
+        Ok(Step::Progress)
+    }
+
+    /// Posts the records as one request; what came back, and what it means.
+    async fn send(&self, signal: Signal, batch: &[Record]) -> (Answered, Outcome) {
+        let url = self.url(signal);
         let mut body = Vec::with_capacity(batch.iter().map(|r| r.body.len()).sum());
         for r in batch {
             body.extend_from_slice(&r.body);
@@ -292,10 +362,18 @@ impl Forwarder {
         let response = match request.body(body).send().await {
             Ok(r) => r,
             Err(e) => {
-                return Outcome::Retry {
-                    after: None,
-                    why: format!("{url}: {}", error_chain(&e)),
+                // A connect that times out is no connection; a timeout
+                // after connecting is a collector that does not answer.
+                let answered = if e.is_timeout() && !e.is_connect() {
+                    Answered::Timeout
+                } else {
+                    Answered::Unreachable
                 };
+                let why = match answered {
+                    Answered::Timeout => format!("no answer within {:?}", self.opts.timeout),
+                    _ => format!("{url}: {}", error_chain(&e)),
+                };
+                return (answered, Outcome::Retry { after: None, why });
             }
         };
         let status = response.status();
@@ -310,25 +388,79 @@ impl Forwarder {
             .and_then(|v| v.to_str().ok())
             .is_some_and(|v| v.starts_with("application/x-protobuf"));
         let body = read_capped(response).await;
-        classify(signal, status, retry_after, is_protobuf, &body)
+        let outcome = classify(signal, status, retry_after, is_protobuf, &body);
+        (Answered::Http(status.as_u16()), outcome)
     }
 
-    fn count(&self, signal: Signal, outcome: &Outcome) {
+    fn url(&self, signal: Signal) -> String {
+        format!(
+            "{}{}",
+            self.opts.endpoint.as_str().trim_end_matches('/'),
+            signal.path()
+        )
+    }
+
+    /// `benchtel_export_requests_total{signal,result,status}`.
+    fn count(&self, signal: Signal, answered: Answered, outcome: &Outcome, records: usize) {
         let result = match outcome {
             Outcome::Delivered {
                 rejected_items: 0, ..
             } => "ok",
             Outcome::Delivered { .. } => "partial",
             Outcome::Retry { .. } => "retry",
-            Outcome::Permanent { .. } => "rejected",
+            Outcome::Split { .. } if records > 1 => "split",
+            Outcome::Split { .. } | Outcome::Permanent { .. } => "rejected",
         };
         self.instruments.requests.add(
             1,
             &[
                 KeyValue::new("signal", signal.as_str()),
                 KeyValue::new("result", result),
+                KeyValue::new("status", answered.label()),
             ],
         );
+    }
+
+    /// Starts, continues or ends the lane's episode (`failed`: the answer
+    /// if it was no delivery) and persists it in the outbox's `meta`
+    /// table; a failure to persist is only logged: the episode is the
+    /// status's business, not the records'.
+    async fn follow_episode(
+        &self,
+        signal: Signal,
+        lane: &mut Lane,
+        answered: Answered,
+        failed: Option<String>,
+    ) {
+        // A part delivered while the lane still splits or isolates records
+        // does not end the 413 or rejection that made it do so.
+        if failed.is_none() && lane.narrowed() {
+            return;
+        }
+        let (delivered, message) = (failed.is_none(), failed.unwrap_or_default());
+        let url = self.url(signal);
+        let now = SystemTime::now();
+        let persist = episode::follow(
+            &mut lane.episode,
+            signal,
+            &url,
+            answered,
+            delivered,
+            &message,
+            now,
+        );
+        let value = match persist {
+            Persist::Nothing => return,
+            Persist::Save(e) => Some(e),
+            Persist::Clear => None,
+        };
+        let outbox = self.outbox.clone();
+        let saved =
+            tokio::task::spawn_blocking(move || outbox.set_export_episode(signal, value.as_ref()))
+                .await;
+        if let Ok(Err(e)) = saved {
+            tracing::debug!(signal = signal.as_str(), error = %e, "cannot persist the export episode");
+        }
     }
 }
 

@@ -6,7 +6,7 @@ use std::fmt;
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::signal::{DropReason, Signal};
 
@@ -64,6 +64,8 @@ pub struct StatusReport {
     pub path: PathBuf,
     pub status: Status,
     pub oldest_age: Duration,
+    /// Export problems and rejected-record counters (see [`ExportReport`]).
+    pub export: ExportReport,
 }
 
 impl StatusReport {
@@ -74,7 +76,15 @@ impl StatusReport {
             path,
             status,
             oldest_age,
+            export: ExportReport::default(),
         }
+    }
+
+    /// The same report with the export problems and rejected-record
+    /// counters the agent keeps in the outbox's `meta` table.
+    pub fn with_export(mut self, export: ExportReport) -> StatusReport {
+        self.export = export;
+        self
     }
 
     fn to_json(&self) -> serde_json::Value {
@@ -107,6 +117,9 @@ impl StatusReport {
             "signals": per_signal,
             "dropped": drops,
             "rejected_kept": s.rejected_kept,
+            "rejected_replayed": self.export.replayed.as_json(),
+            "rejected_cleared": self.export.cleared.as_json(),
+            "export": self.export.episodes_json(),
         })
     }
 }
@@ -144,10 +157,120 @@ impl fmt::Display for StatusReport {
         }
         writeln!(
             f,
-            "rejected    {} kept for inspection (table `rejected`)",
+            "rejected    {} kept for inspection (`outbox rejected list`)",
             s.rejected_kept
-        )
+        )?;
+        write!(f, "{}", self.export)
     }
+}
+
+/// One signal's current export problem, as the forwarder persists it in
+/// the outbox's `meta` table under `export.<signal>` (JSON) while it
+/// lasts, so `outbox status` in another process can show it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExportEpisode {
+    /// The `status` label: an HTTP code, `timeout`, or `none` (no
+    /// connection).
+    pub status: String,
+    /// What kind of problem: `credentials`, `no_pipeline`, `throttled`,
+    /// `too_large`, `rejected`, …
+    pub problem: String,
+    /// The URL the signal is posted to.
+    pub url: String,
+    /// When the episode started and when the last attempt was, in ms
+    /// since the Unix epoch.
+    pub since_ms: i64,
+    pub last_ms: i64,
+    /// Requests answered this way so far.
+    pub attempts: u64,
+    /// The collector's last answer (status line and body snippet).
+    pub message: String,
+    /// What to do about it.
+    pub remedy: String,
+}
+
+/// Records and items counted by a `rejected replay` or `drop --rejected`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MovedCount {
+    pub records: u64,
+    pub items: u64,
+}
+
+impl MovedCount {
+    fn as_json(self) -> serde_json::Value {
+        serde_json::json!({"records": self.records, "items": self.items})
+    }
+}
+
+/// What `outbox status` adds from the `meta` table: the current export
+/// episode per signal, and how many rejected records were replayed into
+/// the queue or cleared (they were counted as dropped, reason `rejected`,
+/// when they were moved aside; these counters do not undo that).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ExportReport {
+    pub episodes: BTreeMap<Signal, ExportEpisode>,
+    pub replayed: MovedCount,
+    pub cleared: MovedCount,
+}
+
+impl ExportReport {
+    fn episodes_json(&self) -> serde_json::Value {
+        let map: serde_json::Map<String, serde_json::Value> = self
+            .episodes
+            .iter()
+            .map(|(signal, e)| {
+                let v = serde_json::to_value(e).unwrap_or_default();
+                (signal.as_str().to_string(), v)
+            })
+            .collect();
+        serde_json::Value::Object(map)
+    }
+}
+
+impl fmt::Display for ExportReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let (r, c) = (self.replayed, self.cleared);
+        if r != MovedCount::default() || c != MovedCount::default() {
+            writeln!(
+                f,
+                "            {} / {} replayed, {} / {} cleared (records / items)",
+                r.records, r.items, c.records, c.items
+            )?;
+        }
+        if self.episodes.is_empty() {
+            return writeln!(f, "export      no problem reported");
+        }
+        writeln!(
+            f,
+            "export      problems the agent reported, not over at its last attempt"
+        )?;
+        for (signal, e) in &self.episodes {
+            let since = time_at(e.since_ms);
+            let last = time_at(e.last_ms);
+            writeln!(
+                f,
+                "  {:<9} {} {} since {since}, {} attempts, last at {last}: {}",
+                signal.as_str(),
+                e.status,
+                e.problem,
+                e.attempts,
+                e.message
+            )?;
+            writeln!(f, "            url {}", e.url)?;
+            writeln!(f, "            remedy: {}", e.remedy)?;
+        }
+        Ok(())
+    }
+}
+
+/// RFC 3339 to the second, from ms since the Unix epoch.
+pub(crate) fn time_at(ms: i64) -> String {
+    let t = if ms >= 0 {
+        UNIX_EPOCH + Duration::from_millis(ms.unsigned_abs())
+    } else {
+        UNIX_EPOCH - Duration::from_millis(ms.unsigned_abs())
+    };
+    humantime::format_rfc3339_seconds(t).to_string()
 }
 
 /// Milliseconds since the Unix epoch; negative before it (a clock that
@@ -205,7 +328,8 @@ dropped (records / items)
   rejected         0 / 0
   partial_success  0 / 0
   too_large        0 / 0
-rejected    1 kept for inspection (table `rejected`)
+rejected    1 kept for inspection (`outbox rejected list`)
+export      no problem reported
 ";
         assert_eq!(report().to_string(), want);
     }
@@ -249,8 +373,58 @@ rejected    1 kept for inspection (table `rejected`)
       "items": 0
     }
   },
-  "rejected_kept": 1
+  "rejected_kept": 1,
+  "rejected_replayed": {
+    "records": 0,
+    "items": 0
+  },
+  "rejected_cleared": {
+    "records": 0,
+    "items": 0
+  },
+  "export": {}
 }"#;
         assert_eq!(serde_json::to_string_pretty(&report()).unwrap(), want);
+    }
+
+    #[test]
+    fn export_problems_and_replays_are_shown_with_their_remedy() {
+        let mut export = ExportReport::default();
+        export.episodes.insert(
+            Signal::Logs,
+            ExportEpisode {
+                status: "401".into(),
+                problem: "credentials".into(),
+                url: "https://c:4318/v1/logs".into(),
+                since_ms: 1_700_000_000_000,
+                last_ms: 1_700_000_060_000,
+                attempts: 7,
+                message: "HTTP 401 Unauthorized: no token".into(),
+                remedy: "check [otlp] headers".into(),
+            },
+        );
+        export.replayed = MovedCount {
+            records: 2,
+            items: 5,
+        };
+        let report = report().with_export(export);
+        let text = report.to_string();
+        let want = "\
+rejected    1 kept for inspection (`outbox rejected list`)
+            2 / 5 replayed, 0 / 0 cleared (records / items)
+export      problems the agent reported, not over at its last attempt
+  logs      401 credentials since 2023-11-14T22:13:20Z, 7 attempts, last at 2023-11-14T22:14:20Z: HTTP 401 Unauthorized: no token
+            url https://c:4318/v1/logs
+            remedy: check [otlp] headers
+";
+        assert!(text.ends_with(want), "{text}");
+        let json = serde_json::to_value(&report).unwrap();
+        assert_eq!(json["export"]["logs"]["attempts"], 7);
+        assert_eq!(json["export"]["logs"]["remedy"], "check [otlp] headers");
+        assert_eq!(json["rejected_replayed"]["items"], 5);
+        // What the agent persists is what `outbox status` reads back.
+        let persisted = serde_json::to_string(&report.export.episodes[&Signal::Logs]).unwrap();
+        let back: ExportEpisode = serde_json::from_str(&persisted).unwrap();
+        assert_eq!(back, report.export.episodes[&Signal::Logs]);
     }
 }

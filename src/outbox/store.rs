@@ -578,5 +578,7 @@ fn to_u64(v: i64) -> u64 {
     u64::try_from(v).unwrap_or(0)
 }
 
+mod export;
+mod rejected;
 #[cfg(test)]
 mod tests;

@@ -31,6 +31,7 @@ use serde::{Deserialize, Serialize};
 use crate::agent::probes::gpio as gpio_probe;
 use crate::agent::probes::serial::{expect, watch};
 use crate::agent::readiness::{Input, Verdict};
+use crate::systemd::{Beacon, Liveness};
 use record::Labels;
 use serial::ExpectCheck;
 use tokio::sync::{Semaphore, mpsc};
@@ -318,6 +319,7 @@ pub async fn run_all(
     runtime: Runtime,
     max_concurrent: usize,
     verdicts: mpsc::Sender<Input>,
+    liveness: Liveness,
     cancel: CancellationToken,
 ) {
     let Runtime {
@@ -343,6 +345,7 @@ pub async fn run_all(
                 stop,
             )),
             _ => set.spawn(run_one(
+                liveness.beacon("checks", Duration::ZERO),
                 check,
                 clients.clone(),
                 epoch,
@@ -377,7 +380,11 @@ pub fn first_delay(name: &str, interval: Duration) -> Duration {
     step * (h.finish() % steps) as u32
 }
 
+/// `beacon` promises the watchdog each run's end within its timeout (the
+/// backstop in `Kind::run`); between runs the check promises nothing.
+#[allow(clippy::too_many_arguments)] // each is one shared handle; a struct would only rename them
 async fn run_one(
+    beacon: Beacon,
     check: CheckConfig,
     clients: http::Clients,
     epoch: tokio::time::Instant,
@@ -392,6 +399,7 @@ async fn run_one(
     let mut state = Hysteresis::default();
     let mut next = epoch + first_delay(&check.name, check.interval);
     loop {
+        beacon.idle();
         tokio::select! {
             _ = cancel.cancelled() => return,
             _ = tokio::time::sleep_until(next) => {}
@@ -401,6 +409,7 @@ async fn run_one(
             return;
         };
         let (started, started_at) = (Instant::now(), SystemTime::now());
+        beacon.busy_for(check.timeout + Duration::from_secs(1));
         let outcome = check.kind.run(check.timeout, &clients).await;
         instruments.run(&labels, &outcome, started.elapsed());
         let ok = outcome.code == Code::Ok;

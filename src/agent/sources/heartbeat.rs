@@ -12,6 +12,7 @@ use tokio::time::MissedTickBehavior;
 use tokio_util::sync::CancellationToken;
 
 use crate::agent::state::{BenchState, Maintenance, Snapshot};
+use crate::systemd::Beacon;
 use crate::telemetry::context::{self, ExecutionContext};
 
 /// `[sources.heartbeat]`
@@ -138,12 +139,14 @@ impl Heartbeat {
 
 /// Beats every `interval` (the first at once) until cancelled. Each beat
 /// also replaces the value in `beats`, for whoever wants them live (the
-/// MQTT publisher); nobody has to.
+/// MQTT publisher); nobody has to. `beacon` promises the watchdog the next
+/// beat within the interval: a loop wedged anywhere stops the pings.
 pub async fn run(
     cfg: Config,
     meter: Meter,
     mut bench: watch::Receiver<Snapshot>,
     beats: watch::Sender<Option<Beat>>,
+    beacon: Beacon,
     cancel: CancellationToken,
 ) {
     let mut hb = Heartbeat::new(&meter);
@@ -151,8 +154,12 @@ pub async fn run(
     tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut reported = None;
     loop {
+        beacon.busy_for(cfg.interval);
         tokio::select! {
-            _ = cancel.cancelled() => return,
+            _ = cancel.cancelled() => {
+                beacon.idle();
+                return;
+            }
             _ = tick.tick() => {}
             // A new state or maintenance goes out at once (on `/metrics`
             // and MQTT), not at the next beat; the beat after it keeps the
@@ -261,7 +268,15 @@ mod tests {
             interval: Duration::from_secs(10),
         };
         let (beats_tx, mut beats) = watch::channel(None);
-        let task = tokio::spawn(run(cfg, provider.meter("t"), rx, beats_tx, cancel.clone()));
+        let beacon = crate::systemd::Liveness::default().beacon("heartbeat", cfg.interval);
+        let task = tokio::spawn(run(
+            cfg,
+            provider.meter("t"),
+            rx,
+            beats_tx,
+            beacon,
+            cancel.clone(),
+        ));
         tokio::time::sleep(Duration::from_secs(95)).await;
         provider.force_flush().unwrap();
         let rm = last(&exporter);
@@ -325,5 +340,57 @@ mod tests {
         let json = serde_json::to_value(&b).unwrap();
         assert_eq!(json["state"], "degraded");
         assert!(uptime().unwrap() > Duration::ZERO);
+    }
+
+    /// The loop is wedged in `send_replace` while a reader holds the last
+    /// beat (a publisher that never lets go): the watchdog must hear of it.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_wedged_heartbeat_loop_is_named_by_the_watchdog() {
+        use crate::systemd::Liveness;
+        let (provider, _) = provider();
+        let liveness = Liveness::with_slack(Duration::from_millis(100));
+        let interval = Duration::from_millis(50);
+        let beacon = liveness.beacon("heartbeat", interval);
+        let (_tx, rx) = watch::channel(Snapshot::default());
+        let (beats_tx, beats) = watch::channel(None);
+        let cancel = CancellationToken::new();
+        let cfg = Config {
+            enabled: true,
+            interval,
+        };
+        let task = tokio::spawn(run(
+            cfg,
+            provider.meter("t"),
+            rx,
+            beats_tx,
+            beacon,
+            cancel.clone(),
+        ));
+        // Polled from this thread, not with tokio's timers: a worker
+        // blocked in a task can keep the timer driver from turning.
+        let until = |want: Option<&'static str>| {
+            let deadline = std::time::Instant::now() + Duration::from_secs(10);
+            while liveness.stalled() != want {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "stalled() never became {want:?}"
+                );
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        };
+        let seq = |b: &watch::Receiver<Option<Beat>>| b.borrow().as_ref().map_or(0, |b| b.seq);
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while seq(&beats) < 3 {
+            assert!(std::time::Instant::now() < deadline, "no beats");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(liveness.stalled(), None, "beating on time");
+        let held = beats.borrow();
+        until(Some("heartbeat"));
+        drop(held);
+        until(None);
+        cancel.cancel();
+        task.await.unwrap();
+        assert_eq!(liveness.stalled(), None, "a stopped loop promises nothing");
     }
 }

@@ -1,5 +1,6 @@
-//! Reading the collector's answers: sorted into an [`Outcome`] the way the
-//! OTLP/HTTP specification asks, `Retry-After`, partial successes.
+//! Reading the collector's answers: sorted into an [`Outcome`] by the
+//! decision table in the forwarder's module doc, `Retry-After`, partial
+//! successes, and the [`Answered`] status a request is counted under.
 
 use std::time::{Duration, SystemTime};
 
@@ -27,11 +28,37 @@ pub enum Outcome {
         after: Option<Duration>,
         why: String,
     },
+    /// 413: the request was too large; send the same records in halves.
+    Split { why: String },
     /// The receiver will never take these records.
     Permanent { status: u16, why: String },
 }
 
-/// Sorts an HTTP answer into an [`Outcome`].
+/// What came back for one request, as the `status` label of
+/// `benchtel_export_requests_total` says it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Answered {
+    /// An HTTP status code.
+    Http(u16),
+    /// Connected, but no answer within `otlp.timeout`.
+    Timeout,
+    /// No connection (refused, unreachable, TLS or DNS failure).
+    Unreachable,
+}
+
+impl Answered {
+    /// `"401"`, `"timeout"`, or `"none"` when there was no connection.
+    pub fn label(self) -> String {
+        match self {
+            Answered::Http(code) => code.to_string(),
+            Answered::Timeout => "timeout".into(),
+            Answered::Unreachable => "none".into(),
+        }
+    }
+}
+
+/// Sorts an HTTP answer into an [`Outcome`], by the decision table in the
+/// forwarder's module doc.
 pub fn classify(
     signal: Signal,
     status: StatusCode,
@@ -52,14 +79,20 @@ pub fn classify(
     }
     let why = format!("HTTP {status}: {}", snippet(body));
     match status.as_u16() {
+        // Retryable by the specification, and 408 (the server gave up
+        // waiting for our request: nothing wrong with the data).
         429 | 502 | 503 | 504 | 408 => Outcome::Retry {
             after: retry_after,
             why,
         },
-        401 | 403 | 404 | 407 => {
-            tracing::error!(signal = signal.as_str(), status = status.as_u16(), why = %why, "collector refuses us: check otlp.endpoint and otlp headers; records stay queued");
-            Outcome::Retry { after: None, why }
-        }
+        // Our widening: configuration faults (credentials, proxy
+        // credentials, no pipeline for the signal) are fixed by a person,
+        // not by moving every record aside meanwhile.
+        401 | 403 | 404 | 407 => Outcome::Retry {
+            after: retry_after,
+            why,
+        },
+        413 => Outcome::Split { why },
         code => Outcome::Permanent { status: code, why },
     }
 }

@@ -1,37 +1,63 @@
-//! A lane's own state: its backoff, and which records it sends one by one.
+//! A lane's own state: its backoff, how many records it may merge into one
+//! request for now (one by one after a rejection, halves after a 413), and
+//! its current export episode.
 
 use std::time::Duration;
 
 use backon::BackoffBuilder;
 
 use super::ForwarderOptions;
+use super::episode::Episode;
 
 /// A `Retry-After` longer than this is treated as this: a misbehaving proxy
 /// must not park the queue for a day.
 pub(super) const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
 
-/// A lane's own state: its backoff and which records it sends one by one.
+/// A lane's own state: its backoff, its request size for now, its episode.
 pub struct Lane {
     backoff: backon::ExponentialBackoff,
-    isolate_through: i64,
+    /// Until the lane has passed record `narrow_through`, a request merges
+    /// at most `narrow_to` records.
+    narrow_to: usize,
+    narrow_through: i64,
     sent_through: i64,
+    pub(super) episode: Option<Episode>,
 }
 
 impl Lane {
     pub fn new(opts: &ForwarderOptions) -> Lane {
         Lane {
             backoff: backoff(opts),
-            isolate_through: 0,
+            narrow_to: usize::MAX,
+            narrow_through: 0,
             sent_through: 0,
+            episode: None,
         }
     }
 
-    pub(super) fn isolating(&self) -> bool {
-        self.sent_through < self.isolate_through
+    /// Whether requests are split or isolated for now (an episode of 413s
+    /// or rejections is not over while they are).
+    pub(super) fn narrowed(&self) -> bool {
+        self.sent_through < self.narrow_through
     }
 
-    pub(super) fn isolate_through(&mut self, id: i64) {
-        self.isolate_through = id;
+    /// How many records the next request may merge.
+    pub(super) fn limit(&self, full: usize) -> usize {
+        if self.narrowed() {
+            self.narrow_to.min(full).max(1)
+        } else {
+            full
+        }
+    }
+
+    /// Sends the records up to `id` at most `to` at a time (and never more
+    /// than a narrowing already in force).
+    pub(super) fn narrow(&mut self, to: usize, id: i64) {
+        if self.sent_through >= self.narrow_through {
+            self.narrow_to = usize::MAX;
+        }
+        self.narrow_to = self.narrow_to.min(to.max(1));
+        self.narrow_through = self.narrow_through.max(id);
     }
 
     pub(super) fn passed(&mut self, id: i64) {

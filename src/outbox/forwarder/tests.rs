@@ -34,10 +34,11 @@ fn classification_follows_otlp_http() {
             ..
         }
     ));
-    for code in [429, 502, 503, 504, 401, 403, 404] {
+    for code in [429, 502, 503, 504, 408, 401, 403, 404, 407] {
         assert!(matches!(c(code), Outcome::Retry { .. }), "{code}");
     }
-    for code in [400, 413, 500] {
+    assert!(matches!(c(413), Outcome::Split { .. }));
+    for code in [400, 405, 409, 415, 422, 500, 501] {
         assert!(matches!(c(code), Outcome::Permanent { .. }), "{code}");
     }
 }
