@@ -218,6 +218,11 @@ impl BootTracker {
         self.console.last_lines()
     }
 
+    /// The last console line (after a [`Event::Reset`]: the reset marker's).
+    pub fn last_line(&self) -> Option<&str> {
+        self.console.last()
+    }
+
     pub fn line(&mut self, text: &str, now: Instant) -> Vec<Event> {
         self.console.line(text);
         let mut events = Vec::new();

@@ -1,0 +1,174 @@
+//! Each boot a `serial_watch` follows is a trace: a root span `boot` from
+//! the reset marker to the boot's verdict, a child span `milestone` per
+//! milestone reached (from the reset marker to the milestone, so Tempo
+//! draws the boot as a staircase), and the fatal line as a span event.
+//!
+//! Root span attributes: `check` (the watch's name), `boot.reason` (the
+//! reset marker's line), `boot.outcome`:
+//! - `booted`: the last milestone was reached (or the device answered the
+//!   `alive` poke mid-boot);
+//! - `fatal`: a fatal line (event `fatal`, attribute `line`);
+//! - `missed_milestone`: a milestone's deadline passed (`boot.missed` names
+//!   it);
+//! - `boot_loop`: a reset came before the verdict and made a boot loop
+//!   (event `boot_loop`, attribute `resets`);
+//! - `reset`: a reset came before the verdict, not (yet) a loop.
+//!
+//! The failures set the span's status to Error. A console lost mid-boot
+//! does not end the boot (the watch goes on with it once the port is
+//! back); the agent stopping mid-boot drops the span, which the SDK ends
+//! without an outcome.
+//!
+//! A boot the watcher joins mid-way (the agent started while the board was
+//! up or booting) has no trace: with no reset marker seen there is nothing
+//! to time it from, and the watch itself does not follow its milestones.
+//! The first reset marker starts the first trace.
+//!
+//! Times come from the reset's wall-clock time plus tokio's monotonic
+//! clock, so a span's length is the same duration the milestone histogram
+//! records, and tests on a paused clock get exact spans.
+
+use std::borrow::Cow;
+use std::time::SystemTime;
+
+use opentelemetry::trace::{Span, Status, TraceContextExt, Tracer};
+use opentelemetry::{Context, KeyValue};
+use tokio::time::Instant;
+
+use crate::agent::probes::serial::watch::{BootTracker, Event};
+
+/// The boot under way, if any.
+struct Boot {
+    cx: Context,
+    /// The reset marker, on the wall clock and on tokio's clock.
+    wall: SystemTime,
+    at: Instant,
+}
+
+/// Turns a watch's boot events into boot traces.
+pub(super) struct BootTrace<T> {
+    tracer: T,
+    /// `check = <name>`.
+    check: KeyValue,
+    open: Option<Boot>,
+    /// The boot that ended last: log lines about its verdict link to it.
+    last: Context,
+}
+
+impl<T> BootTrace<T>
+where
+    T: Tracer,
+    T::Span: Send + Sync + 'static,
+{
+    pub(super) fn new(tracer: T, check: KeyValue) -> BootTrace<T> {
+        BootTrace {
+            tracer,
+            check,
+            open: None,
+            last: Context::new(),
+        }
+    }
+
+    /// The boot under way's context (for the console lines it prints), or
+    /// an empty one.
+    pub(super) fn context(&self) -> Context {
+        self.open
+            .as_ref()
+            .map_or_else(Context::new, |b| b.cx.clone())
+    }
+
+    /// Follows one event of `batch` (the events one console line or timer
+    /// led to); returns the context that log lines about it belong to.
+    pub(super) fn event(&mut self, e: &Event, batch: &[Event], tracker: &BootTracker) -> Context {
+        match e {
+            Event::Reset => {
+                let looping = batch.iter().find_map(|e| match e {
+                    Event::BootLoop { resets } => Some(*resets),
+                    _ => None,
+                });
+                match looping {
+                    Some(resets) => self.end_with(|span| {
+                        let resets = i64::try_from(resets).unwrap_or(i64::MAX);
+                        span.add_event("boot_loop", vec![KeyValue::new("resets", resets)]);
+                        "boot_loop"
+                    }),
+                    None => self.end_with(|_| "reset"),
+                }
+                self.start(tracker.last_line());
+                self.context()
+            }
+            Event::Milestone { name, after } => {
+                if let Some(boot) = &self.open {
+                    let mut span = self
+                        .tracer
+                        .span_builder("milestone")
+                        .with_start_time(boot.wall)
+                        .with_attributes([KeyValue::new("milestone", name.clone())])
+                        .start_with_context(&self.tracer, &boot.cx);
+                    span.end_with_timestamp(boot.wall + *after);
+                }
+                self.context()
+            }
+            Event::Booted | Event::Alive => {
+                self.end_with(|_| "booted");
+                self.last.clone()
+            }
+            Event::Fatal { line } => {
+                self.end_with(|span| {
+                    span.add_event("fatal", vec![KeyValue::new("line", line.clone())]);
+                    "fatal"
+                });
+                self.last.clone()
+            }
+            Event::Missed { name, .. } => {
+                self.end_with(|span| {
+                    span.set_attribute(KeyValue::new("boot.missed", name.clone()));
+                    "missed_milestone"
+                });
+                self.last.clone()
+            }
+            // Noticed at the reset just handled: about the boot it ended.
+            Event::BootLoop { .. } => self.last.clone(),
+            Event::NoAnswer { .. } | Event::AssumedBooted { .. } => self.context(),
+        }
+    }
+
+    fn start(&mut self, reason: Option<&str>) {
+        let wall = SystemTime::now();
+        let mut attrs = vec![self.check.clone()];
+        attrs.extend(reason.map(|r| KeyValue::new("boot.reason", r.to_string())));
+        let span = self
+            .tracer
+            .span_builder(Cow::Borrowed("boot"))
+            .with_start_time(wall)
+            .with_attributes(attrs)
+            .start_with_context(&self.tracer, &Context::new());
+        self.open = Some(Boot {
+            cx: Context::new().with_span(span),
+            wall,
+            at: Instant::now(),
+        });
+    }
+
+    /// Ends the boot under way, if any, with the outcome `verdict` returns
+    /// (after it added what it knows to the span).
+    fn end_with(
+        &mut self,
+        verdict: impl FnOnce(&opentelemetry::trace::SpanRef<'_>) -> &'static str,
+    ) {
+        let Some(boot) = self.open.take() else {
+            return;
+        };
+        let span = boot.cx.span();
+        let outcome = verdict(&span);
+        span.set_attribute(KeyValue::new("boot.outcome", outcome));
+        if matches!(outcome, "fatal" | "missed_milestone" | "boot_loop") {
+            span.set_status(Status::error(outcome));
+        }
+        span.end_with_timestamp(boot.wall + boot.at.elapsed());
+        self.last = boot.cx;
+    }
+}
+
+#[cfg(test)]
+mod tests;
