@@ -37,6 +37,7 @@ type = "serial_watch"
 port = "{console}"
 reset = "^U-Boot SPL"
 fatal = "Kernel panic|Oops:"
+version = 'Linux version (?P<version>\S+)'
 boot_loop_resets = 1000
 affects_ready = false
 milestones = [
@@ -164,6 +165,7 @@ async fn metrics_logs_check_spans_and_boot_traces_reach_a_collector_and_through_
         attr(&root.attributes, "boot.reason"),
         Some("U-Boot SPL 2024.01 (Jan 08 2024 - 12:00:00 +0000)")
     );
+    assert_eq!(attr(&root.attributes, "firmware.version"), Some("6.6.15"));
     assert!(root.parent_span_id.is_empty(), "a trace of its own");
     let mut milestones = milestones;
     milestones.sort_by_key(|s| s.end_time_unix_nano);

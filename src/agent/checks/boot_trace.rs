@@ -4,7 +4,8 @@
 //! draws the boot as a staircase), and the fatal line as a span event.
 //!
 //! Root span attributes: `check` (the watch's name), `boot.reason` (the
-//! reset marker's line), `boot.outcome`:
+//! reset marker's line), `firmware.version` (when the watch has a `version`
+//! pattern and the boot printed it), `boot.outcome`:
 //! - `booted`: the last milestone was reached (or the device answered the
 //!   `alive` poke mid-boot);
 //! - `fatal`: a fatal line (event `fatal`, attribute `line`);
@@ -94,7 +95,7 @@ where
                     }),
                     None => self.end_with(|_| "reset"),
                 }
-                self.start(tracker.last_line());
+                self.start(tracker.last_line(), tracker.boot_started());
                 self.context()
             }
             Event::Milestone { name, after } => {
@@ -129,12 +130,23 @@ where
             }
             // Noticed at the reset just handled: about the boot it ended.
             Event::BootLoop { .. } => self.last.clone(),
+            Event::Version { version } => {
+                if let Some(boot) = &self.open {
+                    let v = KeyValue::new("firmware.version", version.clone());
+                    boot.cx.span().set_attribute(v);
+                }
+                self.context()
+            }
             Event::NoAnswer { .. } | Event::AssumedBooted { .. } => self.context(),
         }
     }
 
-    fn start(&mut self, reason: Option<&str>) {
-        let wall = SystemTime::now();
+    /// Starts a boot at `at`, the instant the tracker times its milestones
+    /// from, so no milestone ends after its boot.
+    fn start(&mut self, reason: Option<&str>, at: Option<Instant>) {
+        let at = at.unwrap_or_else(Instant::now);
+        let now = SystemTime::now();
+        let wall = now.checked_sub(at.elapsed()).unwrap_or(now);
         let mut attrs = vec![self.check.clone()];
         attrs.extend(reason.map(|r| KeyValue::new("boot.reason", r.to_string())));
         let span = self
@@ -146,7 +158,7 @@ where
         self.open = Some(Boot {
             cx: Context::new().with_span(span),
             wall,
-            at: Instant::now(),
+            at,
         });
     }
 

@@ -269,6 +269,7 @@ pub fn share_patterns(checks: &mut [CheckConfig]) -> usize {
             Kind::SerialWatch(w) => {
                 share(&mut w.reset);
                 w.fatal.iter_mut().for_each(&mut share);
+                w.version.iter_mut().for_each(&mut share);
                 w.milestones.iter_mut().for_each(|m| share(&mut m.pattern));
             }
             Kind::Http(h) => h.body_regex.iter_mut().for_each(&mut share),

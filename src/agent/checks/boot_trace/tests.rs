@@ -12,6 +12,7 @@ const LINUX_BOOT: &str = r#"
 port = "/dev/null"
 reset = "^U-Boot SPL"
 fatal = "Kernel panic|Oops:"
+version = 'Linux version (?P<version>\S+)'
 milestones = [
   { name = "spl", pattern = "^U-Boot SPL 20", within = "2s" },
   { name = "u-boot", pattern = "^U-Boot 20", within = "5s" },
@@ -151,6 +152,7 @@ async fn a_replayed_boot_is_a_root_span_with_a_child_per_milestone() {
         attr(root, "boot.reason").as_deref(),
         Some("U-Boot SPL 2024.01 (Jan 08 2024 - 12:00:00 +0000)")
     );
+    assert_eq!(attr(root, "firmware.version").as_deref(), Some("6.6.15"));
     assert_eq!(root.status, Status::Unset);
     // The fixture's delays after the reset marker (+20 ms).
     assert_eq!(since_reset(root, root), Duration::from_millis(650));
