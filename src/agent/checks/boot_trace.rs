@@ -15,7 +15,8 @@
 //!   (event `boot_loop`, attribute `resets`);
 //! - `reset`: a reset came before the verdict, not (yet) a loop.
 //!
-//! The failures set the span's status to Error. A console lost mid-boot
+//! The failures set the span's status to Error and carry the last console
+//! lines (bounded as a failed check run's) as the event `console`. A console lost mid-boot
 //! does not end the boot (the watch goes on with it once the port is
 //! back); the agent stopping mid-boot drops the span, which the SDK ends
 //! without an outcome.
@@ -32,7 +33,7 @@
 use std::borrow::Cow;
 use std::time::SystemTime;
 
-use opentelemetry::trace::{Span, Status, TraceContextExt, Tracer};
+use opentelemetry::trace::{Span, SpanRef, Status, TraceContextExt, Tracer};
 use opentelemetry::{Context, KeyValue};
 use tokio::time::Instant;
 
@@ -91,6 +92,7 @@ where
                     Some(resets) => self.end_with(|span| {
                         let resets = i64::try_from(resets).unwrap_or(i64::MAX);
                         span.add_event("boot_loop", vec![KeyValue::new("resets", resets)]);
+                        console(span, tracker);
                         "boot_loop"
                     }),
                     None => self.end_with(|_| "reset"),
@@ -117,6 +119,7 @@ where
             Event::Fatal { line } => {
                 self.end_with(|span| {
                     span.add_event("fatal", vec![KeyValue::new("line", line.clone())]);
+                    console(span, tracker);
                     "fatal"
                 });
                 self.last.clone()
@@ -124,6 +127,7 @@ where
             Event::Missed { name, .. } => {
                 self.end_with(|span| {
                     span.set_attribute(KeyValue::new("boot.missed", name.clone()));
+                    console(span, tracker);
                     "missed_milestone"
                 });
                 self.last.clone()
@@ -164,10 +168,7 @@ where
 
     /// Ends the boot under way, if any, with the outcome `verdict` returns
     /// (after it added what it knows to the span).
-    fn end_with(
-        &mut self,
-        verdict: impl FnOnce(&opentelemetry::trace::SpanRef<'_>) -> &'static str,
-    ) {
+    fn end_with(&mut self, verdict: impl FnOnce(&SpanRef<'_>) -> &'static str) {
         let Some(boot) = self.open.take() else {
             return;
         };
@@ -180,6 +181,13 @@ where
         span.end_with_timestamp(boot.wall + boot.at.elapsed());
         self.last = boot.cx;
     }
+}
+
+/// The last console lines, bounded as a failed run's, as the event
+/// `console` of a failed boot.
+fn console(span: &SpanRef<'_>, tracker: &BootTracker) {
+    let lines = super::trace::bounded(&tracker.last_lines());
+    span.add_event("console", vec![KeyValue::new("lines", lines)]);
 }
 
 #[cfg(test)]

@@ -194,7 +194,7 @@ async fn a_panic_is_a_fatal_event_and_fails_the_boot_with_its_log_linked() {
     assert_eq!(attr(root, "boot.outcome").as_deref(), Some("fatal"));
     assert_eq!(root.status, Status::error("fatal"));
     assert_eq!(since_reset(root, root), Duration::from_millis(500));
-    assert_eq!(root.events.len(), 1);
+    assert_eq!(root.events.len(), 2);
     let fatal = &root.events[0];
     assert_eq!(fatal.name, "fatal");
     assert_eq!(
