@@ -53,7 +53,7 @@ pub(super) struct BootTrace<T> {
     /// `check = <name>`.
     check: KeyValue,
     open: Option<Boot>,
-    /// The boot that ended last: log lines about its verdict link to it.
+    /// The boot the last reset interrupted: a boot loop is about it.
     last: Context,
 }
 
@@ -88,7 +88,7 @@ where
                     Event::BootLoop { resets } => Some(*resets),
                     _ => None,
                 });
-                match looping {
+                self.last = match looping {
                     Some(resets) => self.end_with(|span| {
                         let resets = i64::try_from(resets).unwrap_or(i64::MAX);
                         span.add_event("boot_loop", vec![KeyValue::new("resets", resets)]);
@@ -96,7 +96,7 @@ where
                         "boot_loop"
                     }),
                     None => self.end_with(|_| "reset"),
-                }
+                };
                 self.start(tracker.last_line(), tracker.boot_started());
                 self.context()
             }
@@ -112,28 +112,21 @@ where
                 }
                 self.context()
             }
-            Event::Booted | Event::Alive => {
-                self.end_with(|_| "booted");
-                self.last.clone()
-            }
-            Event::Fatal { line } => {
-                self.end_with(|span| {
-                    span.add_event("fatal", vec![KeyValue::new("line", line.clone())]);
-                    console(span, tracker);
-                    "fatal"
-                });
-                self.last.clone()
-            }
-            Event::Missed { name, .. } => {
-                self.end_with(|span| {
-                    span.set_attribute(KeyValue::new("boot.missed", name.clone()));
-                    console(span, tracker);
-                    "missed_milestone"
-                });
-                self.last.clone()
-            }
-            // Noticed at the reset just handled: about the boot it ended.
-            Event::BootLoop { .. } => self.last.clone(),
+            Event::Booted | Event::Alive => self.end_with(|_| "booted"),
+            Event::Fatal { line } => self.end_with(|span| {
+                span.add_event("fatal", vec![KeyValue::new("line", line.clone())]);
+                console(span, tracker);
+                "fatal"
+            }),
+            Event::Missed { name, .. } => self.end_with(|span| {
+                span.set_attribute(KeyValue::new("boot.missed", name.clone()));
+                console(span, tracker);
+                "missed_milestone"
+            }),
+            // Noticed at the reset just handled: about the boot it ended,
+            // else the one it started.
+            Event::BootLoop { .. } if self.last.has_active_span() => self.last.clone(),
+            Event::BootLoop { .. } => self.context(),
             Event::Version { version } => {
                 if let Some(boot) = &self.open {
                     let v = KeyValue::new("firmware.version", version.clone());
@@ -167,10 +160,11 @@ where
     }
 
     /// Ends the boot under way, if any, with the outcome `verdict` returns
-    /// (after it added what it knows to the span).
-    fn end_with(&mut self, verdict: impl FnOnce(&SpanRef<'_>) -> &'static str) {
+    /// (after it added what it knows to the span); returns its context, or
+    /// an empty one: a fatal line long after a boot belongs to no boot.
+    fn end_with(&mut self, verdict: impl FnOnce(&SpanRef<'_>) -> &'static str) -> Context {
         let Some(boot) = self.open.take() else {
-            return;
+            return Context::new();
         };
         let span = boot.cx.span();
         let outcome = verdict(&span);
@@ -179,7 +173,7 @@ where
             span.set_status(Status::error(outcome));
         }
         span.end_with_timestamp(boot.wall + boot.at.elapsed());
-        self.last = boot.cx;
+        boot.cx
     }
 }
 

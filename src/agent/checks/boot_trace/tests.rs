@@ -257,6 +257,9 @@ async fn a_boot_joined_mid_way_has_no_trace() {
     w.line("Starting kernel ...");
     w.line("[    0.000000] Linux version 6.6.15");
     w.line("bench login: ");
+    // A panic long after a boot belongs to no boot: its log is not linked.
+    let about = w.line("Kernel panic - not syncing: VFS");
+    assert!(!about.has_active_span());
     assert!(w.spans().is_empty());
     assert!(!w.trace.context().has_active_span());
 }
