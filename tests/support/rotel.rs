@@ -59,6 +59,31 @@ impl Rotel {
         Rotel::forwarding(base_url, headers, "watch")
     }
 
+    /// Receives on an ephemeral port and forwards all three signals with
+    /// its OTLP exporter over HTTP to `base_url` (`/v1/metrics`,
+    /// `/v1/logs`, `/v1/traces`). Fails, saying which, if this rotel lacks
+    /// a flag that needs.
+    pub fn start_forwarding_all_to(base_url: &str) -> Rotel {
+        let args = [
+            "--exporter",
+            "otlp",
+            "--otlp-exporter-endpoint",
+            base_url,
+            "--otlp-exporter-protocol",
+            "http",
+        ];
+        let help = Command::new(binary()).args(["start", "--help"]).output();
+        let help = help.map(|o| String::from_utf8_lossy(&o.stdout).into_owned());
+        for flag in args.iter().filter(|a| a.starts_with("--")) {
+            assert!(
+                help.as_deref().is_ok_and(|h| h.contains(flag)),
+                "this rotel has no `{flag}` (needed to forward all signals over OTLP/HTTP): \
+                 upgrade it with `python3 -m pip install -U rotel`"
+            );
+        }
+        Rotel::spawn(&args, &[], &[])
+    }
+
     fn forwarding(base_url: &str, headers: &[(&str, &str)], logs: &str) -> Rotel {
         let headers = headers
             .iter()

@@ -180,11 +180,16 @@ impl Drop for StopOnDrop {
     }
 }
 
-/// Runs a blocking probe (waiting on GPIO edges) off the async runtime.
+/// Runs a blocking probe (waiting on GPIO edges) off the async runtime,
+/// in the run's OTel context so what it logs links to the run's span.
 async fn blocking<C: Send + 'static>(cfg: C, f: fn(C) -> Outcome) -> Outcome {
-    tokio::task::spawn_blocking(move || f(cfg))
-        .await
-        .unwrap_or_else(|e| Outcome::fail(Code::Error, format!("probe task failed: {e}")))
+    let run = opentelemetry::Context::current();
+    tokio::task::spawn_blocking(move || {
+        let _run = run.attach();
+        f(cfg)
+    })
+    .await
+    .unwrap_or_else(|e| Outcome::fail(Code::Error, format!("probe task failed: {e}")))
 }
 
 #[cfg(test)]

@@ -7,6 +7,7 @@
 //! bench; only verdict changes are logged and sent to the readiness state
 //! machine, while every run is counted, timed and traced.
 
+mod boot_trace;
 pub mod exec;
 pub mod file;
 pub mod gpio;
@@ -14,6 +15,7 @@ pub mod http;
 mod record;
 pub mod serial;
 pub mod tcp;
+mod trace;
 pub mod usb;
 
 pub use record::{BOOT_BUCKETS, INSTRUMENTS, Instruments, RUN_BUCKETS, series_limit};
@@ -21,11 +23,8 @@ pub use record::{BOOT_BUCKETS, INSTRUMENTS, Instruments, RUN_BUCKETS, series_lim
 use std::borrow::Cow;
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
-use opentelemetry::KeyValue;
-use opentelemetry::global::BoxedTracer;
-use opentelemetry::trace::{Span, Status, Tracer};
 use serde::{Deserialize, Serialize};
 
 use crate::agent::probes::gpio as gpio_probe;
@@ -95,6 +94,10 @@ pub struct Outcome {
     pub detail: String,
     /// Values read by probes (`bench_probe_value{probe,value}`).
     pub values: Vec<(String, f64)>,
+    /// The last console lines a serial probe saw, for a failure's span.
+    pub console: Option<String>,
+    /// The firmware version a probe read (`firmware.version` on its span).
+    pub version: Option<String>,
 }
 
 impl Outcome {
@@ -103,6 +106,8 @@ impl Outcome {
             code: Code::Ok,
             detail: detail.into(),
             values: Vec::new(),
+            console: None,
+            version: None,
         }
     }
 
@@ -111,6 +116,8 @@ impl Outcome {
             code,
             detail: detail.into(),
             values: Vec::new(),
+            console: None,
+            version: None,
         }
     }
 }
@@ -263,6 +270,7 @@ pub fn share_patterns(checks: &mut [CheckConfig]) -> usize {
             Kind::SerialWatch(w) => {
                 share(&mut w.reset);
                 w.fatal.iter_mut().for_each(&mut share);
+                w.version.iter_mut().for_each(&mut share);
                 w.milestones.iter_mut().for_each(|m| share(&mut m.pattern));
             }
             Kind::Http(h) => h.body_regex.iter_mut().for_each(&mut share),
@@ -408,14 +416,16 @@ async fn run_one(
         let Ok(_permit) = permits.acquire().await else {
             return;
         };
-        let (started, started_at) = (Instant::now(), SystemTime::now());
+        let started = Instant::now();
         beacon.busy_for(check.timeout + Duration::from_secs(1));
-        let outcome = check.kind.run(check.timeout, &clients).await;
+        let run = check.kind.run(check.timeout, &clients);
+        let (outcome, run) = trace::traced(&tracer, span_name.clone(), &labels, run).await;
         instruments.run(&labels, &outcome, started.elapsed());
         let ok = outcome.code == Code::Ok;
         let change = state.feed(ok, check.fail_after, check.recover_after);
-        trace_run(&tracer, span_name.clone(), started_at, &labels, &outcome);
         if let Some(up) = change {
+            // The line links to the run that changed the verdict.
+            let _run = run.attach();
             if up {
                 tracing::info!(check = %check.name, code = outcome.code.as_str(), detail = %outcome.detail, "health check up");
             } else {
@@ -435,30 +445,6 @@ async fn run_one(
             return;
         }
     }
-}
-
-/// A span per run, made after the run from its start time rather than
-/// held open across it: the run's future then carries no span, and a
-/// check that is cancelled mid-run leaves no half span behind. A span per
-/// passing run costs 0.1 % of a core at sixty runs a second
-/// (`BENCHMARKS.md`).
-fn trace_run(
-    tracer: &BoxedTracer,
-    name: Cow<'static, str>,
-    started_at: SystemTime,
-    labels: &Labels,
-    outcome: &Outcome,
-) {
-    let mut span = tracer
-        .span_builder(name)
-        .with_start_time(started_at)
-        .start(tracer);
-    span.set_attribute(labels.check[0].clone());
-    span.set_attribute(KeyValue::new("code", outcome.code.as_str()));
-    if outcome.code != Code::Ok {
-        span.set_status(Status::error(outcome.detail.clone()));
-    }
-    span.end();
 }
 
 #[cfg(test)]

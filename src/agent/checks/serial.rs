@@ -7,9 +7,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use opentelemetry::KeyValue;
+use opentelemetry::global::BoxedTracer;
+use opentelemetry::trace::FutureExt;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use super::boot_trace::BootTrace;
 use super::record::{Instruments, Labels};
 use super::{Code, Outcome};
 use crate::agent::probes::serial::watch::{self, BootTracker, Event, Watcher};
@@ -48,8 +51,9 @@ pub trait ExpectCheck {
 impl ExpectCheck for expect::Config {
     async fn run(&self, timeout: Duration) -> Outcome {
         match self.exchange(timeout).await {
-            Ok(values) => Outcome {
-                values,
+            Ok(matched) => Outcome {
+                values: matched.values,
+                version: matched.version,
                 ..Outcome::ok("matched")
             },
             Err(e) => {
@@ -57,7 +61,10 @@ impl ExpectCheck for expect::Config {
                 if let Some(lines) = &e.console {
                     tracing::warn!(port = %self.port.describe(), code = code.as_str(), why = %e.error, console = %lines, "serial probe failed");
                 }
-                Outcome::fail(code, e.to_string())
+                Outcome {
+                    console: e.console.clone(),
+                    ..Outcome::fail(code, e.to_string())
+                }
             }
         }
     }
@@ -85,13 +92,16 @@ pub async fn run_once(cfg: &watch::Config, timeout: Duration) -> Outcome {
     match followed {
         Ok(Ok(verdict)) => verdict,
         Ok(Err(lost)) => Outcome::fail(Code::Missing, lost.to_string()),
-        Err(_) => Outcome::fail(
-            Code::Timeout,
-            format!(
-                "no boot seen within {timeout:?}; last console lines: {:?}",
-                tracker.last_lines()
-            ),
-        ),
+        Err(_) => Outcome {
+            console: Some(tracker.last_lines()),
+            ..Outcome::fail(
+                Code::Timeout,
+                format!(
+                    "no boot seen within {timeout:?}; last console lines: {:?}",
+                    tracker.last_lines()
+                ),
+            )
+        },
     }
 }
 
@@ -108,7 +118,10 @@ async fn first_verdict(
                 Event::Alive | Event::AssumedBooted { .. } => {
                     Some(Outcome::ok(up_without_boot(&e)))
                 }
-                e => boot_code(e).map(|code| Outcome::fail(code, boot_failure(e, tracker))),
+                e => boot_code(e).map(|code| Outcome {
+                    console: Some(tracker.last_lines()),
+                    ..Outcome::fail(code, boot_failure(e, tracker))
+                }),
             };
             if let Some(v) = verdict {
                 return Ok(v);
@@ -127,6 +140,7 @@ struct WatchJudge<'a> {
     up: Option<bool>,
     /// When the boot under way started, as the tracker counts it.
     boot_started: Option<tokio::time::Instant>,
+    boots: BootTrace<BoxedTracer>,
 }
 
 impl WatchJudge<'_> {
@@ -148,6 +162,15 @@ impl WatchJudge<'_> {
         };
         // Waits for room: a verdict is never dropped.
         let _ = self.inputs.send(Input::Verdict(verdict)).await;
+    }
+
+    /// The events one console line or timer led to, each judged under the
+    /// context of the boot it belongs to, so its log lines link to it.
+    async fn events(&mut self, events: &[Event], tracker: &BootTracker) {
+        for e in events {
+            let boot = self.boots.event(e, events, tracker);
+            self.event(e, tracker).with_context(boot).await;
+        }
     }
 
     /// One event of the console.
@@ -217,6 +240,10 @@ pub(super) async fn run_watch(
         inputs: &inputs,
         up: None,
         boot_started: None,
+        boots: BootTrace::new(
+            opentelemetry::global::tracer("benchtel"),
+            labels.check[0].clone(),
+        ),
     };
     let mut retry = Duration::from_secs(1);
     loop {
@@ -248,16 +275,16 @@ async fn follow(
         Err(e) => return e,
     };
     loop {
-        let events = match watcher.next(tracker).await {
+        // Console lines forwarded during a boot link to its trace.
+        let boot = judge.boots.context();
+        let events = match watcher.next(tracker).with_context(boot).await {
             Ok(events) => events,
             Err(e) => return e,
         };
-        for e in events {
-            if matches!(e, Event::Milestone { .. }) {
-                *retry = Duration::from_secs(1);
-            }
-            judge.event(&e, tracker).await;
+        if events.iter().any(|e| matches!(e, Event::Milestone { .. })) {
+            *retry = Duration::from_secs(1);
         }
+        judge.events(&events, tracker).await;
     }
 }
 

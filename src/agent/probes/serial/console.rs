@@ -32,6 +32,11 @@ impl Console {
         }
     }
 
+    /// The last complete line.
+    pub(crate) fn last(&self) -> Option<&str> {
+        self.lines.back().map(String::as_str)
+    }
+
     pub(crate) fn last_lines(&self) -> String {
         let mut all: Vec<&str> = self.lines.iter().map(String::as_str).collect();
         if !self.partial.is_empty() {

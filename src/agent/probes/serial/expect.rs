@@ -1,6 +1,8 @@
 //! `type = "serial_expect"`: send a command on the console and wait for an
 //! answer matching a pattern, e.g. `version` → `Zephyr version (?P<major>\d+)`.
-//! Named groups that parse as numbers become `bench_probe_value{probe,value}`.
+//! Named groups that parse as numbers become `bench_probe_value{probe,value}`;
+//! a group `version`, or else `major`, `minor`, `patch`, is the firmware
+//! version the probe read.
 //! A failure carries the last console lines, so the engineer sees what the
 //! board printed.
 
@@ -76,10 +78,18 @@ impl From<SerialError> for ExpectError {
     }
 }
 
+/// What a match read.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Matched {
+    /// The named groups that parse as numbers.
+    pub values: Vec<(String, f64)>,
+    /// The firmware version, as printed.
+    pub version: Option<String>,
+}
+
 impl Config {
-    /// Sends `send` and waits for `expect`; on a match, the named groups
-    /// that parse as numbers.
-    pub async fn exchange(&self, timeout: Duration) -> Result<Vec<(String, f64)>, ExpectError> {
+    /// Sends `send` and waits for `expect`; on a match, what it read.
+    pub async fn exchange(&self, timeout: Duration) -> Result<Matched, ExpectError> {
         let port = super::port::open_shared(
             &self.port,
             self.baud,
@@ -124,7 +134,10 @@ impl Config {
                     });
                 }
                 if let Some(caps) = self.expect.captures(&text) {
-                    return Ok(values(&self.expect, &caps));
+                    return Ok(Matched {
+                        values: values(&self.expect, &caps),
+                        version: version(&caps),
+                    });
                 }
             }
         })
@@ -142,6 +155,24 @@ impl Config {
     }
 }
 
+/// The group `version`, else `major[.minor[.patch]]` as printed (a
+/// version is text: `3.5.0`, `2024.01-rc1`, not a number).
+pub fn version(caps: &regex::Captures<'_>) -> Option<String> {
+    if let Some(v) = caps.name("version") {
+        return Some(v.as_str().trim().to_string());
+    }
+    let major = caps.name("major")?.as_str().trim();
+    let rest = ["minor", "patch"]
+        .into_iter()
+        .map_while(|n| caps.name(n).map(|m| m.as_str().trim()));
+    Some(
+        std::iter::once(major)
+            .chain(rest)
+            .collect::<Vec<_>>()
+            .join("."),
+    )
+}
+
 /// Named groups that parse as numbers.
 fn values(re: &Regex, caps: &regex::Captures<'_>) -> Vec<(String, f64)> {
     re.capture_names()
@@ -151,4 +182,23 @@ fn values(re: &Regex, caps: &regex::Captures<'_>) -> Vec<(String, f64)> {
             Some((name.to_string(), v))
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_version_is_the_version_group_or_major_minor_patch_as_printed() {
+        let v = |re: &str, text: &str| version(&Regex::new(re).unwrap().captures(text).unwrap());
+        let zephyr = r"Zephyr version (?P<major>\d+)\.(?P<minor>\d+)\.(?P<patch>\d+)";
+        assert_eq!(v(zephyr, "Zephyr version 3.5.0").as_deref(), Some("3.5.0"));
+        let uboot = r"U-Boot (?P<version>\S+)";
+        assert_eq!(
+            v(uboot, "U-Boot 2024.01-rc1 (Jan)").as_deref(),
+            Some("2024.01-rc1")
+        );
+        assert_eq!(v(r"v(?P<major>\d+)", "v7").as_deref(), Some("7"));
+        assert_eq!(v(r"OK (?P<rssi>\d+)", "OK 17"), None);
+    }
 }

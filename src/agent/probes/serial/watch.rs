@@ -49,6 +49,11 @@ pub struct Config {
     /// Fails the boot at once.
     #[serde(default, with = "serde_regex")]
     pub fatal: Option<Regex>,
+    /// A line matching this during a boot gives the firmware version the
+    /// boot's trace carries (`firmware.version`): its group `version`, else
+    /// `major`.`minor`.`patch`, else the whole match.
+    #[serde(default, with = "serde_regex")]
+    pub version: Option<Regex>,
     /// This many resets within `boot_loop_window` is a boot loop.
     #[serde(default = "three")]
     pub boot_loop_resets: usize,
@@ -175,6 +180,10 @@ pub enum Event {
     AssumedBooted {
         quiet: Duration,
     },
+    /// The boot under way printed its firmware version (`version`).
+    Version {
+        version: String,
+    },
 }
 
 impl Event {
@@ -218,6 +227,11 @@ impl BootTracker {
         self.console.last_lines()
     }
 
+    /// The last console line (after a [`Event::Reset`]: the reset marker's).
+    pub fn last_line(&self) -> Option<&str> {
+        self.console.last()
+    }
+
     pub fn line(&mut self, text: &str, now: Instant) -> Vec<Event> {
         self.console.line(text);
         let mut events = Vec::new();
@@ -231,6 +245,12 @@ impl BootTracker {
                 line: text.to_string(),
             });
             self.boot_started = None;
+        }
+        if let (Some(_), Some(re)) = (self.boot_started, &self.cfg.version)
+            && let Some(caps) = re.captures(text)
+        {
+            let version = super::expect::version(&caps).unwrap_or_else(|| caps[0].to_string());
+            events.push(Event::Version { version });
         }
         if let (Some(start), Some(m)) = (self.boot_started, self.cfg.milestones.get(self.next))
             && m.pattern.is_match(text)
@@ -269,6 +289,11 @@ impl BootTracker {
             });
         }
         events
+    }
+
+    /// When the boot under way started (its reset marker), if one is.
+    pub fn boot_started(&self) -> Option<Instant> {
+        self.boot_started
     }
 
     /// Whether a boot is under way (a reset seen, not yet booted or failed).
