@@ -73,12 +73,12 @@ pub(super) fn run_level(cfg: &LevelConfig) -> Outcome {
     probe_level(&Chardev, cfg)
 }
 
-pub(super) async fn run_edges(cfg: &EdgesConfig) -> Outcome {
-    blocking(cfg.clone(), |c| probe_edges(&Chardev, &c)).await
+pub(super) fn run_edges(cfg: &EdgesConfig) -> Outcome {
+    probe_edges(&Chardev, cfg)
 }
 
-pub(super) async fn run_stuck(cfg: &StuckConfig) -> Outcome {
-    blocking(cfg.clone(), |c| probe_stuck(&Chardev, &c)).await
+pub(super) fn run_stuck(cfg: &StuckConfig) -> Outcome {
+    probe_stuck(&Chardev, cfg)
 }
 
 /// `benchtel-agent probe` on a `gpio_reset` line: can it be read?
@@ -178,18 +178,6 @@ impl Drop for StopOnDrop {
     fn drop(&mut self) {
         self.0.store(true, Ordering::Relaxed);
     }
-}
-
-/// Runs a blocking probe (waiting on GPIO edges) off the async runtime,
-/// in the run's OTel context so what it logs links to the run's span.
-async fn blocking<C: Send + 'static>(cfg: C, f: fn(C) -> Outcome) -> Outcome {
-    let run = opentelemetry::Context::current();
-    tokio::task::spawn_blocking(move || {
-        let _run = run.attach();
-        f(cfg)
-    })
-    .await
-    .unwrap_or_else(|e| Outcome::fail(Code::Error, format!("probe task failed: {e}")))
 }
 
 #[cfg(test)]

@@ -12,12 +12,14 @@ pub mod exec;
 pub mod file;
 pub mod gpio;
 pub mod http;
+mod offload;
 mod record;
 pub mod serial;
 pub mod tcp;
 mod trace;
 pub mod usb;
 
+pub use offload::Gate;
 pub use record::{BOOT_BUCKETS, INSTRUMENTS, Instruments, RUN_BUCKETS, series_limit};
 
 use std::borrow::Cow;
@@ -215,20 +217,20 @@ impl Kind {
         }
     }
 
-    async fn run(&self, timeout: Duration, clients: &http::Clients) -> Outcome {
+    async fn run(&self, timeout: Duration, clients: &http::Clients, gate: &Gate) -> Outcome {
         let run = async {
             match self {
                 Kind::Exec(c) => c.run(timeout).await,
                 Kind::Http(c) => c.run_with(clients).await,
                 Kind::Tcp(c) => c.run().await,
-                Kind::File(c) => c.run(),
-                Kind::Usb(c) => c.run(),
+                Kind::File(c) => gate.run(c.clone(), |c| c.run()).await,
+                Kind::Usb(c) => gate.run(c.clone(), |c| c.run()).await,
                 Kind::SerialExpect(c) => c.run(timeout).await,
                 Kind::SerialWatch(c) => serial::run_once(c, timeout).await,
-                Kind::GpioLevel(c) => gpio::run_level(c),
-                Kind::GpioEdges(c) => gpio::run_edges(c).await,
-                Kind::GpioStuck(c) => gpio::run_stuck(c).await,
-                Kind::GpioReset(c) => gpio::run_reset_once(c),
+                Kind::GpioLevel(c) => gate.run(c.clone(), |c| gpio::run_level(&c)).await,
+                Kind::GpioEdges(c) => gate.run(c.clone(), |c| gpio::run_edges(&c)).await,
+                Kind::GpioStuck(c) => gate.run(c.clone(), |c| gpio::run_stuck(&c)).await,
+                Kind::GpioReset(c) => gate.run(c.clone(), |c| gpio::run_reset_once(&c)).await,
             }
         };
         // Exec enforces its own deadline so it can kill the process group;
@@ -243,7 +245,9 @@ impl Kind {
 impl CheckConfig {
     /// One run, as the scheduler would do it (for `benchtel-agent probe`).
     pub async fn run_once(&self) -> Outcome {
-        self.kind.run(self.timeout, &http::Clients::default()).await
+        self.kind
+            .run(self.timeout, &http::Clients::default(), &Gate::default())
+            .await
     }
 }
 
@@ -405,6 +409,7 @@ async fn run_one(
     let labels = Labels::new(&check.name, &check.kind);
     let span_name: Cow<'static, str> = format!("check {}", check.name).into();
     let mut state = Hysteresis::default();
+    let gate = Gate::default();
     let mut next = epoch + first_delay(&check.name, check.interval);
     loop {
         beacon.idle();
@@ -418,7 +423,7 @@ async fn run_one(
         };
         let started = Instant::now();
         beacon.busy_for(check.timeout + Duration::from_secs(1));
-        let run = check.kind.run(check.timeout, &clients);
+        let run = check.kind.run(check.timeout, &clients, &gate);
         let (outcome, run) = trace::traced(&tracer, span_name.clone(), &labels, run).await;
         instruments.run(&labels, &outcome, started.elapsed());
         let ok = outcome.code == Code::Ok;
