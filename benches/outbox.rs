@@ -51,6 +51,7 @@ fn store(dir: &std::path::Path, name: &str) -> StoreOptions {
         max_bytes: 1 << 34,
         max_age: Duration::from_secs(7 * 86_400),
         synchronous: Synchronous::Full,
+        live_max_bytes: 1 << 20,
     }
 }
 

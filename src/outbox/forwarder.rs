@@ -208,6 +208,9 @@ impl Forwarder {
 
     /// Reads the next batch of `signal`, sends it and settles the outcome.
     pub async fn step(&self, signal: Signal, lane: &mut Lane) -> Result<Step, ForwarderError> {
+        if let Some(step) = super::live::step(self, self.outbox.live(), signal).await {
+            return Ok(step);
+        }
         let limit = if lane.isolating() {
             1
         } else {
@@ -266,7 +269,12 @@ impl Forwarder {
         }
     }
 
-    async fn send(&self, signal: Signal, batch: &[Record]) -> Outcome {
+    /// Most records and bytes merged into one request.
+    pub(crate) fn batch_bounds(&self) -> (usize, u64) {
+        (self.opts.batch_max_records, self.opts.max_request_bytes)
+    }
+
+    pub(crate) async fn send(&self, signal: Signal, batch: &[Record]) -> Outcome {
         let url = format!(
             "{}{}",
             self.opts.endpoint.as_str().trim_end_matches('/'),
@@ -313,7 +321,7 @@ impl Forwarder {
         classify(signal, status, retry_after, is_protobuf, &body)
     }
 
-    fn count(&self, signal: Signal, outcome: &Outcome) {
+    pub(crate) fn count(&self, signal: Signal, outcome: &Outcome) {
         let result = match outcome {
             Outcome::Delivered {
                 rejected_items: 0, ..

@@ -50,6 +50,7 @@
 
 pub mod exporter;
 pub mod forwarder;
+pub mod live;
 pub mod self_metrics;
 mod signal;
 mod status;
@@ -57,4 +58,8 @@ mod store;
 
 pub use signal::{DropReason, Signal};
 pub use status::{DropCount, SignalStats, Status, StatusReport};
-pub use store::{NewRecord, OpenReport, Outbox, OutboxError, Record, StoreOptions, Synchronous};
+pub use live::{DiskState, Episode};
+pub use store::{
+    Committed, KEEP_CORRUPT, NewRecord, OpenReport, Outbox, OutboxError, Record, StoreOptions,
+    Synchronous, not_before_ms,
+};

@@ -8,6 +8,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
 
+use super::live::DiskState;
 use super::signal::{DropReason, Signal};
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -31,6 +32,8 @@ pub struct Status {
     pub rejected_kept: u64,
     /// Corrupt databases moved aside since this process started.
     pub corruptions: u64,
+    /// Durable or live mode, and the last full-disk episode.
+    pub disk: DiskState,
 }
 
 impl Status {
@@ -107,6 +110,7 @@ impl StatusReport {
             "signals": per_signal,
             "dropped": drops,
             "rejected_kept": s.rejected_kept,
+            "outbox": s.disk.to_json(),
         })
     }
 }
@@ -146,7 +150,8 @@ impl fmt::Display for StatusReport {
             f,
             "rejected    {} kept for inspection (table `rejected`)",
             s.rejected_kept
-        )
+        )?;
+        write!(f, "{}", s.disk)
     }
 }
 
@@ -205,6 +210,7 @@ dropped (records / items)
   rejected         0 / 0
   partial_success  0 / 0
   too_large        0 / 0
+  disk_full        0 / 0
 rejected    1 kept for inspection (table `rejected`)
 ";
         assert_eq!(report().to_string(), want);
@@ -247,9 +253,21 @@ rejected    1 kept for inspection (table `rejected`)
     "too_large": {
       "records": 0,
       "items": 0
+    },
+    "disk_full": {
+      "records": 0,
+      "items": 0
     }
   },
-  "rejected_kept": 1
+  "rejected_kept": 1,
+  "outbox": {
+    "mode": "durable",
+    "reason": null,
+    "episode": null,
+    "queued_records": 0,
+    "queued_bytes": 0,
+    "last_episode": null
+  }
 }"#;
         assert_eq!(serde_json::to_string_pretty(&report()).unwrap(), want);
     }

@@ -10,6 +10,7 @@ fn opts(dir: &Path, max_bytes: u64) -> StoreOptions {
         max_bytes,
         max_age: Duration::from_secs(3600),
         synchronous: Synchronous::Full,
+        live_max_bytes: 1 << 20,
     }
 }
 
