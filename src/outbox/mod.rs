@@ -56,9 +56,9 @@ mod signal;
 mod status;
 mod store;
 
+pub use live::{DiskState, Episode};
 pub use signal::{DropReason, Signal};
 pub use status::{DropCount, SignalStats, Status, StatusReport};
-pub use live::{DiskState, Episode};
 pub use store::{
     Committed, KEEP_CORRUPT, NewRecord, OpenReport, Outbox, OutboxError, Record, StoreOptions,
     Synchronous, not_before_ms,

@@ -136,7 +136,9 @@ impl Outbox {
         }
         let started = std::time::Instant::now();
         match self.shrink() {
-            Ok(bytes) => tracing::info!(bytes, took = ?started.elapsed(), "outbox gave drained space back to the file system"),
+            Ok(bytes) => {
+                tracing::info!(bytes, took = ?started.elapsed(), "outbox gave drained space back to the file system")
+            }
             Err(e) => tracing::warn!(error = %e, "outbox could not give drained space back"),
         }
     }
