@@ -28,7 +28,13 @@ impl Tmpfs {
         );
         std::fs::create_dir_all(dir).unwrap();
         let out = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size},mode=0755"), "tmpfs"])
+            .args([
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={size},mode=0755"),
+                "tmpfs",
+            ])
             .arg(dir)
             .output()
             .expect("mount(8) is missing: apt-get install mount");
@@ -153,7 +159,10 @@ async fn a_full_disk_goes_live_counts_every_loss_and_comes_back_durable() {
     })
     .await
     .unwrap();
-    agent.wait_line(&["outbox cannot commit", "live mode"], Duration::from_secs(5));
+    agent.wait_line(
+        &["outbox cannot commit", "live mode"],
+        Duration::from_secs(5),
+    );
     // Telemetry still reaches a collector that answers.
     let before = receiver.metrics().len();
     assert!(
@@ -175,7 +184,11 @@ async fn a_full_disk_goes_live_counts_every_loss_and_comes_back_durable() {
     .await
     .unwrap();
     receiver.restart().await;
-    assert_eq!(healthz(&agent)["status"], "ok", "the agent stays up and healthy");
+    assert_eq!(
+        healthz(&agent)["status"],
+        "ok",
+        "the agent stays up and healthy"
+    );
 
     // Space comes back: durable mode by itself, the counts written.
     std::fs::remove_file(&filler).unwrap();

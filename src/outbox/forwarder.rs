@@ -31,6 +31,7 @@ use super::{DropReason, Outbox, OutboxError, Record, Signal};
 
 mod answer;
 mod lane;
+mod live;
 
 use crate::systemd::Beacon;
 use answer::read_capped;
@@ -208,7 +209,7 @@ impl Forwarder {
 
     /// Reads the next batch of `signal`, sends it and settles the outcome.
     pub async fn step(&self, signal: Signal, lane: &mut Lane) -> Result<Step, ForwarderError> {
-        if let Some(step) = super::live::step(self, self.outbox.live(), signal).await {
+        if let Some(step) = live::step(self, self.outbox.live(), signal).await {
             return Ok(step);
         }
         let limit = if lane.isolating() {

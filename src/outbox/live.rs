@@ -10,14 +10,11 @@
 //! delivered becomes durable in order the moment there is room.
 
 use std::collections::{BTreeMap, VecDeque};
-use std::fmt;
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime};
 
-use serde::{Deserialize, Serialize};
-
-use super::forwarder::{Forwarder, Outcome, Step};
-use super::status::{DropCount, SignalStats, unix_ms};
+pub use super::disk::{DiskState, Episode, Lost};
+use super::status::{DropCount, unix_ms};
 use super::{DropReason, NewRecord, Record, Signal};
 
 /// How often a commit in live mode tries the disk again.
@@ -26,89 +23,6 @@ pub const PROBE_EVERY: Duration = Duration::from_secs(2);
 pub const MAX_RECORDS: usize = 4096;
 /// The queue's default bound in bytes (`outbox.live_max_bytes`).
 pub const DEFAULT_MAX_BYTES: u64 = 1 << 20;
-
-/// A full-disk episode: since when, why, and what it cost.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Episode {
-    pub since_ms: i64,
-    /// When durable mode came back; `None` while it lasts.
-    pub ended_ms: Option<i64>,
-    /// The error that started it.
-    pub cause: String,
-    /// Records (and their items) neither committed nor delivered.
-    pub lost: Lost,
-}
-
-/// [`DropCount`] with serde, for the `meta` row and `/healthz`.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Lost {
-    pub records: u64,
-    pub items: u64,
-}
-
-/// The outbox's mode, for `/healthz` and `outbox status`.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct DiskState {
-    /// The episode under way; only the running agent knows it.
-    pub current: Option<Episode>,
-    /// Records waiting in memory for the collector.
-    pub queued: SignalStats,
-    /// The last episode that ended (the `meta` row `disk_full.last`).
-    pub last: Option<Episode>,
-}
-
-impl DiskState {
-    pub fn mode(&self) -> &'static str {
-        if self.current.is_some() {
-            "live"
-        } else {
-            "durable"
-        }
-    }
-
-    pub fn to_json(&self) -> serde_json::Value {
-        serde_json::json!({
-            "mode": self.mode(),
-            "reason": self.current.as_ref().map(|_| "disk_full"),
-            "episode": self.current,
-            "queued_records": self.queued.records,
-            "queued_bytes": self.queued.bytes,
-            "last_episode": self.last,
-        })
-    }
-}
-
-impl fmt::Display for DiskState {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if let Some(e) = &self.current {
-            writeln!(
-                f,
-                "mode        live since {} ({}): {} records lost so far, {} queued in memory",
-                stamp(e.since_ms),
-                e.cause,
-                e.lost.records,
-                self.queued.records
-            )?;
-        }
-        if let Some(e) = &self.last {
-            writeln!(
-                f,
-                "disk full   last {} to {}: {} records / {} items lost ({})",
-                stamp(e.since_ms),
-                e.ended_ms.map_or_else(|| "?".to_string(), stamp),
-                e.lost.records,
-                e.lost.items,
-                e.cause
-            )?;
-        }
-        Ok(())
-    }
-}
-
-fn stamp(ms: i64) -> String {
-    let t = SystemTime::UNIX_EPOCH + Duration::from_millis(u64::try_from(ms).unwrap_or(0));
-    humantime::format_rfc3339_seconds(t).to_string()
-}
 
 /// The queue and the episode, behind one lock taken only briefly.
 pub struct Live {
@@ -266,10 +180,8 @@ impl Live {
         let s = self.lock();
         DiskState {
             current: s.episode.clone(),
-            queued: SignalStats {
-                records: s.queue.len() as u64,
-                bytes: s.bytes,
-            },
+            queued_records: s.queue.len() as u64,
+            queued_bytes: s.bytes,
             last: None,
         }
     }
@@ -315,39 +227,6 @@ fn lose(s: &mut State, reason: DropReason, records: u64, items: u64) {
     if let (DropReason::DiskFull, Some(e)) = (reason, s.episode.as_mut()) {
         e.lost.records += records;
         e.lost.items += items;
-    }
-}
-
-/// A lane's step over the live queue: sends its oldest records of `signal`.
-/// `None` when there is nothing live to do and the lane may drain the
-/// outbox; while the disk is full the durable backlog waits (deleting from
-/// it needs the very space that is missing).
-pub(crate) async fn step(fw: &Forwarder, live: &Live, signal: Signal) -> Option<Step> {
-    let (max_records, max_bytes) = fw.batch_bounds();
-    let batch = live.peek(signal, max_records, max_bytes);
-    if batch.is_empty() {
-        return live.in_episode().then_some(Step::Idle);
-    }
-    let outcome = fw.send(signal, &batch).await;
-    fw.count(signal, &outcome);
-    let ids: Vec<i64> = batch.iter().map(|r| r.id).collect();
-    match outcome {
-        Outcome::Delivered { rejected_items, .. } => {
-            live.remove(&ids);
-            if rejected_items > 0 {
-                live.lose(DropReason::PartialSuccess, 0, rejected_items);
-            }
-            Some(Step::Progress)
-        }
-        Outcome::Retry { after, .. } => Some(Step::Wait(after)),
-        Outcome::Permanent { status, why } => {
-            tracing::error!(signal = signal.as_str(), status, why = %why, records = ids.len(),
-                "collector refused live records permanently; counted as rejected (the outbox cannot keep them)");
-            live.remove(&ids);
-            let items = batch.iter().map(|r| r.items).sum();
-            live.lose(DropReason::Rejected, ids.len() as u64, items);
-            Some(Step::Progress)
-        }
     }
 }
 

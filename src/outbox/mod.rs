@@ -91,6 +91,7 @@
 //! backlog. The byte bound counts `length(body)`; SQLite's own page overhead
 //! and the WAL come on top of it.
 
+mod disk;
 pub mod exporter;
 pub mod forwarder;
 pub mod live;

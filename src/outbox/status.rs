@@ -8,7 +8,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
 
-use super::live::DiskState;
+use super::disk::DiskState;
 use super::signal::{DropReason, Signal};
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

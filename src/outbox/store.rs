@@ -19,6 +19,8 @@ mod episode;
 mod maintain;
 mod recover;
 mod report;
+#[cfg(test)]
+mod test_hooks;
 
 const SCHEMA_VERSION: &str = "1";
 /// Quarantined (corrupt) outbox files kept beside the live one; older ones
@@ -426,25 +428,6 @@ impl Outbox {
             }
             r => r.map_err(|e| self.sql(e)),
         }
-    }
-
-    /// Caps the file at its current size, as a full disk would (SQLite
-    /// then answers SQLITE_FULL); `None` lifts the cap.
-    #[cfg(test)]
-    pub(crate) fn cap_pages(&self, cap: Option<u64>) {
-        let n = cap.unwrap_or(u32::MAX as u64);
-        let inner = self.lock().unwrap();
-        let _: i64 = inner
-            .conn
-            .query_row(&format!("PRAGMA max_page_count = {n}"), [], |r| r.get(0))
-            .unwrap();
-    }
-
-    /// Holds the store's lock while `f` runs, as a wedged operation would.
-    #[cfg(test)]
-    pub(crate) fn hold_lock_while(&self, f: impl FnOnce()) {
-        let _inner = self.lock().unwrap();
-        f();
     }
 
     fn lock(&self) -> Result<MutexGuard<'_, Inner>, OutboxError> {

@@ -51,7 +51,7 @@ fn a_full_disk_goes_live_counts_what_overflows_and_comes_back_durable() {
         assert_eq!(ob.commit_at(rec(tag), t0).unwrap(), Committed::Live);
     }
     let st = ob.status().unwrap();
-    assert_eq!(st.disk.queued.records, 2);
+    assert_eq!(st.disk.queued_records, 2);
     assert_eq!(
         st.dropped(DropReason::DiskFull),
         DropCount {
@@ -63,7 +63,7 @@ fn a_full_disk_goes_live_counts_what_overflows_and_comes_back_durable() {
     // A probe while still full changes nothing and loses nothing more.
     let later = t0 + PROBE_EVERY;
     assert_eq!(ob.commit_at(rec(7), later).unwrap(), Committed::Live);
-    assert_eq!(ob.live().state().queued.records, 2);
+    assert_eq!(ob.live().state().queued_records, 2);
     assert_eq!(
         ob.status().unwrap().dropped(DropReason::DiskFull).records,
         4
@@ -83,7 +83,7 @@ fn a_full_disk_goes_live_counts_what_overflows_and_comes_back_durable() {
     assert_eq!(file_tags(&ob), vec![1, 7, 8, 9]);
     let st = ob.status().unwrap();
     assert_eq!(st.disk.mode(), "durable");
-    assert_eq!(st.disk.queued.records, 0);
+    assert_eq!(st.disk.queued_records, 0);
     drop(ob);
 
     // Written into the file: another process's `outbox status` sees it.
@@ -126,8 +126,8 @@ fn live_records_leave_the_queue_only_once_delivered() {
     live.remove(&batch.iter().map(|r| r.id).collect::<Vec<_>>());
     let left = live.peek(Signal::Logs, 10, u64::MAX);
     assert_eq!(left.iter().map(|r| r.body[0]).collect::<Vec<_>>(), vec![4]);
-    assert_eq!(live.state().queued.records, 3);
-    assert_eq!(live.state().queued.bytes, 30);
+    assert_eq!(live.state().queued_records, 3);
+    assert_eq!(live.state().queued_bytes, 30);
     // Beyond the record bound the oldest go, counted.
     for _ in 0..MAX_RECORDS {
         live.push(NewRecord {
@@ -136,6 +136,6 @@ fn live_records_leave_the_queue_only_once_delivered() {
             body: vec![9],
         });
     }
-    assert_eq!(live.state().queued.records, MAX_RECORDS as u64);
+    assert_eq!(live.state().queued_records, MAX_RECORDS as u64);
     assert_eq!(live.pending()[&DropReason::DiskFull].records, 3);
 }

@@ -85,11 +85,10 @@ impl Outbox {
         }
         // What came in while the probe committed, then the WAL back to size.
         let rest = self.live.take();
-        if !rest.records.is_empty() || !rest.pending.is_empty() {
-            if let Err(e) = self.commit_probe(&rest) {
-                tracing::warn!(error = %e, "committing the last live records failed; they stay in memory");
-                self.live.give_back(rest);
-            }
+        let leftover = !rest.records.is_empty() || !rest.pending.is_empty();
+        if let Err(e) = leftover.then(|| self.commit_probe(&rest)).transpose() {
+            tracing::warn!(error = %e, "committing the last live records failed; they stay in memory");
+            self.live.give_back(rest);
         }
         if let Err(e) = self.checkpoint() {
             tracing::warn!(error = %e, "WAL checkpoint after the full-disk episode failed");
