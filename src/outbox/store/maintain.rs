@@ -99,24 +99,32 @@ impl Outbox {
     /// files (database and WAL) shrank by.
     pub fn shrink(&self) -> Result<u64, OutboxError> {
         let before = self.file_bytes();
-        // Bounded: each step frees up to VACUUM_STEP_PAGES or finds none.
-        for _ in 0..1_000_000 {
-            let free: i64 = self.with_conn(|inner| {
+        let free_pages = || -> Result<i64, OutboxError> {
+            self.with_conn(|inner| {
                 inner
                     .conn
                     .query_row("PRAGMA freelist_count", [], |r| r.get(0))
-            })?;
-            if free == 0 {
-                break;
-            }
+            })
+        };
+        let mut free = free_pages()?;
+        let vacuumed = free > 0;
+        // Each step frees up to VACUUM_STEP_PAGES; stop when one frees none.
+        while free > 0 {
             self.with_conn(|inner| {
                 inner
                     .conn
                     .execute_batch(&format!("PRAGMA incremental_vacuum({VACUUM_STEP_PAGES});"))
             })?;
+            let left = free_pages()?;
+            if left >= free {
+                break;
+            }
+            free = left;
         }
         // In WAL mode the file is cut at the checkpoint.
-        self.checkpoint()?;
+        if vacuumed {
+            self.checkpoint()?;
+        }
         self.lock()?.drained = 0;
         Ok(before.saturating_sub(self.file_bytes()))
     }
