@@ -56,9 +56,11 @@
 //! 8. **Drained space goes back to the file system.** The file runs with
 //!    `auto_vacuum = INCREMENTAL` (a file from before is converted by one
 //!    `VACUUM` at open when it is at most 64 MiB; a larger one at a later
-//!    start). Once the queue is empty and at least 1 MiB was deleted since
+//!    start). At the periodic expiry pass (every minute, off the lanes'
+//!    path), once the queue is empty and at least 1 MiB was deleted since
 //!    the last time (or 64 MiB without draining), `incremental_vacuum` runs
-//!    in 4 MiB steps and a checkpoint cuts the file.
+//!    in 4 MiB steps for at most 10 s (the rest at the next pass) and a
+//!    checkpoint cuts the file.
 //! 9. **`max_age` trusts only a plausible clock.** A record stamped in the
 //!    future (the clock stepped back) or before the agent's build date
 //!    ([`not_before_ms`]: a board without RTC booting at 1970) is re-stamped

@@ -324,9 +324,7 @@ impl Outbox {
                 }
             }
             Ok(())
-        })?;
-        self.shrink_if_drained();
-        Ok(())
+        })
     }
 
     /// Moves permanently refused records aside and counts them.

@@ -2,7 +2,7 @@
 //! checkpoints, and giving freed pages back to the file system.
 
 use std::path::Path;
-use std::time::SystemTime;
+use std::time::{Duration, Instant, SystemTime};
 
 use rusqlite::{Connection, params};
 
@@ -20,6 +20,9 @@ const SHRINK_ALWAYS: u64 = 64 << 20;
 /// Pages freed per `incremental_vacuum` step; the lock is released between
 /// steps so commits are not held up by a long vacuum (4 MiB at 4 KiB pages).
 const VACUUM_STEP_PAGES: i64 = 1024;
+/// The periodic shrink stops after this long and goes on at the next pass,
+/// so the expiry loop keeps its watchdog promise on a slow SD card.
+const SHRINK_BUDGET: Duration = Duration::from_secs(10);
 
 /// Wall-clock times before this are not trusted: the agent cannot have
 /// been built before it, so a clock showing an earlier time was never set
@@ -98,6 +101,13 @@ impl Outbox {
     /// Gives the free pages back to the file system; returns the bytes the
     /// files (database and WAL) shrank by.
     pub fn shrink(&self) -> Result<u64, OutboxError> {
+        self.shrink_within(Duration::MAX)
+    }
+
+    /// [`Outbox::shrink`], stopping between steps once `budget` is spent;
+    /// what is left is given back at a later call.
+    pub fn shrink_within(&self, budget: Duration) -> Result<u64, OutboxError> {
+        let started = Instant::now();
         let before = self.file_bytes();
         let free_pages = || -> Result<i64, OutboxError> {
             self.with_conn(|inner| {
@@ -116,7 +126,8 @@ impl Outbox {
                     .execute_batch(&format!("PRAGMA incremental_vacuum({VACUUM_STEP_PAGES});"))
             })?;
             let left = free_pages()?;
-            if left >= free {
+            if left >= free || started.elapsed() >= budget {
+                free = left;
                 break;
             }
             free = left;
@@ -125,12 +136,15 @@ impl Outbox {
         if vacuumed {
             self.checkpoint()?;
         }
-        self.lock()?.drained = 0;
+        if free == 0 {
+            self.lock()?.drained = 0;
+        }
         Ok(before.saturating_sub(self.file_bytes()))
     }
 
     /// Shrinks the file when enough was deleted; a failure is only logged
-    /// (the space comes back at a later drain).
+    /// (the space comes back at a later pass). Called by the periodic expiry
+    /// pass, off the lanes' path, so a drain is not slowed by it.
     pub(super) fn shrink_if_drained(&self) {
         let due = match self.lock() {
             Ok(inner) => {
@@ -143,7 +157,7 @@ impl Outbox {
             return;
         }
         let started = std::time::Instant::now();
-        match self.shrink() {
+        match self.shrink_within(SHRINK_BUDGET) {
             Ok(bytes) => {
                 tracing::info!(bytes, took = ?started.elapsed(), "outbox gave drained space back to the file system")
             }
