@@ -65,6 +65,15 @@ impl Live {
         self.lock().episode.is_some()
     }
 
+    /// (An episode is under way, something waits here to be committed.)
+    pub(crate) fn busy(&self) -> (bool, bool) {
+        let s = self.lock();
+        (
+            s.episode.is_some(),
+            !s.queue.is_empty() || !s.pending.is_empty(),
+        )
+    }
+
     /// Starts an episode (if none is under way); true if it started now.
     pub(crate) fn start(&self, cause: &str, now: Instant) -> bool {
         let mut s = self.lock();

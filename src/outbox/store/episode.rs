@@ -40,21 +40,21 @@ impl Outbox {
         record: NewRecord,
         now: Instant,
     ) -> Result<Committed, OutboxError> {
-        if self.live.in_episode() {
-            if !self.live.probe_due(now) {
+        match self.live.busy() {
+            (true, _) if !self.live.probe_due(now) => {
                 self.live.push(record);
                 return Ok(Committed::Live);
             }
-            return self.probe(record);
+            (true, _) => return self.probe(record, now),
+            // Left over from an episode (a record that came in while it
+            // ended, a loss counted since): committed with this record.
+            (false, true) => return self.probe(record, now),
+            (false, false) => {}
         }
         match self.append_batch(std::slice::from_ref(&record)) {
             Ok(_) => Ok(Committed::Durable),
             Err(e) if e.is_unwritable() => {
-                if self.live.start(&e.to_string(), now) {
-                    tracing::error!(path = %self.opts.path.display(), error = %e,
-                        "outbox cannot commit (disk full or read-only): live mode, telemetry goes straight \
-                         to the collector from memory; what cannot go is counted as dropped (disk_full)");
-                }
+                self.go_live(&e, now);
                 self.live.push(record);
                 Ok(Committed::Live)
             }
@@ -62,14 +62,24 @@ impl Outbox {
         }
     }
 
+    /// Starts an episode (if none is under way), logging its start once.
+    fn go_live(&self, e: &OutboxError, now: Instant) {
+        if self.live.start(&e.to_string(), now) {
+            tracing::error!(path = %self.opts.path.display(), error = %e,
+                "outbox cannot commit (disk full or read-only): live mode, telemetry goes straight \
+                 to the collector from memory; what cannot go is counted as dropped (disk_full)");
+        }
+    }
+
     /// Tries the disk with the queue and `record`; ends the episode if the
     /// commit holds.
-    fn probe(&self, record: NewRecord) -> Result<Committed, OutboxError> {
+    fn probe(&self, record: NewRecord, now: Instant) -> Result<Committed, OutboxError> {
         let mut probe = self.live.take();
         probe.records.push(record);
         match self.commit_probe(&probe) {
             Ok(()) => {}
             Err(e) if e.is_unwritable() => {
+                self.go_live(&e, now);
                 self.live.give_back(probe);
                 return Ok(Committed::Live);
             }
