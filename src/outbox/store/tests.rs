@@ -438,3 +438,28 @@ fn max_age_does_not_expire_records_stamped_by_an_untrusted_clock() {
     assert_eq!(ob.expire(now + 2 * hour).unwrap().records, 1);
     assert!(not_before_ms() > 1_700_000_000_000);
 }
+
+#[test]
+fn full_quota_and_read_only_errors_mean_live_mode_others_do_not() {
+    use rusqlite::ffi;
+    let err = |code| rusqlite::Error::SqliteFailure(ffi::Error::new(code), None);
+    for code in [
+        ffi::SQLITE_FULL,             // ENOSPC
+        ffi::SQLITE_IOERR_WRITE,      // EDQUOT, EROFS on a remount
+        ffi::SQLITE_IOERR_FSYNC,      // a full thin-provisioned device
+        ffi::SQLITE_IOERR_SHMSIZE,    // the -shm file cannot grow
+        ffi::SQLITE_READONLY,         // opened read-only under us
+        ffi::SQLITE_READONLY_DBMOVED, // and its extended codes
+    ] {
+        assert!(recover::is_unwritable(&err(code)), "{code}");
+    }
+    for code in [
+        ffi::SQLITE_BUSY,
+        ffi::SQLITE_CORRUPT,
+        ffi::SQLITE_IOERR_READ,
+        ffi::SQLITE_CONSTRAINT,
+    ] {
+        assert!(!recover::is_unwritable(&err(code)), "{code}");
+    }
+    assert!(recover::is_corrupt(&err(ffi::SQLITE_NOTADB)));
+}
