@@ -64,6 +64,7 @@ fn a_full_disk_goes_live_counts_what_overflows_and_comes_back_durable() {
     let later = t0 + PROBE_EVERY;
     assert_eq!(ob.commit_at(rec(7), later).unwrap(), Committed::Live);
     assert_eq!(ob.live().state().queued_records, 2);
+    assert_eq!(ob.live().state().queued_bytes, 2 * 8192);
     assert_eq!(
         ob.status().unwrap().dropped(DropReason::DiskFull).records,
         4
