@@ -3,7 +3,9 @@
 //! - ingest: records/s and MiB/s committed by `Outbox::append_batch`, beside
 //!   a raw rusqlite batched insert into a bare table, same pragmas, same run;
 //! - drain: a backlog equal to 24 h of a default-configured bench forwarded
-//!   to a loopback OTLP receiver, with the process's RSS sampled throughout.
+//!   to a loopback OTLP receiver, with the process's RSS sampled throughout;
+//! - vacuum: the time `Outbox::shrink` takes to give a drained backlog's
+//!   pages back to the file system (incremental vacuum + WAL checkpoint).
 //!
 //! `cargo bench --bench outbox` runs the full sizes; `cargo test` runs this
 //! file with tiny sizes as a smoke test.
@@ -38,6 +40,54 @@ fn main() {
     };
     ingest(rounds, records);
     drain(day_fraction);
+    let sizes: &[u64] = if full { &[16, 64, 256] } else { &[2] };
+    for mib in sizes {
+        vacuum(*mib, if full { 3 } else { 1 });
+    }
+}
+
+/// Fills an outbox with `mib` MiB, deletes it all behind its back (so the
+/// drain's own shrink does not run), reopens it and times `shrink`.
+fn vacuum(mib: u64, rounds: usize) {
+    let mut times = Vec::new();
+    let mut sizes = (0, 0);
+    for _ in 0..rounds {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let opts = store(dir.path(), "outbox.db");
+        let path = opts.path.clone();
+        {
+            let (outbox, _) = Outbox::open(opts.clone()).expect("outbox");
+            let batch: Vec<NewRecord> = (0..256)
+                .map(|i| NewRecord {
+                    signal: Signal::ALL[i % 3],
+                    items: 1,
+                    body: vec![0x5a; 4096],
+                })
+                .collect();
+            for _ in 0..mib {
+                outbox.append_batch(&batch).expect("append");
+            }
+            outbox.checkpoint().expect("checkpoint");
+        }
+        let conn = rusqlite::Connection::open(&path).expect("open");
+        conn.execute_batch("DELETE FROM records; PRAGMA wal_checkpoint(TRUNCATE);")
+            .expect("delete");
+        drop(conn);
+        let (outbox, _) = Outbox::open(opts).expect("reopen");
+        let before = outbox.file_bytes();
+        let t = Instant::now();
+        outbox.shrink().expect("shrink");
+        times.push(t.elapsed().as_secs_f64());
+        sizes = (before, outbox.file_bytes());
+    }
+    let t = median(times);
+    println!(
+        "vacuum: {mib} MiB drained, files {:.1} MiB -> {:.2} MiB in {:.3} s ({:.0} MiB/s), median of {rounds}",
+        sizes.0 as f64 / (1 << 20) as f64,
+        sizes.1 as f64 / (1 << 20) as f64,
+        t,
+        mib as f64 / t
+    );
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -51,6 +101,7 @@ fn store(dir: &std::path::Path, name: &str) -> StoreOptions {
         max_bytes: 1 << 34,
         max_age: Duration::from_secs(7 * 86_400),
         synchronous: Synchronous::Full,
+        live_max_bytes: 1 << 20,
     }
 }
 

@@ -141,3 +141,95 @@ pub fn quarantine(path: &Path) -> Result<PathBuf, OpenError> {
     }
     Ok(to)
 }
+
+/// Deletes the oldest files [`quarantine`] moved aside beside `path` (with
+/// their WAL and SHM files) so that at most `keep` remain; returns the
+/// deleted ones. A file that cannot be deleted is left (and not returned).
+pub fn prune_quarantined(path: &Path, keep: usize) -> Vec<PathBuf> {
+    let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
+        return Vec::new();
+    };
+    let dir = if dir.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        dir
+    };
+    let prefix = format!("{}.corrupt-", name.to_string_lossy());
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut found: Vec<((u64, u64), PathBuf)> = entries
+        .filter_map(|e| e.ok())
+        .filter_map(|e| {
+            let file = e.file_name().to_string_lossy().into_owned();
+            let rest = file.strip_prefix(&prefix)?;
+            let mut parts = rest.split('-');
+            let secs = parts.next()?.parse().ok()?;
+            let n = match parts.next() {
+                None => 0,
+                Some(n) => n.parse().ok()?,
+            };
+            parts.next().is_none().then(|| ((secs, n), e.path()))
+        })
+        .collect();
+    found.sort();
+    let excess = found.len().saturating_sub(keep);
+    found
+        .into_iter()
+        .take(excess)
+        .filter_map(|(_, p)| {
+            std::fs::remove_file(&p).ok()?;
+            for suffix in ["-wal", "-shm"] {
+                let _ = std::fs::remove_file(format!("{}{suffix}", p.display()));
+            }
+            Some(p)
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pruning_keeps_the_newest_quarantined_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("outbox.db");
+        let names = [
+            "outbox.db.corrupt-900",
+            "outbox.db.corrupt-900-wal",
+            "outbox.db.corrupt-1000",
+            "outbox.db.corrupt-1000-1",
+            "outbox.db.corrupt-1000-1-shm",
+            "outbox.db.corrupt-1200",
+            "outbox.db",
+            "other.db.corrupt-100",
+        ];
+        for n in names {
+            std::fs::write(dir.path().join(n), b"x").unwrap();
+        }
+        let gone = prune_quarantined(&db, 2);
+        assert_eq!(
+            gone,
+            vec![
+                dir.path().join("outbox.db.corrupt-900"),
+                dir.path().join("outbox.db.corrupt-1000")
+            ]
+        );
+        let mut left: Vec<String> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        left.sort();
+        assert_eq!(
+            left,
+            [
+                "other.db.corrupt-100",
+                "outbox.db",
+                "outbox.db.corrupt-1000-1",
+                "outbox.db.corrupt-1000-1-shm",
+                "outbox.db.corrupt-1200",
+            ]
+        );
+    }
+}

@@ -64,6 +64,7 @@ fn rig_with(endpoint: &str, batch_max_records: usize, timeout: Duration) -> Rig 
         max_bytes: 64 << 20,
         max_age: Duration::from_secs(86_400),
         synchronous: Synchronous::Full,
+        live_max_bytes: 1 << 20,
     })
     .unwrap();
     let outbox = Arc::new(outbox);

@@ -71,6 +71,8 @@ async fn healthz(State(state): State<HttpState>) -> impl IntoResponse {
         "stalled": stalled,
         "outbox_records": totals.records,
         "outbox_bytes": totals.bytes,
+        // "live" while the disk takes no writes (see outbox::live).
+        "outbox": state.outbox.disk_state().to_json(),
     });
     (
         code,

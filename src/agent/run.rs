@@ -29,7 +29,7 @@ use super::sources::{heartbeat, host_metrics};
 use super::state::Snapshot;
 use super::{checks, control, mqtt};
 use crate::agent::config::{AgentConfig, Compression};
-use crate::outbox::exporter::Sink;
+use crate::outbox::exporter::{COMMIT_DEADLINE, Sink};
 use crate::outbox::forwarder::{self, Forwarder, ForwarderOptions, Wakeups};
 use crate::outbox::{self, Outbox, Signal, StoreOptions};
 use crate::service;
@@ -67,6 +67,7 @@ pub fn store_options(cfg: &AgentConfig) -> StoreOptions {
         max_bytes: cfg.outbox.max_bytes,
         max_age: cfg.outbox.max_age,
         synchronous: cfg.outbox.synchronous,
+        live_max_bytes: cfg.outbox.live_max_bytes,
     }
 }
 
@@ -150,10 +151,10 @@ async fn start_core(cfg: &AgentConfig) -> Result<Core, AgentError> {
     let (outbox, report) = tokio::task::spawn_blocking(move || Outbox::open(opts)).await??;
     let outbox = Arc::new(outbox);
     let wakeups = Arc::new(Wakeups::default());
-    let telemetry = Telemetry::start(
-        &telemetry_options(cfg),
-        Sink::new(outbox.clone(), wakeups.clone()),
-    )?;
+    let liveness = Liveness::default();
+    let sink = Sink::new(outbox.clone(), wakeups.clone())
+        .with_beacon(liveness.beacon("commit", COMMIT_DEADLINE), COMMIT_DEADLINE);
+    let telemetry = Telemetry::start(&telemetry_options(cfg), sink)?;
     telemetry::init_logging(
         cfg.log.format,
         &cfg.log.level,
@@ -167,6 +168,10 @@ async fn start_core(cfg: &AgentConfig) -> Result<Core, AgentError> {
     if let Some((moved, detail)) = &report.quarantined {
         tracing::error!(path = %cfg.outbox.path.display(), moved_to = %moved.display(), detail = %detail,
             "outbox database was corrupt: moved it aside and started a fresh one");
+    }
+    for gone in &report.pruned {
+        tracing::warn!(deleted = %gone.display(), keep = outbox::KEEP_CORRUPT,
+            "deleted an old quarantined outbox database");
     }
     warn_unstable_ports(cfg);
     let meter = telemetry.meter();
@@ -182,7 +187,7 @@ async fn start_core(cfg: &AgentConfig) -> Result<Core, AgentError> {
         forwarder,
         telemetry,
         meter,
-        liveness: Liveness::default(),
+        liveness,
     })
 }
 
@@ -337,9 +342,15 @@ async fn flush_sdk(telemetry: Telemetry) {
 
 /// Checkpoints the database, saying what stays for the next start.
 async fn close_outbox(outbox: &Arc<Outbox>) -> Result<(), AgentError> {
-    let status = outbox.status()?;
     let ob = outbox.clone();
-    tokio::task::spawn_blocking(move || ob.checkpoint()).await??;
+    // Live mode's leftovers go to disk if it has room again; if not,
+    // settle_live says what is lost and the checkpoint has nothing to do.
+    let settled = tokio::task::spawn_blocking(move || ob.settle_live()).await?;
+    let status = outbox.status()?;
+    if settled.is_ok() {
+        let ob = outbox.clone();
+        tokio::task::spawn_blocking(move || ob.checkpoint()).await??;
+    }
     eprintln!(
         "benchtel-agent: stopped; {} records ({} bytes) stay in the outbox for the next start",
         status.records(),

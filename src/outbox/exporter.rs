@@ -4,9 +4,18 @@
 //! The SDK's periodic reader and batch processors call these on their own
 //! threads with no tokio runtime; committing to SQLite is synchronous, so
 //! nothing here needs one. `export` returns `Ok` only after the commit, which
-//! is what makes "acknowledged" mean "durable".
+//! is what makes "acknowledged" mean "durable" — or, while the disk takes no
+//! writes, after the record was queued for live delivery, where any loss is
+//! counted by the outbox itself (`disk_full`) rather than by the SDK, which
+//! would only drop the batch.
+//!
+//! The commit path is under the systemd watchdog: a [`Sink`] given a
+//! `commit` beacon promises a deadline before each commit and relaxes after
+//! it, so a commit that hangs (a wedged disk, a lock never released) stops
+//! the watchdog pings and systemd restarts the agent.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
@@ -27,12 +36,46 @@ use prost::Message;
 
 use super::forwarder::Wakeups;
 use super::{NewRecord, Outbox, Signal};
+use crate::systemd::Beacon;
+
+/// How long one commit may take before the watchdog may complain.
+pub const COMMIT_DEADLINE: Duration = Duration::from_secs(30);
+/// The promise of a sink with no commit under way: none to keep.
+const IDLE: Duration = Duration::from_secs(365 * 86_400);
 
 /// Where an exporter commits: the outbox, and the forwarder to wake.
 #[derive(Clone)]
 pub struct Sink {
     outbox: Arc<Outbox>,
     wakeups: Arc<Wakeups>,
+    watch: Option<Arc<CommitWatch>>,
+}
+
+/// The `commit` beacon, shared by the three exporters' threads: promised
+/// while any commit is under way, relaxed when the last one ends.
+struct CommitWatch {
+    beacon: Beacon,
+    deadline: Duration,
+    in_flight: AtomicUsize,
+}
+
+/// One commit under way; relaxes the beacon when the last one ends.
+struct InFlight<'a>(&'a CommitWatch);
+
+impl CommitWatch {
+    fn enter(&self) -> InFlight<'_> {
+        self.in_flight.fetch_add(1, Ordering::SeqCst);
+        self.beacon.busy_for(self.deadline);
+        InFlight(self)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        if self.0.in_flight.fetch_sub(1, Ordering::SeqCst) == 1 {
+            self.0.beacon.busy_for(IDLE);
+        }
+    }
 }
 
 impl std::fmt::Debug for Sink {
@@ -45,15 +88,32 @@ impl std::fmt::Debug for Sink {
 
 impl Sink {
     pub fn new(outbox: Arc<Outbox>, wakeups: Arc<Wakeups>) -> Sink {
-        Sink { outbox, wakeups }
+        Sink {
+            outbox,
+            wakeups,
+            watch: None,
+        }
     }
 
-    fn commit(&self, signal: Signal, items: u64, body: Vec<u8>) -> OTelSdkResult {
+    /// Puts the commit path under `beacon` (see the module docs): each
+    /// commit promises to end within `deadline`.
+    pub fn with_beacon(mut self, beacon: Beacon, deadline: Duration) -> Sink {
+        beacon.busy_for(IDLE);
+        self.watch = Some(Arc::new(CommitWatch {
+            beacon,
+            deadline,
+            in_flight: AtomicUsize::new(0),
+        }));
+        self
+    }
+
+    pub(crate) fn commit(&self, signal: Signal, items: u64, body: Vec<u8>) -> OTelSdkResult {
         if items == 0 {
             return Ok(());
         }
+        let _promise = self.watch.as_deref().map(CommitWatch::enter);
         self.outbox
-            .append(NewRecord {
+            .commit(NewRecord {
                 signal,
                 items,
                 body,
@@ -187,3 +247,6 @@ impl SpanExporter for SpansExporter {
         self.resource = resource.into();
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -56,6 +56,7 @@ use super::{DropReason, Outbox, OutboxError, Record, Signal};
 mod answer;
 pub mod episode;
 mod lane;
+mod live;
 
 use crate::systemd::Beacon;
 use answer::read_capped;
@@ -225,6 +226,9 @@ impl Forwarder {
 
     /// Reads the next batch of `signal`, sends it and settles the outcome.
     pub async fn step(&self, signal: Signal, lane: &mut Lane) -> Result<Step, ForwarderError> {
+        if let Some(step) = live::step(self, self.outbox.live(), signal).await {
+            return Ok(step);
+        }
         let batch = self
             .fetch(signal, lane.limit(self.opts.batch_max_records))
             .await?;
@@ -339,8 +343,13 @@ impl Forwarder {
         Ok(Step::Progress)
     }
 
+    /// Most records and bytes merged into one request.
+    pub(crate) fn batch_bounds(&self) -> (usize, u64) {
+        (self.opts.batch_max_records, self.opts.max_request_bytes)
+    }
+
     /// Posts the records as one request; what came back, and what it means.
-    async fn send(&self, signal: Signal, batch: &[Record]) -> (Answered, Outcome) {
+    pub(crate) async fn send(&self, signal: Signal, batch: &[Record]) -> (Answered, Outcome) {
         let url = self.url(signal);
         let mut body = Vec::with_capacity(batch.iter().map(|r| r.body.len()).sum());
         for r in batch {
@@ -401,7 +410,13 @@ impl Forwarder {
     }
 
     /// `benchtel_export_requests_total{signal,result,status}`.
-    fn count(&self, signal: Signal, answered: Answered, outcome: &Outcome, records: usize) {
+    pub(crate) fn count(
+        &self,
+        signal: Signal,
+        answered: Answered,
+        outcome: &Outcome,
+        records: usize,
+    ) {
         let result = match outcome {
             Outcome::Delivered {
                 rejected_items: 0, ..

@@ -63,15 +63,19 @@ pub enum DropReason {
     PartialSuccess,
     /// One record alone was larger than the byte bound.
     TooLarge,
+    /// The outbox could not commit (full disk, read-only file system) and
+    /// the record was not delivered live either.
+    DiskFull,
 }
 
 impl DropReason {
-    pub const ALL: [DropReason; 5] = [
+    pub const ALL: [DropReason; 6] = [
         DropReason::MaxBytes,
         DropReason::MaxAge,
         DropReason::Rejected,
         DropReason::PartialSuccess,
         DropReason::TooLarge,
+        DropReason::DiskFull,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -81,6 +85,7 @@ impl DropReason {
             DropReason::Rejected => "rejected",
             DropReason::PartialSuccess => "partial_success",
             DropReason::TooLarge => "too_large",
+            DropReason::DiskFull => "disk_full",
         }
     }
 }

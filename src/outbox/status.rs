@@ -8,6 +8,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
+use super::disk::DiskState;
 use super::signal::{DropReason, Signal};
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -31,6 +32,8 @@ pub struct Status {
     pub rejected_kept: u64,
     /// Corrupt databases moved aside since this process started.
     pub corruptions: u64,
+    /// Durable or live mode, and the last full-disk episode.
+    pub disk: DiskState,
 }
 
 impl Status {
@@ -120,6 +123,7 @@ impl StatusReport {
             "rejected_replayed": self.export.replayed.as_json(),
             "rejected_cleared": self.export.cleared.as_json(),
             "export": self.export.episodes_json(),
+            "outbox": s.disk.to_json(),
         })
     }
 }
@@ -160,7 +164,8 @@ impl fmt::Display for StatusReport {
             "rejected    {} kept for inspection (`outbox rejected list`)",
             s.rejected_kept
         )?;
-        write!(f, "{}", self.export)
+        write!(f, "{}", self.export)?;
+        write!(f, "{}", s.disk)
     }
 }
 
@@ -328,6 +333,7 @@ dropped (records / items)
   rejected         0 / 0
   partial_success  0 / 0
   too_large        0 / 0
+  disk_full        0 / 0
 rejected    1 kept for inspection (`outbox rejected list`)
 export      no problem reported
 ";
@@ -371,6 +377,10 @@ export      no problem reported
     "too_large": {
       "records": 0,
       "items": 0
+    },
+    "disk_full": {
+      "records": 0,
+      "items": 0
     }
   },
   "rejected_kept": 1,
@@ -382,7 +392,15 @@ export      no problem reported
     "records": 0,
     "items": 0
   },
-  "export": {}
+  "export": {},
+  "outbox": {
+    "mode": "durable",
+    "reason": null,
+    "episode": null,
+    "queued_records": 0,
+    "queued_bytes": 0,
+    "last_episode": null
+  }
 }"#;
         assert_eq!(serde_json::to_string_pretty(&report()).unwrap(), want);
     }

@@ -1,19 +1,31 @@
 //! SQLite storage of the outbox; see the module essay in `outbox/mod.rs`.
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
 
 use rusqlite::{Connection, OpenFlags, OptionalExtension, Transaction, params};
 
+use super::live::{self, Live};
 use crate::sqlite;
 
 pub use super::signal::{DropReason, Signal};
 pub(crate) use super::status::unix_ms;
 pub use super::status::{DropCount, SignalStats, Status};
+pub use episode::Committed;
+pub use maintain::not_before_ms;
+
+mod episode;
+mod maintain;
+mod recover;
+mod report;
+#[cfg(test)]
+mod test_hooks;
 
 const SCHEMA_VERSION: &str = "1";
+/// Quarantined (corrupt) outbox files kept beside the live one; older ones
+/// are deleted, each deletion logged.
+pub const KEEP_CORRUPT: usize = 3;
 /// Rejected records kept for inspection; older ones are pruned (they were
 /// counted when they were rejected).
 const MAX_REJECTED_ROWS: i64 = 1000;
@@ -61,6 +73,8 @@ pub struct StoreOptions {
     pub max_bytes: u64,
     pub max_age: Duration,
     pub synchronous: Synchronous,
+    /// Bound of the in-memory queue of live mode (see [`super::live`]).
+    pub live_max_bytes: u64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -135,6 +149,8 @@ pub struct Record {
 pub struct OpenReport {
     /// Where a corrupt database was moved, with what was wrong with it.
     pub quarantined: Option<(PathBuf, String)>,
+    /// Older quarantined files deleted to keep [`KEEP_CORRUPT`].
+    pub pruned: Vec<PathBuf>,
 }
 
 /// The outbox. Cheap operations under one lock: SQLite serialises writers
@@ -142,44 +158,48 @@ pub struct OpenReport {
 pub struct Outbox {
     opts: StoreOptions,
     inner: Mutex<Inner>,
+    /// The `PRAGMA`s every connection runs; a fresh file after a runtime
+    /// quarantine gets the same.
+    pragmas: String,
+    /// Opened for inspection: never quarantines nor writes.
+    read_only: bool,
+    live: Live,
 }
 
 struct Inner {
     conn: Connection,
     totals: [SignalStats; 3],
     corruptions: u64,
+    /// Bytes deleted since the file last gave space back.
+    drained: u64,
 }
 
 impl Outbox {
     /// Opens (or creates) the outbox, quarantining a corrupt file.
     pub fn open(opts: StoreOptions) -> Result<(Outbox, OpenReport), OutboxError> {
-        let sync = match opts.synchronous {
-            Synchronous::Full => "FULL",
-            Synchronous::Normal => "NORMAL",
+        let pragmas = pragmas(opts.synchronous);
+        let (conn, quarantined) = sqlite::open_or_quarantine(&opts.path, &spec(&pragmas))?;
+        let pruned = match quarantined {
+            Some(_) => sqlite::prune_quarantined(&opts.path, KEEP_CORRUPT),
+            None => Vec::new(),
         };
-        // A 128 KiB page cache (SQLite's default is 2 MiB): appends touch
-        // the right edge of the table and its index, reads walk the index
-        // in order and the OS page cache holds the file anyway, so a larger
-        // cache buys little; on a bench the agent's RSS matters more, and a
-        // growing outbox fills whatever cache it is given.
-        let pragmas = format!(
-            "PRAGMA busy_timeout = 5000; PRAGMA journal_mode = WAL; PRAGMA synchronous = {sync}; PRAGMA cache_size = -128;"
-        );
-        let spec = sqlite::Spec {
-            pragmas: &pragmas,
-            schema: SCHEMA,
-            version: SCHEMA_VERSION,
+        let report = OpenReport {
+            quarantined,
+            pruned,
         };
-        let (conn, quarantined) = sqlite::open_or_quarantine(&opts.path, &spec)?;
-        let report = OpenReport { quarantined };
+        maintain::ensure_incremental_vacuum(&conn, &opts.path);
         let totals = load_totals(&conn).map_err(|e| sql_err(&opts.path, e))?;
         let outbox = Outbox {
             inner: Mutex::new(Inner {
                 conn,
                 totals,
                 corruptions: u64::from(report.quarantined.is_some()),
+                drained: 0,
             }),
+            live: Live::new(opts.live_max_bytes),
             opts,
+            pragmas,
+            read_only: false,
         };
         Ok((outbox, report))
     }
@@ -198,19 +218,31 @@ impl Outbox {
             .map_err(|e| sql_err(path, e))?;
         conn.busy_timeout(Duration::from_secs(5))
             .map_err(|e| sql_err(path, e))?;
+        Outbox::beside_agent(path, conn)
+    }
+
+    /// An outbox on a connection a command opened beside the running
+    /// agent, which owns the file: no bounds to apply, no quarantine, no
+    /// maintenance.
+    pub(super) fn beside_agent(path: &Path, conn: Connection) -> Result<Outbox, OutboxError> {
         let totals = load_totals(&conn).map_err(|e| sql_err(path, e))?;
         Ok(Outbox {
             inner: Mutex::new(Inner {
                 conn,
                 totals,
                 corruptions: 0,
+                drained: 0,
             }),
             opts: StoreOptions {
                 path: path.to_path_buf(),
                 max_bytes: u64::MAX,
                 max_age: Duration::MAX,
                 synchronous: Synchronous::default(),
+                live_max_bytes: live::DEFAULT_MAX_BYTES,
             },
+            pragmas: String::new(),
+            read_only: true,
+            live: Live::new(live::DEFAULT_MAX_BYTES),
         })
     }
 
@@ -234,24 +266,7 @@ impl Outbox {
         }
         let now = unix_ms(SystemTime::now());
         self.write(|tx, totals| {
-            let mut ids = Vec::with_capacity(records.len());
-            {
-                let mut insert = tx.prepare_cached(
-                    "INSERT INTO records (signal, created_ms, items, body) VALUES (?1, ?2, ?3, ?4)",
-                )?;
-                for r in records {
-                    insert.execute(params![
-                        r.signal.code(),
-                        now,
-                        to_i64(r.items),
-                        r.body.as_slice()
-                    ])?;
-                    ids.push(tx.last_insert_rowid());
-                    let t = &mut totals[r.signal.index()];
-                    t.records += 1;
-                    t.bytes += r.body.len() as u64;
-                }
-            }
+            let ids = insert_records(tx, totals, records, now)?;
             evict_for_bytes(tx, totals, max_bytes)?;
             Ok(ids)
         })
@@ -271,35 +286,31 @@ impl Outbox {
         max_records: usize,
         max_bytes: u64,
     ) -> Result<Vec<Record>, OutboxError> {
-        let inner = self.lock()?;
-        let mut stmt = inner
-            .conn
-            .prepare_cached(
+        let limit = i64::try_from(max_records).unwrap_or(i64::MAX);
+        self.with_conn(|inner| {
+            let mut stmt = inner.conn.prepare_cached(
                 "SELECT id, created_ms, items, body FROM records
                  WHERE signal = ?1 AND id > ?2 ORDER BY id LIMIT ?3",
-            )
-            .map_err(|e| self.sql(e))?;
-        let limit = i64::try_from(max_records).unwrap_or(i64::MAX);
-        let mut rows = stmt
-            .query(params![signal.code(), after, limit])
-            .map_err(|e| self.sql(e))?;
-        let mut out = Vec::new();
-        let mut bytes = 0u64;
-        while let Some(row) = rows.next().map_err(|e| self.sql(e))? {
-            let body: Vec<u8> = row.get(3).map_err(|e| self.sql(e))?;
-            if !out.is_empty() && bytes + body.len() as u64 > max_bytes {
-                break;
+            )?;
+            let mut rows = stmt.query(params![signal.code(), after, limit])?;
+            let mut out = Vec::new();
+            let mut bytes = 0u64;
+            while let Some(row) = rows.next()? {
+                let body: Vec<u8> = row.get(3)?;
+                if !out.is_empty() && bytes + body.len() as u64 > max_bytes {
+                    break;
+                }
+                bytes += body.len() as u64;
+                out.push(Record {
+                    id: row.get(0)?,
+                    signal,
+                    created_ms: row.get(1)?,
+                    items: to_u64(row.get(2)?),
+                    body,
+                });
             }
-            bytes += body.len() as u64;
-            out.push(Record {
-                id: row.get(0).map_err(|e| self.sql(e))?,
-                signal,
-                created_ms: row.get(1).map_err(|e| self.sql(e))?,
-                items: to_u64(row.get(2).map_err(|e| self.sql(e))?),
-                body,
-            });
-        }
-        Ok(out)
+            Ok(out)
+        })
     }
 
     /// Deletes delivered records. Ids that are already gone (evicted while
@@ -367,28 +378,6 @@ impl Outbox {
         })
     }
 
-    /// Drops records older than `max_age` at `now`; returns how many went.
-    pub fn expire(&self, now: SystemTime) -> Result<DropCount, OutboxError> {
-        let cutoff =
-            unix_ms(now) - i64::try_from(self.opts.max_age.as_millis()).unwrap_or(i64::MAX);
-        self.write(|tx, totals| {
-            let mut gone = DropCount::default();
-            {
-                let mut del = tx.prepare_cached(
-                    "DELETE FROM records WHERE created_ms < ?1 RETURNING signal, length(body), items",
-                )?;
-                let mut rows = del.query(params![cutoff])?;
-                while let Some(row) = rows.next()? {
-                    forget_row(totals, row.get(0)?, row.get(1)?);
-                    gone.records += 1;
-                    gone.items += to_u64(row.get(2)?);
-                }
-            }
-            add_drop(tx, DropReason::MaxAge, gone)?;
-            Ok(gone)
-        })
-    }
-
     /// Counts a loss that happened outside the table (e.g. items refused in
     /// a `partial_success` answer).
     pub fn count_drop(
@@ -398,53 +387,6 @@ impl Outbox {
         items: u64,
     ) -> Result<(), OutboxError> {
         self.write(|tx, _| add_drop(tx, reason, DropCount { records, items }))
-    }
-
-    pub fn status(&self) -> Result<Status, OutboxError> {
-        let inner = self.lock()?;
-        let oldest: Option<i64> = inner
-            .conn
-            .query_row(
-                "SELECT created_ms FROM records ORDER BY id LIMIT 1",
-                [],
-                |r| r.get(0),
-            )
-            .optional()
-            .map_err(|e| self.sql(e))?;
-        let mut drops = BTreeMap::new();
-        {
-            let mut stmt = inner
-                .conn
-                .prepare_cached("SELECT reason, records, items FROM drops")
-                .map_err(|e| self.sql(e))?;
-            let mut rows = stmt.query([]).map_err(|e| self.sql(e))?;
-            while let Some(row) = rows.next().map_err(|e| self.sql(e))? {
-                let reason: String = row.get(0).map_err(|e| self.sql(e))?;
-                if let Some(r) = DropReason::ALL.into_iter().find(|r| r.as_str() == reason) {
-                    drops.insert(
-                        r,
-                        DropCount {
-                            records: to_u64(row.get(1).map_err(|e| self.sql(e))?),
-                            items: to_u64(row.get(2).map_err(|e| self.sql(e))?),
-                        },
-                    );
-                }
-            }
-        }
-        let rejected_kept: i64 = inner
-            .conn
-            .query_row("SELECT count(*) FROM rejected", [], |r| r.get(0))
-            .map_err(|e| self.sql(e))?;
-        Ok(Status {
-            per_signal: Signal::ALL
-                .into_iter()
-                .map(|s| (s, inner.totals[s.index()]))
-                .collect(),
-            oldest_created_ms: oldest,
-            drops,
-            rejected_kept: to_u64(rejected_kept),
-            corruptions: inner.corruptions,
-        })
     }
 
     /// Queued records and bytes without touching the file (for gauges).
@@ -459,28 +401,38 @@ impl Outbox {
             }))
     }
 
-    /// Checkpoints the WAL into the main file, for a clean close.
-    pub fn checkpoint(&self) -> Result<(), OutboxError> {
-        let inner = self.lock()?;
-        inner
-            .conn
-            .execute_batch("PRAGMA wal_checkpoint(TRUNCATE);")
-            .map_err(|e| self.sql(e))
-    }
-
     fn write<T>(
         &self,
-        f: impl FnOnce(&Transaction<'_>, &mut [SignalStats; 3]) -> rusqlite::Result<T>,
+        f: impl Fn(&Transaction<'_>, &mut [SignalStats; 3]) -> rusqlite::Result<T>,
+    ) -> Result<T, OutboxError> {
+        self.with_conn(|inner| {
+            // Work on a copy so the cached totals change only if the commit does.
+            let mut totals = inner.totals;
+            let tx = inner.conn.transaction()?;
+            let out = f(&tx, &mut totals)?;
+            tx.commit()?;
+            let (before, after) = (bytes_of(&inner.totals), bytes_of(&totals));
+            inner.drained += before.saturating_sub(after);
+            inner.totals = totals;
+            Ok(out)
+        })
+    }
+
+    /// Runs `op` on the connection. A corrupt database found on the way is
+    /// quarantined and replaced by a fresh one, and `op` runs once more on
+    /// that: one failure, never a loop.
+    fn with_conn<T>(
+        &self,
+        op: impl Fn(&mut Inner) -> rusqlite::Result<T>,
     ) -> Result<T, OutboxError> {
         let mut guard = self.lock()?;
-        let inner = &mut *guard;
-        // Work on a copy so the cached totals change only if the commit does.
-        let mut totals = inner.totals;
-        let tx = inner.conn.transaction().map_err(|e| self.sql(e))?;
-        let out = f(&tx, &mut totals).map_err(|e| self.sql(e))?;
-        tx.commit().map_err(|e| self.sql(e))?;
-        inner.totals = totals;
-        Ok(out)
+        match op(&mut guard) {
+            Err(e) if !self.read_only && recover::is_corrupt(&e) => {
+                self.recover(&mut guard, &e)?;
+                op(&mut guard).map_err(|e| self.sql(e))
+            }
+            r => r.map_err(|e| self.sql(e)),
+        }
     }
 
     fn lock(&self) -> Result<MutexGuard<'_, Inner>, OutboxError> {
@@ -497,6 +449,63 @@ fn sql_err(path: &Path, source: rusqlite::Error) -> OutboxError {
         path: path.to_path_buf(),
         source,
     }
+}
+
+/// The `PRAGMA`s of the outbox's connection.
+fn pragmas(synchronous: Synchronous) -> String {
+    let sync = match synchronous {
+        Synchronous::Full => "FULL",
+        Synchronous::Normal => "NORMAL",
+    };
+    // auto_vacuum first: it takes effect only before the first table. A
+    // 128 KiB page cache (SQLite's default is 2 MiB): appends touch the
+    // right edge of the table and its index, reads walk the index in order
+    // and the OS page cache holds the file anyway, so a larger cache buys
+    // little; on a bench the agent's RSS matters more, and a growing outbox
+    // fills whatever cache it is given. journal_size_limit: after a
+    // checkpoint the WAL is cut back to 4 MiB, whatever a burst made it.
+    format!(
+        "PRAGMA auto_vacuum = INCREMENTAL; PRAGMA busy_timeout = 5000; PRAGMA journal_mode = WAL; \
+         PRAGMA synchronous = {sync}; PRAGMA cache_size = -128; PRAGMA journal_size_limit = 4194304;"
+    )
+}
+
+fn spec(pragmas: &str) -> sqlite::Spec<'_> {
+    sqlite::Spec {
+        pragmas,
+        schema: SCHEMA,
+        version: SCHEMA_VERSION,
+    }
+}
+
+fn bytes_of(totals: &[SignalStats; 3]) -> u64 {
+    totals.iter().map(|t| t.bytes).sum()
+}
+
+/// Inserts `records` stamped `now`; returns their ids.
+fn insert_records(
+    tx: &Transaction<'_>,
+    totals: &mut [SignalStats; 3],
+    records: &[NewRecord],
+    now: i64,
+) -> rusqlite::Result<Vec<i64>> {
+    let mut ids = Vec::with_capacity(records.len());
+    let mut insert = tx.prepare_cached(
+        "INSERT INTO records (signal, created_ms, items, body) VALUES (?1, ?2, ?3, ?4)",
+    )?;
+    for r in records {
+        insert.execute(params![
+            r.signal.code(),
+            now,
+            to_i64(r.items),
+            r.body.as_slice()
+        ])?;
+        ids.push(tx.last_insert_rowid());
+        let t = &mut totals[r.signal.index()];
+        t.records += 1;
+        t.bytes += r.body.len() as u64;
+    }
+    Ok(ids)
 }
 
 fn load_totals(conn: &Connection) -> rusqlite::Result<[SignalStats; 3]> {
@@ -580,5 +589,7 @@ fn to_u64(v: i64) -> u64 {
 
 mod export;
 mod rejected;
+
+pub use rejected::{BodySummary, RejectedDetail, RejectedRecord};
 #[cfg(test)]
 mod tests;

@@ -100,6 +100,8 @@ pub struct OutboxConfig {
     pub max_age: Duration,
     pub synchronous: Synchronous,
     pub batch_max_records: usize,
+    /// Bound of live mode's in-memory queue (full disk).
+    pub live_max_bytes: u64,
 }
 
 #[derive(Debug, Clone)]

@@ -145,6 +145,10 @@ pub struct RawOutbox {
     pub synchronous: RawSynchronous,
     /// Most records merged into one request while draining a backlog.
     pub batch_max_records: usize,
+    /// While the disk takes no writes, at most this many bytes of new
+    /// telemetry wait in memory for the collector; the oldest go first,
+    /// counted as `disk_full`.
+    pub live_max_bytes: u64,
 }
 
 impl Default for RawOutbox {
@@ -155,6 +159,7 @@ impl Default for RawOutbox {
             max_age: Duration::from_secs(7 * 86_400),
             synchronous: RawSynchronous::Full,
             batch_max_records: 64,
+            live_max_bytes: crate::outbox::live::DEFAULT_MAX_BYTES,
         }
     }
 }

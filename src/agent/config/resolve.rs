@@ -143,6 +143,7 @@ fn outbox(check: &mut Checker<'_>, ob: &RawOutbox, state_dir: &Path) -> OutboxCo
         max_age: check.positive("outbox.max_age", ob.max_age),
         synchronous: ob.synchronous.into(),
         batch_max_records: ob.batch_max_records.max(1),
+        live_max_bytes: check.at_least("outbox.live_max_bytes", ob.live_max_bytes, 16 << 10),
     };
     check.at_least("outbox.batch_max_records", ob.batch_max_records as u64, 1);
     outbox

@@ -55,6 +55,7 @@ fn valid_fixtures_load() {
     .unwrap();
     assert_eq!(full.bench.id, "lab1-bench07");
     assert_eq!(full.outbox.max_age, Duration::from_secs(7 * 86_400));
+    assert_eq!(full.outbox.live_max_bytes, 1 << 20);
     assert_eq!(full.sources.host_metrics.collectors.len(), 5);
     let mqtt = full.mqtt.expect("full.toml has [mqtt]");
     assert_eq!(mqtt.connection.keepalive(), Duration::from_secs(15));

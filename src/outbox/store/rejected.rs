@@ -25,10 +25,7 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 use serde::Serialize;
 
 use super::export::{CLEARED_KEY, REPLAYED_KEY, add_moved};
-use super::{
-    Inner, Outbox, OutboxError, Signal, StoreOptions, Synchronous, load_totals, sql_err, to_u64,
-    unix_ms,
-};
+use super::{Outbox, OutboxError, Signal, sql_err, to_u64, unix_ms};
 use crate::outbox::status::{MovedCount, time_at};
 
 /// One row of the `rejected` table, without its body.
@@ -84,20 +81,7 @@ impl Outbox {
             .map_err(|e| sql_err(path, e))?;
         conn.busy_timeout(Duration::from_secs(10))
             .map_err(|e| sql_err(path, e))?;
-        let totals = load_totals(&conn).map_err(|e| sql_err(path, e))?;
-        Ok(Outbox {
-            inner: std::sync::Mutex::new(Inner {
-                conn,
-                totals,
-                corruptions: 0,
-            }),
-            opts: StoreOptions {
-                path: path.to_path_buf(),
-                max_bytes: u64::MAX,
-                max_age: Duration::MAX,
-                synchronous: Synchronous::default(),
-            },
-        })
+        Outbox::beside_agent(path, conn)
     }
 
     /// Every kept rejected record, oldest first.
@@ -150,7 +134,7 @@ impl Outbox {
                 let mut insert = tx.prepare_cached(
                     "INSERT INTO records (signal, created_ms, items, body) VALUES (?1, ?2, ?3, ?4)",
                 )?;
-                for id in wanted {
+                for id in &wanted {
                     let row: Option<(i64, i64, Vec<u8>)> = take
                         .query_row(params![id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
                         .optional()?;
@@ -353,7 +337,7 @@ mod tests {
     use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
 
     use super::*;
-    use crate::outbox::{DropReason, NewRecord};
+    use crate::outbox::{DropReason, NewRecord, StoreOptions, Synchronous};
 
     fn outbox(dir: &Path) -> Outbox {
         Outbox::open(StoreOptions {
@@ -361,6 +345,7 @@ mod tests {
             max_bytes: 1 << 20,
             max_age: Duration::from_secs(3600),
             synchronous: Synchronous::Normal,
+            live_max_bytes: 1 << 20,
         })
         .unwrap()
         .0

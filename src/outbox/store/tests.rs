@@ -10,6 +10,7 @@ fn opts(dir: &Path, max_bytes: u64) -> StoreOptions {
         max_bytes,
         max_age: Duration::from_secs(3600),
         synchronous: Synchronous::Full,
+        live_max_bytes: 1 << 20,
     }
 }
 
@@ -274,4 +275,191 @@ proptest! {
             }
         }
     }
+}
+
+fn big(tag: u32) -> NewRecord {
+    rec(Signal::Logs, tag, 4 << 10)
+}
+
+#[test]
+fn corruption_found_while_running_is_quarantined_counted_and_survived() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("outbox.db");
+    // Three older quarantined files: the new one pushes the oldest out.
+    for stamp in [100, 200, 300] {
+        std::fs::write(dir.path().join(format!("outbox.db.corrupt-{stamp}")), b"x").unwrap();
+    }
+    let (ob, _) = Outbox::open(opts(dir.path(), 64 << 20)).unwrap();
+    for i in 0..600 {
+        ob.append(big(i)).unwrap();
+    }
+    ob.checkpoint().unwrap();
+    // Garbage over the middle of the file, far more than the page cache.
+    {
+        use std::io::{Seek, SeekFrom, Write};
+        let mut f = std::fs::OpenOptions::new().write(true).open(&db).unwrap();
+        f.seek(SeekFrom::Start(20 * 4096)).unwrap();
+        f.write_all(&vec![0x5a; 400 * 4096]).unwrap();
+        f.sync_all().unwrap();
+    }
+    // The read that finds it gets the fresh (empty) database, not an error.
+    let got = ob.fetch(Signal::Logs, 0, 1000, u64::MAX).unwrap();
+    assert!(
+        got.is_empty(),
+        "read {} records from a fresh file",
+        got.len()
+    );
+    let st = ob.status().unwrap();
+    assert_eq!(st.corruptions, 1);
+    assert_eq!(st.records(), 0);
+    // It keeps working, on a file that passes quick_check.
+    ob.append(rec(Signal::Logs, 7, 10)).unwrap();
+    let got = ob.fetch(Signal::Logs, 0, 10, u64::MAX).unwrap();
+    assert_eq!(got.iter().map(tag).collect::<Vec<_>>(), vec![7]);
+    drop(ob);
+    let (_, report) = Outbox::open(opts(dir.path(), 64 << 20)).unwrap();
+    assert!(report.quarantined.is_none());
+    // At most KEEP_CORRUPT quarantined files: the oldest went.
+    let mut aside: Vec<String> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| {
+            n.starts_with("outbox.db.corrupt-") && !n.ends_with("-wal") && !n.ends_with("-shm")
+        })
+        .collect();
+    aside.sort();
+    assert_eq!(aside.len(), KEEP_CORRUPT, "{aside:?}");
+    assert!(!aside.contains(&"outbox.db.corrupt-100".to_string()));
+    assert!(aside.contains(&"outbox.db.corrupt-300".to_string()));
+}
+
+#[test]
+fn the_file_shrinks_after_a_backlog_drains() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ob, _) = Outbox::open(opts(dir.path(), 64 << 20)).unwrap();
+    for i in 0..2000 {
+        ob.append(big(i)).unwrap();
+    }
+    ob.checkpoint().unwrap();
+    let full = ob.file_bytes();
+    assert!(full > 8 << 20, "backlog file is {full} bytes");
+    loop {
+        let batch = ob.fetch(Signal::Logs, 0, 64, u64::MAX).unwrap();
+        if batch.is_empty() {
+            break;
+        }
+        ob.ack(
+            Signal::Logs,
+            &batch.iter().map(|r| r.id).collect::<Vec<_>>(),
+        )
+        .unwrap();
+    }
+    // Nothing expires; the periodic pass gives the space back.
+    assert_eq!(ob.expire(SystemTime::now()).unwrap().records, 0);
+    let drained = ob.file_bytes();
+    assert!(
+        drained < full / 10,
+        "after the drain the files hold {drained} bytes (were {full})"
+    );
+}
+
+#[test]
+fn an_old_file_is_switched_to_incremental_vacuum_at_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("outbox.db");
+    {
+        let conn = Connection::open(&path).unwrap();
+        conn.execute_batch("PRAGMA journal_mode = WAL; CREATE TABLE t (x);")
+            .unwrap();
+        let mode: i64 = conn
+            .query_row("PRAGMA auto_vacuum", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(mode, 0);
+    }
+    let _ = Outbox::open(opts(dir.path(), 1 << 20)).unwrap();
+    let conn = Connection::open(&path).unwrap();
+    let mode: i64 = conn
+        .query_row("PRAGMA auto_vacuum", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(mode, 2, "auto_vacuum = INCREMENTAL");
+}
+
+#[test]
+fn max_age_does_not_expire_records_stamped_by_an_untrusted_clock() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ob, _) = Outbox::open(opts(dir.path(), 1 << 20)).unwrap();
+    let hour = Duration::from_secs(3600);
+    let now = SystemTime::now();
+    ob.append(rec(Signal::Logs, 1, 10)).unwrap();
+    // Clock stepped back two hours: the record is "from the future". Its
+    // age counts from this pass, so it stays its full max_age from here.
+    let back = now - 2 * hour;
+    assert_eq!(ob.expire(back).unwrap().records, 0);
+    assert_eq!(
+        ob.expire(back + hour - Duration::from_secs(60))
+            .unwrap()
+            .records,
+        0
+    );
+    assert_eq!(ob.totals().unwrap().records, 1);
+    assert_eq!(
+        ob.expire(back + hour + Duration::from_secs(60))
+            .unwrap()
+            .records,
+        1
+    );
+
+    // Committed while the clock said 1970 (a board without RTC).
+    ob.append(rec(Signal::Logs, 2, 10)).unwrap();
+    let other = Connection::open(dir.path().join("outbox.db")).unwrap();
+    other
+        .execute("UPDATE records SET created_ms = 5000", [])
+        .unwrap();
+    // While the clock is still unset nothing expires at all.
+    let epoch = SystemTime::UNIX_EPOCH;
+    assert_eq!(ob.expire(epoch + 2 * hour).unwrap().records, 0);
+    // Once set, the record's age starts then, not in 1970.
+    assert_eq!(ob.expire(now).unwrap().records, 0);
+    assert_eq!(
+        ob.expire(now + hour - Duration::from_secs(60))
+            .unwrap()
+            .records,
+        0
+    );
+    assert_eq!(ob.totals().unwrap().records, 1);
+    assert_eq!(
+        ob.expire(now + hour + Duration::from_secs(60))
+            .unwrap()
+            .records,
+        1
+    );
+    // A record with a trustworthy stamp still expires on its own age.
+    ob.append(rec(Signal::Logs, 3, 10)).unwrap();
+    assert_eq!(ob.expire(now + 2 * hour).unwrap().records, 1);
+    assert!(not_before_ms() > 1_700_000_000_000);
+}
+
+#[test]
+fn full_quota_and_read_only_errors_mean_live_mode_others_do_not() {
+    use rusqlite::ffi;
+    let err = |code| rusqlite::Error::SqliteFailure(ffi::Error::new(code), None);
+    for code in [
+        ffi::SQLITE_FULL,             // ENOSPC
+        ffi::SQLITE_IOERR_WRITE,      // EDQUOT, EROFS on a remount
+        ffi::SQLITE_IOERR_FSYNC,      // a full thin-provisioned device
+        ffi::SQLITE_IOERR_SHMSIZE,    // the -shm file cannot grow
+        ffi::SQLITE_READONLY,         // opened read-only under us
+        ffi::SQLITE_READONLY_DBMOVED, // and its extended codes
+    ] {
+        assert!(recover::is_unwritable(&err(code)), "{code}");
+    }
+    for code in [
+        ffi::SQLITE_BUSY,
+        ffi::SQLITE_CORRUPT,
+        ffi::SQLITE_IOERR_READ,
+        ffi::SQLITE_CONSTRAINT,
+    ] {
+        assert!(!recover::is_unwritable(&err(code)), "{code}");
+    }
+    assert!(recover::is_corrupt(&err(ffi::SQLITE_NOTADB)));
 }
