@@ -471,6 +471,19 @@ fn maintenance_is_on_metrics_at_once_with_an_hourly_heartbeat() {
     agent.wait_metric("bench_state", &[("state", "ready")], WAIT, one);
 
     let cfg_arg = cfg.to_str().unwrap();
+    // A window already over is refused, not an instant no-op.
+    let past = ["maintenance", "on", "--until", "2001-01-01T00:00:00Z"];
+    let out = run(
+        AGENT,
+        dir.path(),
+        &[&past[..], &["--config", cfg_arg]].concat(),
+    );
+    assert!(!out.status.success(), "a past --until was accepted");
+    assert!(
+        stderr(&out).contains("2001-01-01T00:00:00Z is not in the future"),
+        "{}",
+        stderr(&out)
+    );
     let out = run(
         AGENT,
         dir.path(),

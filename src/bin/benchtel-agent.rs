@@ -242,7 +242,16 @@ fn maintenance(
     if !on && (reason.is_some() || for_.is_some() || until.is_some()) {
         anyhow::bail!("--reason, --for and --until go with `maintenance on`");
     }
-    let until = until.or_else(|| for_.map(|d| std::time::SystemTime::now() + d));
+    let now = std::time::SystemTime::now();
+    if let Some(past) = until.filter(|t| *t <= now) {
+        // A window that is already over would end at once: almost surely a
+        // typo (a date, or a time zone) rather than what was meant.
+        anyhow::bail!(
+            "--until {} is not in the future",
+            humantime::format_rfc3339_seconds(past)
+        );
+    }
+    let until = until.or_else(|| for_.map(|d| now + d));
     Ok(wire::Command::Maintenance { on, reason, until })
 }
 
