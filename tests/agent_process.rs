@@ -17,6 +17,7 @@ use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
 use opentelemetry_proto::tonic::common::v1::any_value::Value;
 use opentelemetry_proto::tonic::logs::v1::LogRecord;
 use prost::Message;
+use support::agent::committed_bodies;
 use support::receiver::{Receiver, Reply};
 
 const AGENT: &str = env!("CARGO_BIN_EXE_benchtel-agent");
@@ -185,18 +186,6 @@ fn heartbeats<'a>(records: impl IntoIterator<Item = &'a LogRecord>) -> BTreeSet<
             let seq = attr(r, "seq")?.parse().ok()?;
             Some((run, seq))
         })
-        .collect()
-}
-
-/// The bodies of one signal's records committed in the outbox file.
-fn committed_bodies(db: &Path, signal: i64) -> Vec<Vec<u8>> {
-    let conn = rusqlite::Connection::open(db).unwrap();
-    let mut stmt = conn
-        .prepare("SELECT body FROM records WHERE signal = ?1")
-        .unwrap();
-    stmt.query_map([signal], |r| r.get(0))
-        .unwrap()
-        .map(Result::unwrap)
         .collect()
 }
 

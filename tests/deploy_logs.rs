@@ -27,7 +27,7 @@ use opentelemetry_proto::tonic::common::v1::any_value::Value as AnyValue;
 use opentelemetry_proto::tonic::trace::v1::status::StatusCode;
 use prost::Message;
 use serde_json::Value;
-use support::agent::{AGENT, Agent, Bench};
+use support::agent::{AGENT, Agent, Bench, committed_bodies};
 
 const BENCH: &str = "loki-bench-3";
 const SITE: &str = "loki-lab";
@@ -519,17 +519,6 @@ fn outbox_of(cfg: &Path) -> PathBuf {
     PathBuf::from(line.trim_start_matches("path = ").trim_matches('"'))
 }
 
-fn committed(db: &Path, signal: i64) -> Vec<Vec<u8>> {
-    let conn = rusqlite::Connection::open(db).unwrap();
-    let mut stmt = conn
-        .prepare("SELECT body FROM records WHERE signal = ?1")
-        .unwrap();
-    stmt.query_map([signal], |r| r.get(0))
-        .unwrap()
-        .map(Result::unwrap)
-        .collect()
-}
-
 fn text_of(v: &Option<opentelemetry_proto::tonic::common::v1::AnyValue>) -> Option<String> {
     match v.as_ref()?.value.as_ref()? {
         AnyValue::StringValue(s) => Some(s.clone()),
@@ -554,7 +543,7 @@ struct Span {
 
 fn committed_spans(db: &Path) -> Vec<Span> {
     let mut out = Vec::new();
-    for body in committed(db, 3) {
+    for body in committed_bodies(db, 3) {
         let req = ExportTraceServiceRequest::decode(body.as_slice()).unwrap();
         for rs in req.resource_spans {
             let bench = rs
@@ -936,8 +925,8 @@ fn with_traces_off_running_checks_commit_no_span_and_lines_carry_no_trace_id() {
         "spans were committed with traces off"
     );
     // The other signals still are.
-    assert!(!committed(&db, 1).is_empty(), "no metrics committed");
-    assert!(!committed(&db, 2).is_empty(), "no logs committed");
+    assert!(!committed_bodies(&db, 1).is_empty(), "no metrics committed");
+    assert!(!committed_bodies(&db, 2).is_empty(), "no logs committed");
     for line in &lines {
         let v: Value = serde_json::from_str(line).unwrap();
         assert!(v["trace_id"].is_null(), "{line}");

@@ -365,3 +365,16 @@ pub fn file_check(path: &Path) -> String {
         path.display()
     )
 }
+
+/// The bodies of one signal's records committed in the outbox file
+/// (1 metrics, 2 logs, 3 traces).
+pub fn committed_bodies(db: &Path, signal: i64) -> Vec<Vec<u8>> {
+    let conn = rusqlite::Connection::open(db).unwrap();
+    let mut stmt = conn
+        .prepare("SELECT body FROM records WHERE signal = ?1")
+        .unwrap();
+    stmt.query_map([signal], |r| r.get(0))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect()
+}
