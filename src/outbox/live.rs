@@ -43,7 +43,10 @@ struct State {
 
 /// What a probe takes out of the queue to commit, and gives back on failure.
 pub(crate) struct Probe {
-    pub records: Vec<NewRecord>,
+    /// With their queue ids, so a failed probe gives them back as they
+    /// were: a lane may be sending them at this moment, and its answer
+    /// must still find them.
+    pub records: Vec<Record>,
     pub pending: BTreeMap<DropReason, DropCount>,
     pub episode: Option<Episode>,
 }
@@ -101,25 +104,33 @@ impl Live {
         due
     }
 
+    /// Gives a record its queue id (its place in the live order).
+    pub(crate) fn stamp(&self, r: NewRecord) -> Record {
+        stamp(&mut self.lock(), r)
+    }
+
     /// Queues a record for live delivery, dropping the oldest past the bounds.
     pub(crate) fn push(&self, r: NewRecord) {
         let mut s = self.lock();
-        let seq = s.next_seq;
-        s.next_seq += 1;
+        let r = stamp(&mut s, r);
+        self.enqueue(&mut s, r);
+    }
+
+    /// Appends a stamped record. One larger than the whole bound is lost on
+    /// its own rather than pushing every older record out first.
+    fn enqueue(&self, s: &mut State, r: Record) {
+        if r.body.len() as u64 > self.max_bytes {
+            lose(s, DropReason::DiskFull, 1, r.items);
+            return;
+        }
         s.bytes += r.body.len() as u64;
-        s.queue.push_back(Record {
-            id: seq,
-            signal: r.signal,
-            created_ms: unix_ms(SystemTime::now()),
-            items: r.items,
-            body: r.body,
-        });
+        s.queue.push_back(r);
         while s.bytes > self.max_bytes || s.queue.len() > MAX_RECORDS {
             let Some(old) = s.queue.pop_front() else {
                 break;
             };
             s.bytes -= old.body.len() as u64;
-            lose(&mut s, DropReason::DiskFull, 1, old.items);
+            lose(s, DropReason::DiskFull, 1, old.items);
         }
     }
 
@@ -132,42 +143,26 @@ impl Live {
     pub(crate) fn take(&self) -> Probe {
         let mut s = self.lock();
         s.bytes = 0;
-        let records = std::mem::take(&mut s.queue)
-            .into_iter()
-            .map(|r| NewRecord {
-                signal: r.signal,
-                items: r.items,
-                body: r.body,
-            })
-            .collect();
         Probe {
-            records,
+            records: std::mem::take(&mut s.queue).into(),
             pending: std::mem::take(&mut s.pending),
             episode: s.episode.clone(),
         }
     }
 
-    /// Gives back what a failed commit took, in front of what came since.
+    /// Gives back what a failed commit took, with the same ids, in front of
+    /// what came since.
     pub(crate) fn give_back(&self, probe: Probe) {
-        let since = {
-            let mut s = self.lock();
-            for (reason, n) in probe.pending {
-                let p = s.pending.entry(reason).or_default();
-                p.records += n.records;
-                p.items += n.items;
-            }
-            s.bytes = 0;
-            std::mem::take(&mut s.queue)
-        };
-        for r in probe.records {
-            self.push(r);
+        let mut s = self.lock();
+        for (reason, n) in probe.pending {
+            let p = s.pending.entry(reason).or_default();
+            p.records += n.records;
+            p.items += n.items;
         }
-        for r in since {
-            self.push(NewRecord {
-                signal: r.signal,
-                items: r.items,
-                body: r.body,
-            });
+        s.bytes = 0;
+        let since = std::mem::take(&mut s.queue);
+        for r in probe.records.into_iter().chain(since) {
+            self.enqueue(&mut s, r);
         }
     }
 
@@ -213,18 +208,36 @@ impl Live {
         out
     }
 
-    /// Forgets delivered (or refused) records still queued.
-    pub(crate) fn remove(&self, ids: &[i64]) {
+    /// Forgets delivered (or refused) records still queued; returns what
+    /// it found of them (a probe may have committed them meanwhile).
+    pub(crate) fn remove(&self, ids: &[i64]) -> DropCount {
         let mut s = self.lock();
+        let mut gone = DropCount::default();
         let mut freed = 0u64;
+        // Ids come from one peek, in queue order, so ascending.
         s.queue.retain(|r| {
-            let gone = ids.contains(&r.id);
-            if gone {
+            let hit = ids.binary_search(&r.id).is_ok();
+            if hit {
                 freed += r.body.len() as u64;
+                gone.records += 1;
+                gone.items += r.items;
             }
-            !gone
+            !hit
         });
         s.bytes -= freed;
+        gone
+    }
+}
+
+fn stamp(s: &mut State, r: NewRecord) -> Record {
+    let id = s.next_seq;
+    s.next_seq += 1;
+    Record {
+        id,
+        signal: r.signal,
+        created_ms: unix_ms(SystemTime::now()),
+        items: r.items,
+        body: r.body,
     }
 }
 

@@ -266,7 +266,8 @@ impl Outbox {
         }
         let now = unix_ms(SystemTime::now());
         self.write(|tx, totals| {
-            let ids = insert_records(tx, totals, records, now)?;
+            let rows = records.iter().map(|r| (r.signal, r.items, &r.body[..]));
+            let ids = insert_records(tx, totals, rows, now)?;
             evict_for_bytes(tx, totals, max_bytes)?;
             Ok(ids)
         })
@@ -483,27 +484,23 @@ fn bytes_of(totals: &[SignalStats; 3]) -> u64 {
 }
 
 /// Inserts `records` stamped `now`; returns their ids.
-fn insert_records(
+/// Inserts `(signal, items, body)` rows stamped `now`; returns their ids.
+fn insert_records<'a>(
     tx: &Transaction<'_>,
     totals: &mut [SignalStats; 3],
-    records: &[NewRecord],
+    rows: impl IntoIterator<Item = (Signal, u64, &'a [u8])>,
     now: i64,
 ) -> rusqlite::Result<Vec<i64>> {
-    let mut ids = Vec::with_capacity(records.len());
+    let mut ids = Vec::new();
     let mut insert = tx.prepare_cached(
         "INSERT INTO records (signal, created_ms, items, body) VALUES (?1, ?2, ?3, ?4)",
     )?;
-    for r in records {
-        insert.execute(params![
-            r.signal.code(),
-            now,
-            to_i64(r.items),
-            r.body.as_slice()
-        ])?;
+    for (signal, items, body) in rows {
+        insert.execute(params![signal.code(), now, to_i64(items), body])?;
         ids.push(tx.last_insert_rowid());
-        let t = &mut totals[r.signal.index()];
+        let t = &mut totals[signal.index()];
         t.records += 1;
-        t.bytes += r.body.len() as u64;
+        t.bytes += body.len() as u64;
     }
     Ok(ids)
 }

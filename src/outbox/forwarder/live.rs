@@ -36,10 +36,11 @@ pub(crate) async fn step(fw: &Forwarder, live: &Live, signal: Signal) -> Option<
 
 fn refused(live: &Live, signal: Signal, batch: &[Record], status: u16, why: &str) -> Step {
     let ids: Vec<i64> = batch.iter().map(|r| r.id).collect();
-    tracing::error!(signal = signal.as_str(), status, why = %why, records = ids.len(),
+    // Only what is still queued is lost here: a probe that committed the
+    // rest meanwhile left them to the durable lane, which settles them.
+    let gone = live.remove(&ids);
+    tracing::error!(signal = signal.as_str(), status, why = %why, records = gone.records,
         "collector refused live records permanently; counted as rejected (the outbox cannot keep them)");
-    live.remove(&ids);
-    let items = batch.iter().map(|r| r.items).sum();
-    live.lose(DropReason::Rejected, ids.len() as u64, items);
+    live.lose(DropReason::Rejected, gone.records, gone.items);
     Step::Progress
 }

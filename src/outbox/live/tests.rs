@@ -140,3 +140,44 @@ fn live_records_leave_the_queue_only_once_delivered() {
     assert_eq!(live.state().queued_records, MAX_RECORDS as u64);
     assert_eq!(live.pending()[&DropReason::DiskFull].records, 3);
 }
+
+#[test]
+fn records_a_failed_probe_gives_back_keep_their_ids_so_a_lanes_answer_finds_them() {
+    let live = Live::new(1 << 20);
+    live.push(rec(1));
+    live.push(rec(2));
+    let sending: Vec<i64> = live
+        .peek(Signal::Logs, 16, 1 << 20)
+        .iter()
+        .map(|r| r.id)
+        .collect();
+    assert_eq!(sending.len(), 2);
+    // A probe takes the queue while the lane's request is in flight, and
+    // the disk is still full.
+    let probe = live.take();
+    live.give_back(probe);
+    let gone = live.remove(&sending);
+    assert_eq!(gone.records, 2, "the delivered records were not found");
+    assert_eq!(
+        live.state().queued_records,
+        0,
+        "delivered records stayed queued"
+    );
+}
+
+#[test]
+fn a_record_larger_than_the_queue_is_lost_alone() {
+    let live = Live::new(16 << 10);
+    live.push(rec(1));
+    live.push(NewRecord {
+        signal: Signal::Logs,
+        items: 1,
+        body: vec![0; (16 << 10) + 1],
+    });
+    assert_eq!(
+        live.state().queued_records,
+        1,
+        "the older record was pushed out"
+    );
+    assert_eq!(live.pending()[&DropReason::DiskFull].records, 1);
+}

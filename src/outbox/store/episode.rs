@@ -9,7 +9,7 @@ use rusqlite::params;
 use super::super::live::{Episode, Probe};
 use super::report::LAST_EPISODE_KEY;
 use super::{
-    DropCount, DropReason, NewRecord, Outbox, OutboxError, add_drop, evict_for_bytes,
+    DropCount, DropReason, NewRecord, Outbox, OutboxError, Record, add_drop, evict_for_bytes,
     insert_records, unix_ms,
 };
 
@@ -75,7 +75,7 @@ impl Outbox {
     /// commit holds.
     fn probe(&self, record: NewRecord, now: Instant) -> Result<Committed, OutboxError> {
         let mut probe = self.live.take();
-        probe.records.push(record);
+        probe.records.push(self.live.stamp(record));
         match self.commit_probe(&probe) {
             Ok(()) => {}
             Err(e) if e.is_unwritable() => {
@@ -110,11 +110,10 @@ impl Outbox {
     /// episode's summary for `outbox status`.
     fn commit_probe(&self, probe: &Probe) -> Result<(), OutboxError> {
         let max_bytes = self.opts.max_bytes;
-        let (fit, big): (Vec<&NewRecord>, Vec<&NewRecord>) = probe
+        let (fit, big): (Vec<&Record>, Vec<&Record>) = probe
             .records
             .iter()
             .partition(|r| r.body.len() as u64 <= max_bytes);
-        let fit: Vec<NewRecord> = fit.into_iter().cloned().collect();
         let too_large = DropCount {
             records: big.len() as u64,
             items: big.iter().map(|r| r.items).sum(),
@@ -126,7 +125,12 @@ impl Outbox {
         });
         let summary = summary.and_then(|e| serde_json::to_string(&e).ok());
         self.write(|tx, totals| {
-            insert_records(tx, totals, &fit, now)?;
+            insert_records(
+                tx,
+                totals,
+                fit.iter().map(|r| (r.signal, r.items, &r.body[..])),
+                now,
+            )?;
             for (reason, n) in &probe.pending {
                 add_drop(tx, *reason, *n)?;
             }
