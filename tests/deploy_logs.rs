@@ -719,8 +719,13 @@ fn the_alloy_example_labels_real_agent_lines_by_bench_and_level_only() {
             .iter()
             .all(|e| e.metadata.get("task_id").map(String::as_str) == Some("t-7"))
     );
-    // A line logged inside a span carries its ids as metadata, never as a
-    // label (no line has one when nothing runs inside a span yet).
+    // The verdict line links to the run that changed it, and a line logged
+    // inside a span carries its ids as metadata, never as a label.
+    assert_eq!(
+        down.metadata.get("trace_id").map(String::len),
+        Some(32),
+        "the verdict line is not linked to its run"
+    );
     for (line, e) in lines.iter().zip(&entries) {
         let v: Value = serde_json::from_str(line).unwrap();
         assert_eq!(

@@ -172,6 +172,15 @@ impl Forwarder {
     /// time. Its episodes ([`episode`]) log what is wrong.
     pub async fn run(self: Arc<Self>, signal: Signal, beacon: Beacon, cancel: CancellationToken) {
         let mut lane = Lane::new(&self.opts);
+        // An episode a previous process left in `meta` would otherwise show
+        // in `outbox status` for good: this lane knows nothing of it, so its
+        // first delivery would not clear it. The first failure saves anew.
+        let outbox = self.outbox.clone();
+        let cleared =
+            tokio::task::spawn_blocking(move || outbox.set_export_episode(signal, None)).await;
+        if let Ok(Err(e)) = cleared {
+            tracing::debug!(signal = signal.as_str(), error = %e, "cannot clear the export episode");
+        }
         loop {
             beacon.busy_for(DB_STEP + self.opts.timeout);
             let step = tokio::select! {

@@ -425,6 +425,9 @@ async fn run_one(
         beacon.busy_for(check.timeout + Duration::from_secs(1));
         let run = check.kind.run(check.timeout, &clients, &gate);
         let (outcome, run) = trace::traced(&tracer, span_name.clone(), &labels, run).await;
+        // The promise covered the run; what follows (logging, the verdict
+        // to readiness) is not the check's to answer for.
+        beacon.idle();
         instruments.run(&labels, &outcome, started.elapsed());
         let ok = outcome.code == Code::Ok;
         let change = state.feed(ok, check.fail_after, check.recover_after);

@@ -59,7 +59,9 @@ fn finish(cx: &Context, outcome: &Outcome) {
         if let Some(lines) = &outcome.console {
             span.add_event("console", vec![KeyValue::new("lines", bounded(lines))]);
         }
-        span.set_status(Status::error(outcome.detail.clone()));
+        // The detail of a serial failure carries its console too: bounded
+        // like the event, so a span never grows with the console.
+        span.set_status(Status::error(bounded(&outcome.detail)));
     }
     span.end();
 }
