@@ -59,8 +59,26 @@ impl Outbox {
             tracing::warn!(error = %e, "closing the corrupt outbox failed; dropping it");
             drop(conn);
         }
-        let moved = sqlite::quarantine(path)?;
-        let conn = sqlite::open_checked(path, &spec(&self.pragmas))?;
+        let fresh = || -> Result<_, OutboxError> {
+            let moved = sqlite::quarantine(path)?;
+            Ok((moved, sqlite::open_checked(path, &spec(&self.pragmas))?))
+        };
+        let (moved, conn) = match fresh() {
+            Ok(done) => done,
+            Err(e) => {
+                // Not left on the empty in-memory placeholder, where every
+                // later commit would fail as "no such table" and never go
+                // live: back on the file, whose next error says what it is
+                // (a full disk goes live; corruption tries this once more).
+                if let Ok(back) = Connection::open(path) {
+                    let _ = back.execute_batch(&self.pragmas);
+                    inner.conn = back;
+                }
+                tracing::error!(path = %path.display(), error = %e, cause = %cause,
+                    "outbox database found corrupt while running, and moving it aside failed");
+                return Err(e);
+            }
+        };
         inner.totals = load_totals(&conn).map_err(|e| self.sql(e))?;
         inner.conn = conn;
         inner.corruptions += 1;
