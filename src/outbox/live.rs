@@ -39,6 +39,8 @@ struct State {
     /// Losses not yet written into `drops`.
     pending: BTreeMap<DropReason, DropCount>,
     last_probe: Option<Instant>,
+    /// The episode this process saw end last, for `/healthz`.
+    last: Option<Episode>,
 }
 
 /// What a probe takes out of the queue to commit, and gives back on failure.
@@ -170,10 +172,14 @@ impl Live {
     pub(crate) fn end(&self) -> Option<Episode> {
         let mut s = self.lock();
         s.last_probe = None;
-        s.episode.take().map(|mut e| {
+        let ended = s.episode.take().map(|mut e| {
             e.ended_ms = Some(unix_ms(SystemTime::now()));
             e
-        })
+        });
+        if ended.is_some() {
+            s.last.clone_from(&ended);
+        }
+        ended
     }
 
     /// Losses not yet in `drops`, to add to what the file says.
@@ -187,7 +193,7 @@ impl Live {
             current: s.episode.clone(),
             queued_records: s.queue.len() as u64,
             queued_bytes: s.bytes,
-            last: None,
+            last: s.last.clone(),
         }
     }
 
