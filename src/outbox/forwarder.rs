@@ -98,7 +98,9 @@ pub struct ForwarderOptions {
     pub batch_max_records: usize,
     pub backoff_min: Duration,
     pub backoff_max: Duration,
-    /// An idle lane re-checks the database this often even without a wakeup.
+    /// An idle lane re-checks the database this often even without a
+    /// wakeup: commits wake it, so this only finds rows another process
+    /// added.
     pub idle_poll: Duration,
 }
 
