@@ -8,6 +8,9 @@ fn main() {
     if std::env::var("PROFILE").as_deref() == Ok("release")
         && std::env::var("CARGO_CFG_TARGET_OS").as_deref() == Ok("linux")
     {
-        println!("cargo::rustc-link-arg-bin=benchtel-agent=-Wl,-T,{}", script.display());
+        println!(
+            "cargo::rustc-link-arg-bin=benchtel-agent=-Wl,-T,{}",
+            script.display()
+        );
     }
 }

@@ -76,6 +76,40 @@ pub fn store_options(cfg: &AgentConfig) -> StoreOptions {
     }
 }
 
+/// Instruments whose attributes only take values the code names (states,
+/// signals, results, reasons, reset sources): a few series each. Left at
+/// the SDK's default, each would reserve a table for 2000 series per reader
+/// at start (two readers: OTLP and `/metrics`), about 300 KiB of an idle
+/// agent's RSS (BENCHMARKS.md, "Footprint"). Instruments labelled by what
+/// the machine has (`bench_disk_used` by mount, `bench_temperature` by
+/// sensor, `bench_network_io` by interface) keep the SDK's 2000.
+const CLOSED_INSTRUMENTS: [&str; 20] = [
+    "bench_heartbeats",
+    "bench_state",
+    "bench_ready_time",
+    "bench_dut_ready",
+    "bench_dut_resets",
+    "bench_dut_reset_failures",
+    "bench_cpu_utilization",
+    "bench_memory_used",
+    "bench_memory_total",
+    "benchtel_host_metrics_overruns",
+    "benchtel_mqtt_publishes",
+    "benchtel_mqtt_heartbeats_skipped",
+    "benchtel_mqtt_commands",
+    "benchtel_mqtt_connects",
+    "benchtel_mqtt_connected",
+    "benchtel_outbox_records",
+    "benchtel_outbox_bytes",
+    "benchtel_outbox_oldest_age_seconds",
+    "benchtel_outbox_dropped",
+    "benchtel_outbox_corruptions",
+];
+const CLOSED_SERIES: usize = 64;
+/// Signal × result × status, where the status is whatever HTTP code a
+/// collector or a proxy answers: closed in practice, not by the code.
+const EXPORT_REQUEST_SERIES: usize = 512;
+
 fn telemetry_options(cfg: &AgentConfig) -> TelemetryOptions {
     // Resource attributes from the environment first, so the bench's own
     // identity from the config wins on a clash.
@@ -92,7 +126,11 @@ fn telemetry_options(cfg: &AgentConfig) -> TelemetryOptions {
         attributes,
         export_interval: cfg.telemetry.export_interval,
         prometheus: cfg.http.enabled,
-        bounded: (&checks::INSTRUMENTS, checks::series_limit(&cfg.checks)),
+        series_limits: vec![
+            (&checks::INSTRUMENTS, checks::series_limit(&cfg.checks)),
+            (&CLOSED_INSTRUMENTS, CLOSED_SERIES),
+            (&["benchtel_export_requests"], EXPORT_REQUEST_SERIES),
+        ],
         traces: cfg.telemetry.traces,
     }
 }

@@ -46,9 +46,11 @@ pub struct TelemetryOptions {
     pub export_interval: Duration,
     /// Also keep a Prometheus registry for the local `/metrics`.
     pub prometheus: bool,
-    /// Instruments (by name) whose series are bounded by this many instead
-    /// of the SDK's 2000, which it allocates tables for up front.
-    pub bounded: (&'static [&'static str], usize),
+    /// Groups of instruments (by name) whose series are bounded by the
+    /// group's limit instead of the SDK's 2000, which it allocates tables
+    /// for up front, per instrument and reader. The first group naming an
+    /// instrument wins.
+    pub series_limits: Vec<SeriesLimit>,
     /// Spans on (`[telemetry] traces`). Off, the tracer provider has no
     /// processor and is not installed globally, so every span is the global
     /// no-op one: nothing reaches the outbox's traces lane, and log lines
@@ -86,7 +88,7 @@ impl Telemetry {
         let mut meters = SdkMeterProvider::builder()
             .with_resource(resource.clone())
             .with_reader(reader)
-            .with_view(bounded_view(opts.bounded));
+            .with_view(bounded_view(opts.series_limits.clone()));
         let mut registry = None;
         if opts.prometheus {
             let reg = prometheus::Registry::new();
@@ -175,17 +177,18 @@ fn span_batches() -> BatchConfig {
     batches.build()
 }
 
-/// A view giving the instruments named in `names` a series limit of
-/// `limit`; other instruments keep the SDK's default.
+/// Instruments that share a series limit: their names, and the limit.
+pub type SeriesLimit = (&'static [&'static str], usize);
+
+/// A view giving each instrument named in `limits` its group's series
+/// limit; other instruments keep the SDK's default.
 pub fn bounded_view(
-    (names, limit): (&'static [&'static str], usize),
+    limits: Vec<SeriesLimit>,
 ) -> impl Fn(&Instrument) -> Option<Stream> + Send + Sync + 'static {
     move |i: &Instrument| {
-        if !names.contains(&i.name()) {
-            return None;
-        }
+        let (_, limit) = limits.iter().find(|(names, _)| names.contains(&i.name()))?;
         Stream::builder()
-            .with_cardinality_limit(limit.max(1))
+            .with_cardinality_limit((*limit).max(1))
             .build()
             .ok()
     }
@@ -266,7 +269,61 @@ pub fn colour(stdout_is_tty: bool, no_color: Option<&OsStr>) -> bool {
 mod tests {
     use std::ffi::OsStr;
 
-    use super::colour;
+    use opentelemetry::KeyValue;
+    use opentelemetry::metrics::MeterProvider;
+    use opentelemetry_sdk::metrics::data::{AggregatedMetrics, MetricData};
+    use opentelemetry_sdk::metrics::{InMemoryMetricExporter, PeriodicReader, SdkMeterProvider};
+
+    use super::{bounded_view, colour};
+
+    /// (instrument, series, whether one is the overflow series) after ten
+    /// series were recorded on each of `names`.
+    fn ten_series_each(names: &[&'static str]) -> Vec<(String, usize, bool)> {
+        let exporter = InMemoryMetricExporter::default();
+        let provider = SdkMeterProvider::builder()
+            .with_reader(PeriodicReader::builder(exporter.clone()).build())
+            .with_view(bounded_view(vec![(&["small"], 4), (&["small", "mid"], 6)]))
+            .build();
+        let meter = provider.meter("t");
+        for name in names {
+            let counter = meter.u64_counter(*name).build();
+            for i in 0..10 {
+                counter.add(1, &[KeyValue::new("i", i)]);
+            }
+        }
+        provider.force_flush().unwrap();
+        let rm = exporter.get_finished_metrics().unwrap().pop().unwrap();
+        let mut out: Vec<_> = rm
+            .scope_metrics()
+            .flat_map(|s| s.metrics())
+            .map(|m| match m.data() {
+                AggregatedMetrics::U64(MetricData::Sum(sum)) => {
+                    let overflow = sum.data_points().any(|p| {
+                        p.attributes()
+                            .any(|kv| kv.key.as_str() == "otel.metric.overflow")
+                    });
+                    (m.name().to_string(), sum.data_points().count(), overflow)
+                }
+                _ => panic!("unexpected data for {}", m.name()),
+            })
+            .collect();
+        out.sort();
+        out
+    }
+
+    #[test]
+    fn each_instrument_gets_the_limit_of_the_first_group_naming_it() {
+        let got = ten_series_each(&["small", "mid", "open"]);
+        // A limit of N keeps N series plus the overflow series.
+        assert_eq!(
+            got,
+            vec![
+                ("mid".to_string(), 7, true),
+                ("open".to_string(), 10, false),
+                ("small".to_string(), 5, true),
+            ]
+        );
+    }
 
     #[test]
     fn colour_only_on_a_terminal_and_not_when_no_color_is_set() {

@@ -249,7 +249,7 @@ min_edges = 1
         let exporter = InMemoryMetricExporter::default();
         let provider = SdkMeterProvider::builder()
             .with_reader(PeriodicReader::builder(exporter.clone()).build())
-            .with_view(crate::telemetry::bounded_view((&INSTRUMENTS, limit)))
+            .with_view(crate::telemetry::bounded_view(vec![(&INSTRUMENTS, limit)]))
             .build();
         let instruments = Instruments::new(&provider.meter("t"));
         for c in checks() {
