@@ -326,6 +326,46 @@ fn http_listen_takes_a_host_name_in_the_agent_and_the_watch() {
     }
 }
 
+/// An agent sending to an http:// collector starts on a machine with no
+/// CA store (it never loads one); pointed at https:// it refuses to start,
+/// naming the cause.
+#[test]
+fn an_http_collector_needs_no_trust_store_an_https_one_does() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cfg, port) = agent_config_on(dir.path(), "127.0.0.1");
+    let no_store = |cmd: &mut Command| {
+        cmd.env("SSL_CERT_FILE", dir.path().join("no-such-bundle.pem"))
+            .env("SSL_CERT_DIR", dir.path().join("no-such-dir"));
+    };
+    let mut cmd = program(AGENT, dir.path());
+    no_store(&mut cmd);
+    cmd.arg("--config").arg(&cfg);
+    let agent = Piped::spawn(cmd);
+    let health = wait_get(port, "/healthz");
+    assert!(
+        health.lines().next().is_some_and(|l| l.contains(" 200 ")),
+        "{health}"
+    );
+    drop(agent);
+
+    let text = std::fs::read_to_string(&cfg).unwrap();
+    let https = dir.path().join("https.toml");
+    std::fs::write(
+        &https,
+        text.replace("endpoint = \"http://", "endpoint = \"https://"),
+    )
+    .unwrap();
+    let mut cmd = program(AGENT, dir.path());
+    no_store(&mut cmd);
+    let out = cmd.arg("--config").arg(&https).output().unwrap();
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("No CA certificates"),
+        "{}",
+        stderr(&out)
+    );
+}
+
 #[test]
 fn suggest_with_several_gpio_chips_prints_each_name_once() {
     let dir = tempfile::tempdir().unwrap();

@@ -151,11 +151,18 @@ impl Forwarder {
         // reqwest is built without a default TLS backend; ring builds fast
         // and small. An error means a provider is already installed: fine.
         crate::tls::install_provider();
-        let client = reqwest::Client::builder()
+        let mut client = reqwest::Client::builder()
             .default_headers(header_map(&opts.headers)?)
             .timeout(opts.timeout)
-            .user_agent(concat!("benchtel-agent/", env!("CARGO_PKG_VERSION")))
-            .build()?;
+            .user_agent(concat!("benchtel-agent/", env!("CARGO_PKG_VERSION")));
+        if opts.endpoint.scheme() == "http" {
+            // Plain HTTP verifies no certificate: don't load the system's
+            // trust store (about 150 certificates, 200 KiB of RSS for the
+            // agent's life). A redirect to https would then fail as an
+            // unknown issuer, and be retried and logged like any refusal.
+            client = client.tls_certs_only([]);
+        }
+        let client = client.build()?;
         let requests = meter
             .u64_counter("benchtel_export_requests")
             .with_description("OTLP export requests by signal and result")
