@@ -11,6 +11,8 @@
 //! outbox (`flush_sdk`); the senders stop and one last forward runs within
 //! a deadline; the database is checkpointed and closed (`close_outbox`).
 
+mod options;
+
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -28,24 +30,21 @@ use super::readiness::{self, Input, Readiness, Verdict};
 use super::sources::{heartbeat, host_metrics};
 use super::state::Snapshot;
 use super::{checks, control, mqtt};
-use crate::agent::config::{AgentConfig, Compression};
+use crate::agent::config::AgentConfig;
 use crate::outbox::exporter::{COMMIT_DEADLINE, Sink};
-use crate::outbox::forwarder::{self, Forwarder, ForwarderOptions, Wakeups};
-use crate::outbox::{self, Outbox, Signal, StoreOptions};
+use crate::outbox::forwarder::{self, Forwarder, Wakeups};
+use crate::outbox::{self, Outbox, Signal};
 use crate::service;
 use crate::systemd::{self, Liveness};
-use crate::telemetry::{self, Telemetry, TelemetryOptions};
+use crate::telemetry::{self, Telemetry};
+pub use options::store_options;
+use options::{forwarder_options, telemetry_options};
 
 /// How long stopped stages may take before they are abandoned.
 const STAGE_DEADLINE: Duration = Duration::from_secs(5);
 /// The last forward attempt at shutdown.
 const FINAL_FORWARD: Duration = Duration::from_secs(5);
 const EXPIRY_EVERY: Duration = Duration::from_secs(60);
-/// Every commit wakes its lane, so this poll only finds rows another
-/// process added (`outbox rejected replay`); the SDK's exports commit every
-/// few seconds anyway. Polling each second cost three database reads a
-/// second on an idle bench, most of its idle CPU.
-const IDLE_POLL: Duration = Duration::from_secs(30);
 
 #[derive(Debug, thiserror::Error)]
 pub enum AgentError {
@@ -64,94 +63,6 @@ pub enum AgentError {
     Control(#[from] control::ControlError),
     #[error("start-up task failed: {0}")]
     Join(#[from] tokio::task::JoinError),
-}
-
-pub fn store_options(cfg: &AgentConfig) -> StoreOptions {
-    StoreOptions {
-        path: cfg.outbox.path.clone(),
-        max_bytes: cfg.outbox.max_bytes,
-        max_age: cfg.outbox.max_age,
-        synchronous: cfg.outbox.synchronous,
-        live_max_bytes: cfg.outbox.live_max_bytes,
-    }
-}
-
-/// Instruments whose attributes only take values the code names (states,
-/// signals, results, reasons, reset sources): a few series each. Left at
-/// the SDK's default, each would reserve a table for 2000 series per reader
-/// at start (two readers: OTLP and `/metrics`), about 300 KiB of an idle
-/// agent's RSS (BENCHMARKS.md, "Footprint"). Instruments labelled by what
-/// the machine has (`bench_disk_used` by mount, `bench_temperature` by
-/// sensor, `bench_network_io` by interface) keep the SDK's 2000.
-const CLOSED_INSTRUMENTS: [&str; 20] = [
-    "bench_heartbeats",
-    "bench_state",
-    "bench_ready_time",
-    "bench_dut_ready",
-    "bench_dut_resets",
-    "bench_dut_reset_failures",
-    "bench_cpu_utilization",
-    "bench_memory_used",
-    "bench_memory_total",
-    "benchtel_host_metrics_overruns",
-    "benchtel_mqtt_publishes",
-    "benchtel_mqtt_heartbeats_skipped",
-    "benchtel_mqtt_commands",
-    "benchtel_mqtt_connects",
-    "benchtel_mqtt_connected",
-    "benchtel_outbox_records",
-    "benchtel_outbox_bytes",
-    "benchtel_outbox_oldest_age_seconds",
-    "benchtel_outbox_dropped",
-    "benchtel_outbox_corruptions",
-];
-const CLOSED_SERIES: usize = 64;
-/// Signal × result × status, where the status is whatever HTTP code a
-/// collector or a proxy answers: closed in practice, not by the code.
-const EXPORT_REQUEST_SERIES: usize = 512;
-
-fn telemetry_options(cfg: &AgentConfig) -> TelemetryOptions {
-    // Resource attributes from the environment first, so the bench's own
-    // identity from the config wins on a clash.
-    let mut attributes: Vec<(String, String)> = cfg
-        .resource_attributes
-        .iter()
-        .map(|(k, v)| (k.clone(), v.clone()))
-        .collect();
-    attributes.extend(cfg.bench.labels.iter().map(|(k, v)| (k.clone(), v.clone())));
-    attributes.push(("bench.id".into(), cfg.bench.id.clone()));
-    attributes.push(("bench.site".into(), cfg.bench.site.clone()));
-    TelemetryOptions {
-        service_name: cfg.service_name.clone(),
-        attributes,
-        export_interval: cfg.telemetry.export_interval,
-        prometheus: cfg.http.enabled,
-        series_limits: vec![
-            (&checks::INSTRUMENTS, checks::series_limit(&cfg.checks)),
-            (&CLOSED_INSTRUMENTS, CLOSED_SERIES),
-            (&["benchtel_export_requests"], EXPORT_REQUEST_SERIES),
-        ],
-        traces: cfg.telemetry.traces,
-    }
-}
-
-fn forwarder_options(cfg: &AgentConfig) -> ForwarderOptions {
-    ForwarderOptions {
-        endpoint: cfg.otlp.endpoint.clone(),
-        headers: cfg
-            .otlp
-            .headers
-            .iter()
-            .map(|(k, v)| (k.clone(), v.expose().to_string()))
-            .collect(),
-        timeout: cfg.otlp.timeout,
-        gzip: cfg.otlp.compression == Compression::Gzip,
-        max_request_bytes: cfg.otlp.max_request_bytes,
-        batch_max_records: cfg.outbox.batch_max_records,
-        backoff_min: cfg.otlp.backoff_min,
-        backoff_max: cfg.otlp.backoff_max,
-        idle_poll: IDLE_POLL,
-    }
 }
 
 /// Runs the agent until `cancel` fires, then shuts down in stages.

@@ -56,6 +56,8 @@ pub struct TelemetryOptions {
     /// no-op one: nothing reaches the outbox's traces lane, and log lines
     /// carry no trace ids.
     pub traces: bool,
+    /// How many ended spans wait for the outbox at most.
+    pub span_queue: usize,
 }
 
 /// The one log-format type, as configured (`log.format`, `--log-format`).
@@ -108,7 +110,7 @@ impl Telemetry {
             .with_log_processor(context::Stamp)
             .with_log_processor(BatchLogProcessor::builder(LogsExporter::new(sink.clone())).build())
             .build();
-        let traces = tracer_provider(opts.traces, resource, sink);
+        let traces = tracer_provider(opts, resource, sink);
         if opts.traces {
             opentelemetry::global::set_tracer_provider(traces.clone());
         }
@@ -146,33 +148,33 @@ impl Telemetry {
 /// With `on`, spans go through the batch processor into the outbox. Off,
 /// the provider has no processor, so even a span started on it directly
 /// is exported nowhere, and no batch thread or span queue is allocated.
-fn tracer_provider(on: bool, resource: Resource, sink: Sink) -> SdkTracerProvider {
+fn tracer_provider(opts: &TelemetryOptions, resource: Resource, sink: Sink) -> SdkTracerProvider {
     let builder = SdkTracerProvider::builder().with_resource(resource);
-    if !on {
+    if !opts.traces {
         return builder.build();
     }
     builder
         .with_span_processor(context::Stamped(
             BatchSpanProcessor::builder(SpansExporter::new(sink))
-                .with_batch_config(span_batches())
+                .with_batch_config(span_batches(opts.span_queue))
                 .build(),
         ))
         .build()
 }
 
-/// The SDK allocates its span queue in full at start and touches all of it:
-/// 2048 spans by default, 740 KiB of RSS. The agent's spans are one per
-/// check run, and a full batch of 128 is exported at once, so with sixty
-/// runs a second a queue of 512 still holds eight seconds of a stalled
-/// outbox write.
+/// The SDK allocates its span queue in full at start and touches all of it
+/// (368 bytes a span: its default 2048 took 740 KiB of RSS, 512 still
+/// 188 KiB), so the queue is sized to the configuration (`queue`, see
+/// [`TelemetryOptions::span_queue`]); a full batch of at most 128 is
+/// exported at once.
 /// `OTEL_BSP_MAX_QUEUE_SIZE` and `OTEL_BSP_MAX_EXPORT_BATCH_SIZE` still win.
-fn span_batches() -> BatchConfig {
+fn span_batches(queue: usize) -> BatchConfig {
     let mut batches = BatchConfigBuilder::default();
     if std::env::var_os("OTEL_BSP_MAX_QUEUE_SIZE").is_none() {
-        batches = batches.with_max_queue_size(512);
+        batches = batches.with_max_queue_size(queue);
     }
     if std::env::var_os("OTEL_BSP_MAX_EXPORT_BATCH_SIZE").is_none() {
-        batches = batches.with_max_export_batch_size(128);
+        batches = batches.with_max_export_batch_size(queue.min(128));
     }
     batches.build()
 }
