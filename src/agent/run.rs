@@ -182,6 +182,7 @@ async fn start_senders(
             registry,
             liveness: core.liveness.clone(),
             outbox: core.outbox.clone(),
+            reads: http::Reads::default(),
         };
         senders.spawn_http(cfg.http.listen, state).await?;
     }
