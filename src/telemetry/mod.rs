@@ -146,9 +146,9 @@ impl Telemetry {
 }
 
 /// With `opts.traces`, spans go through the batch processor (its queue
-/// `opts.span_queue` long) into the outbox. Off,
-/// the provider has no processor, so even a span started on it directly
-/// is exported nowhere, and no batch thread or span queue is allocated.
+/// `opts.span_queue` long) into the outbox. Off, the provider has no
+/// processor, so even a span started on it directly is exported nowhere,
+/// and no batch thread or span queue is allocated.
 fn tracer_provider(opts: &TelemetryOptions, resource: Resource, sink: Sink) -> SdkTracerProvider {
     let builder = SdkTracerProvider::builder().with_resource(resource);
     if !opts.traces {
