@@ -8,7 +8,6 @@
 //! view, with the outbox's counts `null`.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use axum::Router;
@@ -21,6 +20,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::outbox::Outbox;
+use crate::service::{OneAtATime, Refused};
 use crate::systemd::Liveness;
 
 #[derive(Clone)]
@@ -39,35 +39,6 @@ const TOTALS_WAIT: Duration = Duration::from_secs(2);
 pub struct Reads {
     metrics: OneAtATime,
     totals: OneAtATime,
-}
-
-#[derive(Clone, Default)]
-struct OneAtATime(Arc<AtomicBool>);
-
-/// Lets the next read start when this one returns, also by a panic.
-struct Done(Arc<AtomicBool>);
-
-impl Drop for Done {
-    fn drop(&mut self) {
-        self.0.store(false, Ordering::Release);
-    }
-}
-
-impl OneAtATime {
-    /// `f()` on the blocking pool; `None` while the previous call is still
-    /// blocked (or if it panicked).
-    async fn run<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> Option<T> {
-        if self.0.swap(true, Ordering::AcqRel) {
-            return None;
-        }
-        let done = Done(self.0.clone());
-        tokio::task::spawn_blocking(move || {
-            let _done = done;
-            f()
-        })
-        .await
-        .ok()
-    }
 }
 
 pub fn router(state: HttpState) -> Router {
@@ -104,7 +75,7 @@ async fn metrics(State(state): State<HttpState>) -> impl IntoResponse {
         })
         .await;
     match encoded {
-        Some(Ok(body)) => (
+        Ok(Ok(body)) => (
             StatusCode::OK,
             [(
                 header::CONTENT_TYPE,
@@ -112,12 +83,17 @@ async fn metrics(State(state): State<HttpState>) -> impl IntoResponse {
             )],
             body,
         ),
-        Some(Err(e)) => (
+        Ok(Err(e)) => (
             StatusCode::INTERNAL_SERVER_ERROR,
             [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
             e.into_bytes(),
         ),
-        None => (
+        Err(Refused::Failed(e)) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+            format!("gathering the metrics failed: {e}").into_bytes(),
+        ),
+        Err(Refused::Busy) => (
             StatusCode::SERVICE_UNAVAILABLE,
             [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
             b"the previous scrape is still waiting for the outbox (a hung disk?); see /healthz\n"
@@ -131,7 +107,7 @@ async fn healthz(State(state): State<HttpState>) -> impl IntoResponse {
     let totals = tokio::time::timeout(TOTALS_WAIT, state.reads.totals.run(move || outbox.totals()))
         .await
         .ok()
-        .flatten()
+        .and_then(|read| read.ok())
         .and_then(Result::ok);
     let (code, status, stalled) = match state.liveness.stalled() {
         None => (StatusCode::OK, "ok", None),
@@ -154,14 +130,12 @@ async fn healthz(State(state): State<HttpState>) -> impl IntoResponse {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::mpsc;
     use std::time::Instant;
 
     use opentelemetry::metrics::MeterProvider;
     use opentelemetry_sdk::metrics::SdkMeterProvider;
 
     use super::*;
-    use crate::outbox::{StoreOptions, Synchronous};
 
     async fn answer(response: impl IntoResponse) -> (StatusCode, String) {
         let response = response.into_response();
@@ -175,15 +149,7 @@ mod tests {
     #[tokio::test]
     async fn a_wedged_outbox_stalls_neither_the_runtime_nor_healthz() {
         let dir = tempfile::tempdir().unwrap();
-        let (outbox, _) = Outbox::open(StoreOptions {
-            path: dir.path().join("outbox.db"),
-            max_bytes: 1 << 20,
-            max_age: Duration::from_secs(3600),
-            synchronous: Synchronous::Full,
-            live_max_bytes: 1 << 20,
-        })
-        .unwrap();
-        let outbox = Arc::new(outbox);
+        let outbox = Outbox::in_dir(dir.path());
         let registry = prometheus::Registry::new();
         let exporter = opentelemetry_prometheus::exporter()
             .with_registry(registry.clone())
@@ -201,16 +167,7 @@ mod tests {
         // A write hung on a dead disk holds the store's lock (released
         // after 10 s, so that code reading it on the runtime thread fails
         // the timing below instead of hanging the test).
-        let (release, wait) = mpsc::channel::<()>();
-        let (held_tx, held) = mpsc::channel();
-        let ob = outbox.clone();
-        let holder = std::thread::spawn(move || {
-            ob.hold_lock_while(|| {
-                held_tx.send(()).unwrap();
-                let _ = wait.recv_timeout(Duration::from_secs(10));
-            })
-        });
-        held.recv().unwrap();
+        let wedge = outbox.wedge(Duration::from_secs(10));
 
         let started = Instant::now();
         let (code, body) = answer(healthz(State(state.clone())).await).await;
@@ -221,30 +178,17 @@ mod tests {
 
         // The first scrape waits for the lock, off the runtime thread; a
         // second one is told so at once.
-        let first = tokio::spawn(async move { answer(metrics(State(state)).await).await });
+        let s = state.clone();
+        let first = tokio::spawn(async move { answer(metrics(State(s)).await).await });
         let started = Instant::now();
         tokio::time::sleep(Duration::from_millis(200)).await;
         assert!(started.elapsed() < Duration::from_secs(3));
         assert!(!first.is_finished());
-        release.send(()).unwrap();
-        holder.join().unwrap();
+        let (code, body) = answer(metrics(State(state)).await).await;
+        assert_eq!(code, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+        wedge.release();
         let (code, body) = first.await.unwrap();
         assert_eq!(code, StatusCode::OK, "{body}");
         assert!(body.contains("benchtel_outbox_records"), "{body}");
-    }
-
-    #[tokio::test]
-    async fn a_scrape_while_the_previous_one_waits_is_told_so() {
-        let reads = OneAtATime::default();
-        let (release, wait) = mpsc::channel::<()>();
-        let r = reads.clone();
-        let first = tokio::spawn(async move { r.run(move || wait.recv().is_ok()).await });
-        while !reads.0.load(Ordering::Acquire) {
-            tokio::task::yield_now().await;
-        }
-        assert_eq!(reads.run(|| true).await, None);
-        release.send(()).unwrap();
-        assert_eq!(first.await.unwrap(), Some(true));
-        assert_eq!(reads.run(|| true).await, Some(true));
     }
 }

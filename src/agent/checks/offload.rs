@@ -8,44 +8,33 @@
 //! runs meanwhile fail at once with `timeout` instead of each stranding
 //! another thread on the same mount.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-
 use super::{Code, Outcome};
+use crate::service::{OneAtATime, Refused};
 
 /// One check's blocking call in flight, at most.
 #[derive(Debug, Default)]
-pub struct Gate(Arc<AtomicBool>);
-
-/// Opens the gate when the blocking call returns, also by a panic.
-struct Reopen(Arc<AtomicBool>);
-
-impl Drop for Reopen {
-    fn drop(&mut self) {
-        self.0.store(false, Ordering::Release);
-    }
-}
+pub struct Gate(OneAtATime);
 
 impl Gate {
     /// Runs `f(cfg)` off the runtime, in the run's OTel context so what it
     /// logs links to the run's span.
     pub async fn run<C: Send + 'static>(&self, cfg: C, f: fn(C) -> Outcome) -> Outcome {
-        if self.0.swap(true, Ordering::AcqRel) {
-            return Outcome::fail(
+        let run = opentelemetry::Context::current();
+        let call = self.0.run(move || {
+            let _run = run.attach();
+            f(cfg)
+        });
+        match call.await {
+            Ok(outcome) => outcome,
+            Err(Refused::Busy) => Outcome::fail(
                 Code::Timeout,
                 "the previous run is still blocked in the kernel (a hung mount or device?); \
                  not starting another",
-            );
+            ),
+            Err(Refused::Failed(e)) => {
+                Outcome::fail(Code::Error, format!("check task failed: {e}"))
+            }
         }
-        let reopen = Reopen(self.0.clone());
-        let run = opentelemetry::Context::current();
-        tokio::task::spawn_blocking(move || {
-            let _reopen = reopen;
-            let _run = run.attach();
-            f(cfg)
-        })
-        .await
-        .unwrap_or_else(|e| Outcome::fail(Code::Error, format!("check task failed: {e}")))
     }
 }
 

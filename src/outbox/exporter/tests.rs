@@ -1,22 +1,12 @@
-use std::sync::mpsc;
 use std::time::Instant;
 
 use super::*;
-use crate::outbox::{StoreOptions, Synchronous};
 use crate::systemd::Liveness;
 
 #[test]
 fn a_hung_commit_stops_the_watchdog_pings() {
     let dir = tempfile::tempdir().unwrap();
-    let (outbox, _) = Outbox::open(StoreOptions {
-        path: dir.path().join("outbox.db"),
-        max_bytes: 1 << 20,
-        max_age: Duration::from_secs(3600),
-        synchronous: Synchronous::Full,
-        live_max_bytes: 1 << 20,
-    })
-    .unwrap();
-    let outbox = Arc::new(outbox);
+    let outbox = Outbox::in_dir(dir.path());
     let liveness = Liveness::default();
     let sink = Sink::new(outbox.clone(), Arc::default()).with_beacon(
         liveness.beacon("commit", Duration::ZERO),
@@ -28,16 +18,7 @@ fn a_hung_commit_stops_the_watchdog_pings() {
 
     // Another operation wedged with the store's lock held (a hung disk):
     // the next commit cannot end.
-    let (release, wait) = mpsc::channel::<()>();
-    let (held_tx, held) = mpsc::channel();
-    let ob = outbox.clone();
-    let holder = std::thread::spawn(move || {
-        ob.hold_lock_while(|| {
-            held_tx.send(()).unwrap();
-            let _ = wait.recv();
-        })
-    });
-    held.recv().unwrap();
+    let wedge = outbox.wedge(Duration::from_secs(3600));
     let s = sink.clone();
     let committer = std::thread::spawn(move || s.commit(Signal::Logs, 1, b"hung".to_vec()));
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -51,8 +32,7 @@ fn a_hung_commit_stops_the_watchdog_pings() {
     assert_eq!(liveness.stalled(), Some("commit"));
 
     // Unwedged: the commit ends and the promise is relaxed.
-    release.send(()).unwrap();
-    holder.join().unwrap();
+    wedge.release();
     committer.join().unwrap().unwrap();
     assert_eq!(liveness.stalled(), None);
     assert_eq!(outbox.totals().unwrap().records, 2);
