@@ -13,6 +13,8 @@ use benchtel::wire::{self, ExecutionContext};
 use clap::Subcommand;
 use outbox::OutboxCommand;
 
+#[path = "benchtel-agent/malloc.rs"]
+mod malloc;
 #[path = "benchtel-agent/outbox.rs"]
 mod outbox;
 
@@ -116,6 +118,7 @@ enum ProbesCommand {
 }
 
 fn main() -> ExitCode {
+    malloc::tune();
     let cli = Cli::<Command>::parse_with(
         "Telemetry agent for hardware test benches",
         "Configuration file [default: $BENCHTEL_CONFIG, else /etc/benchtel/agent.toml]",
