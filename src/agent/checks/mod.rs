@@ -428,7 +428,9 @@ async fn run_one(
         };
         let started = Instant::now();
         beacon.busy_for(check.timeout + Duration::from_secs(1));
-        let run = check.kind.run(check.timeout, &clients, &gate);
+        // Boxed: the largest kind's run state (reqwest's) would otherwise sit
+        // in every check's task for its whole life, not only during a run.
+        let run = Box::pin(check.kind.run(check.timeout, &clients, &gate));
         let (outcome, run) = trace::traced(&tracer, span_name.clone(), &labels, run).await;
         // The promise covered the run; what follows (logging, the verdict
         // to readiness) is not the check's to answer for.
