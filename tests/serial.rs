@@ -7,6 +7,7 @@ use std::time::Duration;
 use benchtel::agent::checks::Code;
 use benchtel::agent::checks::serial::ExpectCheck;
 use benchtel::agent::probes::serial::expect::Config;
+use benchtel::config::Pattern;
 use support::firmware::{Behaviour, Firmware};
 
 fn probe(port: &std::path::Path, extra: &str) -> Config {
@@ -42,7 +43,7 @@ async fn a_prompt_without_newline_is_matched() {
     let p = probe(&fw.port(), "").clone();
     let prompt = Config {
         send: Some("help".into()),
-        expect: regex::Regex::new(r"uart:~\$ $").unwrap(),
+        expect: Pattern::new(r"uart:~\$ $").unwrap(),
         ..p
     };
     assert_eq!(prompt.run(Duration::from_secs(5)).await.code, Code::Ok);

@@ -5,6 +5,8 @@
 //! - `env`: the environment snapshot ([`Env`]), the hostname, the state
 //!   directory.
 //! - `secret`: [`Secret`] values, secret and header files.
+//! - `pattern`: [`Pattern`], a regular expression whose clones share one
+//!   compiled value.
 //! - `file`: finding the file (`--config`, an environment variable, or the
 //!   default path) and loading it (`load`; `load_section` for commands
 //!   that need one section only): read, parse to a TOML table
@@ -27,6 +29,7 @@ mod env;
 mod error;
 mod file;
 mod log;
+mod pattern;
 mod secret;
 mod section;
 #[cfg(test)]
@@ -38,6 +41,7 @@ pub(crate) use env::{hostname, state_dir};
 pub use error::{ConfigError, ConfigErrors};
 pub(crate) use file::{RawFile, load, load_section};
 pub use log::{LogConfig, LogFormat};
+pub use pattern::Pattern;
 pub use secret::{Secret, read_secret};
 pub(crate) use secret::{decode, header, read_headers};
 pub(crate) use section::{Section, located};

@@ -6,6 +6,7 @@ use std::sync::{Arc, OnceLock};
 use serde::Deserialize;
 
 use super::{Code, Outcome};
+use crate::config::Pattern;
 
 /// Bodies are read up to this size for `body_regex`.
 const MAX_BODY: usize = 64 * 1024;
@@ -21,8 +22,8 @@ pub struct Config {
     #[serde(default = "ok200")]
     pub expect_status: Vec<u16>,
     /// The body must match this regular expression.
-    #[serde(default, with = "serde_regex")]
-    pub body_regex: Option<regex::Regex>,
+    #[serde(default)]
+    pub body_regex: Option<Pattern>,
     /// Accept any TLS certificate (self-signed lab instruments).
     #[serde(default)]
     pub insecure: bool,
@@ -148,7 +149,7 @@ mod tests {
             url: format!("http://{addr}{path}").parse().unwrap(),
             method: "GET".into(),
             expect_status: vec![200],
-            body_regex: re.map(|r| regex::Regex::new(r).unwrap()),
+            body_regex: re.map(|r| Pattern::new(r).unwrap()),
             insecure: false,
         };
         assert_eq!(cfg("/ok", None).run().await.code, Code::Ok);

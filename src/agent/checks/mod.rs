@@ -32,6 +32,7 @@ use serde::{Deserialize, Serialize};
 use crate::agent::probes::gpio as gpio_probe;
 use crate::agent::probes::serial::{expect, watch};
 use crate::agent::readiness::{Input, Verdict};
+use crate::config::Pattern;
 use crate::systemd::{Beacon, Liveness};
 use record::Labels;
 use serial::ExpectCheck;
@@ -251,15 +252,18 @@ impl CheckConfig {
     }
 }
 
-/// Makes checks with the same pattern share one compiled regex (a clone
-/// shares the compiled program and keeps its own match cache): the same
+/// Makes checks with the same pattern share one compiled regex: the same
 /// probe set on several boards repeats every pattern, and each compiled
-/// copy of `Zephyr version (?P<major>\d+)` takes about 48 KiB. Returns
-/// how many distinct compiled patterns are left.
+/// copy of `Zephyr version (?P<major>\d+)` takes about 48 KiB with its
+/// match cache. Sharing the [`Pattern`] (one `Arc`) shares the cache pool
+/// too, where a cloned `Regex` would build a pool of its own. One pool is
+/// enough: all runs are on the agent's one runtime thread, which the pool
+/// serves on its fast path; another thread would get a cache of its own
+/// from the pool, only slower. Returns how many distinct compiled patterns
+/// are left.
 pub fn share_patterns(checks: &mut [CheckConfig]) -> usize {
-    let mut seen: std::collections::HashMap<String, regex::Regex> =
-        std::collections::HashMap::new();
-    let mut share = |re: &mut regex::Regex| {
+    let mut seen: std::collections::HashMap<String, Pattern> = std::collections::HashMap::new();
+    let mut share = |re: &mut Pattern| {
         let first = seen
             .entry(re.as_str().to_string())
             .or_insert_with(|| re.clone());
@@ -276,6 +280,7 @@ pub fn share_patterns(checks: &mut [CheckConfig]) -> usize {
                 w.fatal.iter_mut().for_each(&mut share);
                 w.version.iter_mut().for_each(&mut share);
                 w.milestones.iter_mut().for_each(|m| share(&mut m.pattern));
+                w.alive.iter_mut().for_each(|a| share(&mut a.expect));
             }
             Kind::Http(h) => h.body_regex.iter_mut().for_each(&mut share),
             _ => {}
@@ -423,7 +428,9 @@ async fn run_one(
         };
         let started = Instant::now();
         beacon.busy_for(check.timeout + Duration::from_secs(1));
-        let run = check.kind.run(check.timeout, &clients, &gate);
+        // Boxed: the largest kind's run state (reqwest's) would otherwise sit
+        // in every check's task for its whole life, not only during a run.
+        let run = Box::pin(check.kind.run(check.timeout, &clients, &gate));
         let (outcome, run) = trace::traced(&tracer, span_name.clone(), &labels, run).await;
         // The promise covered the run; what follows (logging, the verdict
         // to readiness) is not the check's to answer for.
@@ -471,9 +478,28 @@ mod tests {
             )
         };
         let zephyr = r"Zephyr version (?P<major>\d+)";
-        let text = [probe("a", zephyr), probe("b", zephyr), probe("c", "login:")].concat();
+        let watch = "[[checks]]\nname = \"w\"\ntype = \"serial_watch\"\nport = \"/dev/null\"\n\
+                     reset = 'U-Boot'\nmilestones = []\nalive = { send = '\\r', expect = 'login:' }\n";
+        let text = [probe("a", zephyr), probe("b", zephyr), probe("c", "login:")].concat() + watch;
         let mut file: File = toml::from_str(&text).unwrap();
-        assert_eq!(share_patterns(&mut file.checks), 2);
+        let expect = |checks: &[CheckConfig], i: usize| match &checks[i].kind {
+            Kind::SerialExpect(e) => e.expect.clone(),
+            Kind::SerialWatch(w) => w.alive.as_ref().unwrap().expect.clone(),
+            other => panic!("{other:?}"),
+        };
+        let (a, b) = (expect(&file.checks, 0), expect(&file.checks, 1));
+        assert!(
+            !Pattern::ptr_eq(&a, &b),
+            "each is compiled on its own when read"
+        );
+
+        assert_eq!(share_patterns(&mut file.checks), 3);
+        let [a, b, c, w] = [0, 1, 2, 3].map(|i| expect(&file.checks, i));
+        // The same value, so one cache pool: a clone of the `Regex` would
+        // be a second pool and fail here.
+        assert!(Pattern::ptr_eq(&a, &b));
+        assert!(Pattern::ptr_eq(&c, &w), "shared across kinds");
+        assert!(!Pattern::ptr_eq(&a, &c));
     }
 
     #[test]

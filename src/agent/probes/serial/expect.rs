@@ -11,6 +11,7 @@ use std::time::Duration;
 use super::console::Console;
 use super::port::{PortEvent, PortState};
 use super::{FlowControl, Parity, PortRef, SerialError};
+use crate::config::Pattern;
 use regex::Regex;
 use serde::Deserialize;
 
@@ -39,11 +40,10 @@ pub struct Config {
     #[serde(default)]
     pub send: Option<String>,
     /// Success when a line (or the unterminated prompt) matches.
-    #[serde(with = "serde_regex")]
-    pub expect: Regex,
+    pub expect: Pattern,
     /// Failure as soon as a line matches, e.g. `Kernel panic|ERROR`.
-    #[serde(default, with = "serde_regex")]
-    pub fail: Option<Regex>,
+    #[serde(default)]
+    pub fail: Option<Pattern>,
     /// Console lines attached to a failure.
     #[serde(default = "ten")]
     pub keep_lines: usize,

@@ -9,7 +9,6 @@
 use std::collections::VecDeque;
 use std::time::Duration;
 
-use regex::Regex;
 use serde::Deserialize;
 use tokio::time::Instant;
 
@@ -17,13 +16,13 @@ use super::console::Console;
 use super::lines::Prompt;
 use super::port::{self, PortEvent, PortState};
 use super::{FlowControl, Parity, PortRef, SerialError, b115200};
+use crate::config::Pattern;
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Milestone {
     pub name: String,
-    #[serde(with = "serde_regex")]
-    pub pattern: Regex,
+    pub pattern: Pattern,
     /// Deadline, counted from the reset marker.
     #[serde(with = "humantime_serde")]
     pub within: Duration,
@@ -42,18 +41,17 @@ pub struct Config {
     #[serde(default)]
     pub flow_control: FlowControl,
     /// A line matching this starts a boot (e.g. `U-Boot SPL`).
-    #[serde(with = "serde_regex")]
-    pub reset: Regex,
+    pub reset: Pattern,
     /// In order; the last one means booted.
     pub milestones: Vec<Milestone>,
     /// Fails the boot at once.
-    #[serde(default, with = "serde_regex")]
-    pub fatal: Option<Regex>,
+    #[serde(default)]
+    pub fatal: Option<Pattern>,
     /// A line matching this during a boot gives the firmware version the
     /// boot's trace carries (`firmware.version`): its group `version`, else
     /// `major`.`minor`.`patch`, else the whole match.
-    #[serde(default, with = "serde_regex")]
-    pub version: Option<Regex>,
+    #[serde(default)]
+    pub version: Option<Pattern>,
     /// This many resets within `boot_loop_window` is a boot loop.
     #[serde(default = "three")]
     pub boot_loop_resets: usize,
@@ -93,8 +91,7 @@ pub struct Alive {
     pub send: String,
     /// The answer of a device that is up (a prompt: matched on the
     /// unterminated tail too).
-    #[serde(with = "serde_regex")]
-    pub expect: Regex,
+    pub expect: Pattern,
     /// How long to wait for the answer.
     #[serde(default = "five_s", with = "humantime_serde")]
     pub timeout: Duration,
@@ -579,7 +576,7 @@ milestones = [
         let mut c = cfg();
         c.alive = Some(Alive {
             send: "\r".into(),
-            expect: Regex::new("login: $").unwrap(),
+            expect: Pattern::new("login: $").unwrap(),
             timeout: Duration::from_secs(5),
             after_silence: Duration::from_secs(30),
         });
