@@ -100,7 +100,8 @@
 //! `body` is the protobuf encoding of one `ExportMetricsServiceRequest`,
 //! `ExportLogsServiceRequest` or `ExportTraceServiceRequest`, uncompressed.
 //! The forwarder merges several of them into one request while draining a
-//! backlog. The byte bound counts `length(body)`; SQLite's own page overhead
+//! backlog; while no collector answers at all, each retry carries one, since
+//! it only finds out whether one does. The byte bound counts `length(body)`; SQLite's own page overhead
 //! and the WAL come on top of it.
 
 mod disk;

@@ -7,7 +7,7 @@ use std::time::Duration;
 use backon::BackoffBuilder;
 
 use super::ForwarderOptions;
-use super::episode::Episode;
+use super::episode::{Episode, Problem};
 
 /// A `Retry-After` longer than this is treated as this: a misbehaving proxy
 /// must not park the queue for a day.
@@ -41,8 +41,15 @@ impl Lane {
         self.sent_through < self.narrow_through
     }
 
-    /// How many records the next request may merge.
+    /// How many records the next request may merge. While nothing answers
+    /// at all, each retry only finds out whether something does, so it
+    /// carries one record: reading, merging and compressing a full batch
+    /// (up to `otlp.max_request_bytes`) for every retry of a long outage
+    /// cost CPU, and its buffers stayed in the heap between retries.
     pub(super) fn limit(&self, full: usize) -> usize {
+        if self.episode.as_ref().map(|e| e.problem) == Some(Problem::Unreachable) {
+            return 1;
+        }
         if self.narrowed() {
             self.narrow_to.min(full).max(1)
         } else {

@@ -62,9 +62,8 @@ fn partial_success_is_read_from_protobuf_answers() {
     );
 }
 
-#[test]
-fn server_delay_wins_over_a_shorter_backoff() {
-    let opts = ForwarderOptions {
+fn lane_options() -> ForwarderOptions {
+    ForwarderOptions {
         endpoint: Url::parse("http://127.0.0.1:1").unwrap(),
         headers: vec![],
         timeout: Duration::from_secs(1),
@@ -74,8 +73,12 @@ fn server_delay_wins_over_a_shorter_backoff() {
         backoff_min: Duration::from_millis(100),
         backoff_max: Duration::from_secs(2),
         idle_poll: Duration::from_secs(1),
-    };
-    let mut lane = Lane::new(&opts);
+    }
+}
+
+#[test]
+fn server_delay_wins_over_a_shorter_backoff() {
+    let mut lane = Lane::new(&lane_options());
     assert_eq!(
         lane.next_delay(Some(Duration::from_secs(30))),
         Duration::from_secs(30)
@@ -85,4 +88,33 @@ fn server_delay_wins_over_a_shorter_backoff() {
     for _ in 0..50 {
         assert!(lane.next_delay(None) <= Duration::from_secs(4));
     }
+}
+
+#[test]
+fn while_nothing_answers_a_retry_carries_one_record() {
+    let mut lane = Lane::new(&lane_options());
+    let answer = |lane: &mut Lane, answered: Answered, delivered: bool| {
+        let url = "http://127.0.0.1:1/v1/traces";
+        let now = std::time::SystemTime::now();
+        let _ = episode::follow(
+            &mut lane.episode,
+            Signal::Traces,
+            url,
+            answered,
+            delivered,
+            "",
+            now,
+        );
+    };
+    answer(&mut lane, Answered::Unreachable, false);
+    assert_eq!(lane.limit(8), 1, "no connection: the retry only probes");
+    answer(&mut lane, Answered::Http(503), false);
+    assert_eq!(
+        lane.limit(8),
+        8,
+        "an answer, even a refusal, gets full batches"
+    );
+    answer(&mut lane, Answered::Unreachable, false);
+    answer(&mut lane, Answered::Http(200), true);
+    assert_eq!(lane.limit(8), 8, "delivered: full batches again");
 }
