@@ -1,7 +1,10 @@
 //! A private CA with a broker certificate and a client certificate, as PEM
-//! files, generated per test with rcgen.
+//! files, generated per test with rcgen; and an HTTPS server presenting
+//! that server certificate.
 
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
 
@@ -48,4 +51,50 @@ impl Pki {
             client_key: write("client.key", &client_key),
         }
     }
+
+    /// Serves HTTPS on 127.0.0.1 with the server certificate, in threads of
+    /// the test process: every request gets `200 OK`, body `ok`. A client
+    /// that refuses the certificate just ends its connection. Returns the
+    /// port.
+    pub fn serve_https(&self) -> u16 {
+        use rustls::pki_types::pem::PemObject;
+        use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+        let certs = CertificateDer::pem_file_iter(&self.server_cert)
+            .unwrap()
+            .collect::<Result<Vec<_>, _>>()
+            .unwrap();
+        let key = PrivateKeyDer::from_pem_file(&self.server_key).unwrap();
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(certs, key)
+            .unwrap();
+        let config = Arc::new(config);
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        std::thread::spawn(move || {
+            for tcp in listener.incoming().flatten() {
+                let conn = rustls::ServerConnection::new(config.clone()).unwrap();
+                std::thread::spawn(move || answer_ok(rustls::StreamOwned::new(conn, tcp)));
+            }
+        });
+        port
+    }
+}
+
+/// Reads one request's head and answers `200 OK`.
+fn answer_ok(mut tls: rustls::StreamOwned<rustls::ServerConnection, std::net::TcpStream>) {
+    let mut head = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+        match tls.read(&mut buf) {
+            Ok(0) | Err(_) => return,
+            Ok(n) => head.extend_from_slice(&buf[..n]),
+        }
+    }
+    let _ = tls.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok");
+    tls.conn.send_close_notify();
+    let _ = tls.flush();
 }
