@@ -28,7 +28,7 @@ pub fn install_provider() {
 /// certificate, ALPN `h2` then `http/1.1`.
 ///
 /// A missing or empty trust store is not an error here: every handshake
-/// fails instead, with the reason (see [`LazyRoots`]).
+/// fails instead, saying why.
 pub fn lazy_roots_config() -> ClientConfig {
     install_provider();
     // `builder()` takes the provider installed above and rustls's default
@@ -47,13 +47,13 @@ pub fn lazy_roots_config() -> ClientConfig {
 /// verification. Its creation error (no CA certificates found) is kept and
 /// returned by every verification, so each failed handshake says why.
 #[derive(Debug)]
-pub struct LazyRoots {
+struct LazyRoots {
     provider: Arc<CryptoProvider>,
     verifier: OnceLock<Result<Verifier, rustls::Error>>,
 }
 
 impl LazyRoots {
-    pub fn new(provider: Arc<CryptoProvider>) -> LazyRoots {
+    fn new(provider: Arc<CryptoProvider>) -> LazyRoots {
         LazyRoots {
             provider,
             verifier: OnceLock::new(),

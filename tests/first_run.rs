@@ -356,7 +356,7 @@ fn an_http_collector_needs_no_trust_store_an_https_one_does() {
     let dir = tempfile::tempdir().unwrap();
     let (cfg, port) = agent_config_on(dir.path(), "127.0.0.1");
     let pki = support::pki::Pki::generate(dir.path(), &["127.0.0.1"]);
-    let tls_port = pki.serve_https();
+    let (tls_port, _) = pki.serve_https();
     let mut text = std::fs::read_to_string(&cfg).unwrap();
     for (name, url) in [
         ("plain", format!("http://127.0.0.1:{port}/healthz")),
@@ -407,6 +407,33 @@ fn an_http_collector_needs_no_trust_store_an_https_one_does() {
         "{}",
         stderr(&out)
     );
+}
+
+/// An http:// collector that redirects to https:// is followed there, and
+/// the certificate verified against the system's trust store (the test's
+/// CA as SSL_CERT_FILE), read on that first handshake.
+#[test]
+fn an_http_collector_redirecting_to_https_is_verified_by_the_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = support::pki::Pki::generate(dir.path(), &["127.0.0.1"]);
+    let (tls_port, answered) = pki.serve_https();
+    let redirect = support::http::serve_redirect(format!("https://127.0.0.1:{tls_port}"));
+    let endpoint = format!("http://127.0.0.1:{redirect}");
+    let opts = agent::Options {
+        otlp_endpoint: Some(&endpoint),
+        ..agent::Options::default()
+    };
+    let cfg = agent::config_with(dir.path(), &opts, "");
+    let no_dir = dir.path().join("no-such-dir");
+    let env = [
+        ("SSL_CERT_FILE", pki.ca.as_path()),
+        ("SSL_CERT_DIR", no_dir.as_path()),
+    ];
+    let agent = Agent::start_with(dir.path(), &cfg, &env);
+    support::http::wait_for("an export over https", WAIT, || {
+        answered.load(std::sync::atomic::Ordering::Relaxed) > 0
+    });
+    drop(agent);
 }
 
 #[test]

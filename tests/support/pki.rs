@@ -2,9 +2,10 @@
 //! files, generated per test with rcgen; and an HTTPS server presenting
 //! that server certificate.
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
 
@@ -53,10 +54,10 @@ impl Pki {
     }
 
     /// Serves HTTPS on 127.0.0.1 with the server certificate, in threads of
-    /// the test process: every request gets `200 OK`, body `ok`. A client
+    /// the test process: every request gets `200 OK`, empty. A client
     /// that refuses the certificate just ends its connection. Returns the
-    /// port.
-    pub fn serve_https(&self) -> u16 {
+    /// port and the count of requests answered.
+    pub fn serve_https(&self) -> (u16, Arc<AtomicUsize>) {
         use rustls::pki_types::pem::PemObject;
         use rustls::pki_types::{CertificateDer, PrivateKeyDer};
         let certs = CertificateDer::pem_file_iter(&self.server_cert)
@@ -74,27 +75,29 @@ impl Pki {
         let config = Arc::new(config);
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
+        let answered = Arc::new(AtomicUsize::new(0));
+        let count = answered.clone();
         std::thread::spawn(move || {
             for tcp in listener.incoming().flatten() {
                 let conn = rustls::ServerConnection::new(config.clone()).unwrap();
-                std::thread::spawn(move || answer_ok(rustls::StreamOwned::new(conn, tcp)));
+                let count = count.clone();
+                std::thread::spawn(move || answer_ok(rustls::StreamOwned::new(conn, tcp), &count));
             }
         });
-        port
+        (port, answered)
     }
 }
 
-/// Reads one request's head and answers `200 OK`.
-fn answer_ok(mut tls: rustls::StreamOwned<rustls::ServerConnection, std::net::TcpStream>) {
-    let mut head = Vec::new();
-    let mut buf = [0u8; 4096];
-    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-        match tls.read(&mut buf) {
-            Ok(0) | Err(_) => return,
-            Ok(n) => head.extend_from_slice(&buf[..n]),
-        }
+/// Reads one request and answers `200 OK`, empty.
+fn answer_ok(
+    mut tls: rustls::StreamOwned<rustls::ServerConnection, std::net::TcpStream>,
+    answered: &AtomicUsize,
+) {
+    if super::http::read_request(&mut tls).is_none() {
+        return;
     }
-    let _ = tls.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok");
+    let _ = tls.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
     tls.conn.send_close_notify();
     let _ = tls.flush();
+    answered.fetch_add(1, Ordering::Relaxed);
 }
