@@ -46,7 +46,8 @@
 //!   crash-looped on, when corrupt (the outbox, the watch's registry).
 //! - [`systemd`]: `sd_notify` readiness and a watchdog that pings only while
 //!   the pipeline makes progress.
-//! - [`tls`]: the one rustls provider every client uses.
+//! - [`tls`]: the one rustls provider every client uses, and a client
+//!   configuration that reads the system trust store at its first handshake.
 //! - [`service`]: a runtime that turns signals into a cancellation, and
 //!   stages stopped within deadlines.
 //!

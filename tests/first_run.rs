@@ -93,6 +93,23 @@ impl Piped {
         String::from_utf8_lossy(&self.output.lock().unwrap()).into_owned()
     }
 
+    /// Waits for a line containing every one of `needles`; returns it.
+    fn wait_line(&self, needles: &[&str]) -> String {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let text = self.output();
+            let line = text.lines().find(|l| needles.iter().all(|n| l.contains(n)));
+            if let Some(line) = line {
+                return line.to_string();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no line said {needles:?}; it said:\n{text}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// Waits until the output contains every one of `needles`; returns it.
     fn wait_for(&self, needles: &[&str]) -> String {
         let deadline = Instant::now() + WAIT;
@@ -327,12 +344,29 @@ fn http_listen_takes_a_host_name_in_the_agent_and_the_watch() {
 }
 
 /// An agent sending to an http:// collector starts on a machine with no
-/// CA store (it never loads one); pointed at https:// it refuses to start,
-/// naming the cause.
+/// CA store (it never loads one at start), and so do its http checks: one
+/// of an http:// URL passes, one of an https:// URL fails when it runs,
+/// naming the missing store (were the checks' client to read the store
+/// when built, no http check could run at all). Given a store (the test's
+/// CA as SSL_CERT_FILE) that check passes: the store is read when needed.
+/// Pointed at an https:// collector the agent refuses to start, naming the
+/// cause.
 #[test]
 fn an_http_collector_needs_no_trust_store_an_https_one_does() {
     let dir = tempfile::tempdir().unwrap();
     let (cfg, port) = agent_config_on(dir.path(), "127.0.0.1");
+    let pki = support::pki::Pki::generate(dir.path(), &["127.0.0.1"]);
+    let (tls_port, _) = pki.serve_https();
+    let mut text = std::fs::read_to_string(&cfg).unwrap();
+    for (name, url) in [
+        ("plain", format!("http://127.0.0.1:{port}/healthz")),
+        ("over-tls", format!("https://127.0.0.1:{tls_port}/")),
+    ] {
+        text += &format!(
+            "[[checks]]\nname = \"{name}\"\ntype = \"http\"\nurl = \"{url}\"\ninterval = \"200ms\"\n"
+        );
+    }
+    std::fs::write(&cfg, &text).unwrap();
     let no_store = |cmd: &mut Command| {
         cmd.env("SSL_CERT_FILE", dir.path().join("no-such-bundle.pem"))
             .env("SSL_CERT_DIR", dir.path().join("no-such-dir"));
@@ -346,9 +380,18 @@ fn an_http_collector_needs_no_trust_store_an_https_one_does() {
         health.lines().next().is_some_and(|l| l.contains(" 200 ")),
         "{health}"
     );
+    agent.wait_line(&["health check up", "check=plain"]);
+    let down = agent.wait_line(&["health check down", "check=over-tls"]);
+    assert!(down.contains("No CA certificates"), "{down}");
     drop(agent);
 
-    let text = std::fs::read_to_string(&cfg).unwrap();
+    let mut cmd = program(AGENT, dir.path());
+    no_store(&mut cmd);
+    cmd.env("SSL_CERT_FILE", &pki.ca).arg("--config").arg(&cfg);
+    let agent = Piped::spawn(cmd);
+    agent.wait_line(&["health check up", "check=over-tls"]);
+    drop(agent);
+
     let https = dir.path().join("https.toml");
     std::fs::write(
         &https,
@@ -364,6 +407,33 @@ fn an_http_collector_needs_no_trust_store_an_https_one_does() {
         "{}",
         stderr(&out)
     );
+}
+
+/// An http:// collector that redirects to https:// is followed there, and
+/// the certificate verified against the system's trust store (the test's
+/// CA as SSL_CERT_FILE), read on that first handshake.
+#[test]
+fn an_http_collector_redirecting_to_https_is_verified_by_the_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = support::pki::Pki::generate(dir.path(), &["127.0.0.1"]);
+    let (tls_port, answered) = pki.serve_https();
+    let redirect = support::http::serve_redirect(format!("https://127.0.0.1:{tls_port}"));
+    let endpoint = format!("http://127.0.0.1:{redirect}");
+    let opts = agent::Options {
+        otlp_endpoint: Some(&endpoint),
+        ..agent::Options::default()
+    };
+    let cfg = agent::config_with(dir.path(), &opts, "");
+    let no_dir = dir.path().join("no-such-dir");
+    let env = [
+        ("SSL_CERT_FILE", pki.ca.as_path()),
+        ("SSL_CERT_DIR", no_dir.as_path()),
+    ];
+    let agent = Agent::start_with(dir.path(), &cfg, &env);
+    support::http::wait_for("an export over https", WAIT, || {
+        answered.load(std::sync::atomic::Ordering::Relaxed) > 0
+    });
+    drop(agent);
 }
 
 #[test]

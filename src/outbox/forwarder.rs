@@ -157,10 +157,12 @@ impl Forwarder {
             .user_agent(concat!("benchtel-agent/", env!("CARGO_PKG_VERSION")));
         if opts.endpoint.scheme() == "http" {
             // Plain HTTP verifies no certificate: don't load the system's
-            // trust store (about 150 certificates, 200 KiB of RSS for the
-            // agent's life). A redirect to https would then fail as an
-            // unknown issuer, and be retried and logged like any refusal.
-            client = client.tls_certs_only([]);
+            // trust store at start (about 150 certificates, 200 KiB of RSS
+            // for the agent's life); a redirect to https reads it on its
+            // first handshake and verifies as usual. An https endpoint
+            // keeps reqwest's eager path, so a machine without a store
+            // stops the agent at start, naming the cause.
+            client = client.tls_backend_preconfigured(crate::tls::lazy_roots_config());
         }
         let client = client.build()?;
         let requests = meter

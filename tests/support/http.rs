@@ -68,3 +68,57 @@ pub fn wait_for(what: &str, timeout: std::time::Duration, mut cond: impl FnMut()
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
 }
+
+/// Reads one HTTP/1.x request (head and a `content-length` body) from a
+/// server's side of a connection; its path, or `None` if the client went
+/// away first. The body is read so that closing does not reset the
+/// connection under the answer.
+pub fn read_request(conn: &mut impl Read) -> Option<String> {
+    let mut raw = Vec::new();
+    let mut buf = [0u8; 4096];
+    let head_end = loop {
+        if let Some(i) = raw.windows(4).position(|w| w == b"\r\n\r\n") {
+            break i + 4;
+        }
+        match conn.read(&mut buf) {
+            Ok(0) | Err(_) => return None,
+            Ok(n) => raw.extend_from_slice(&buf[..n]),
+        }
+    };
+    let head = String::from_utf8_lossy(&raw[..head_end]).into_owned();
+    let body_len: usize = head
+        .lines()
+        .find_map(|l| {
+            let (name, value) = l.split_once(':')?;
+            name.eq_ignore_ascii_case("content-length")
+                .then(|| value.trim().parse().ok())?
+        })
+        .unwrap_or(0);
+    while raw.len() < head_end + body_len {
+        match conn.read(&mut buf) {
+            Ok(0) | Err(_) => return None,
+            Ok(n) => raw.extend_from_slice(&buf[..n]),
+        }
+    }
+    head.split_whitespace().nth(1).map(str::to_string)
+}
+
+/// Plain HTTP on 127.0.0.1 that answers every request with a
+/// `307 Temporary Redirect` to `base` + the request's path. Returns the port.
+pub fn serve_redirect(base: String) -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for mut conn in listener.incoming().flatten() {
+            let Some(path) = read_request(&mut conn) else {
+                continue;
+            };
+            let _ = write!(
+                conn,
+                "HTTP/1.1 307 Temporary Redirect\r\nlocation: {base}{path}\r\n\
+                 content-length: 0\r\nconnection: close\r\n\r\n"
+            );
+        }
+    });
+    port
+}

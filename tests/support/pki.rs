@@ -1,7 +1,11 @@
 //! A private CA with a broker certificate and a client certificate, as PEM
-//! files, generated per test with rcgen.
+//! files, generated per test with rcgen; and an HTTPS server presenting
+//! that server certificate.
 
+use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
 
@@ -48,4 +52,52 @@ impl Pki {
             client_key: write("client.key", &client_key),
         }
     }
+
+    /// Serves HTTPS on 127.0.0.1 with the server certificate, in threads of
+    /// the test process: every request gets `200 OK`, empty. A client
+    /// that refuses the certificate just ends its connection. Returns the
+    /// port and the count of requests answered.
+    pub fn serve_https(&self) -> (u16, Arc<AtomicUsize>) {
+        use rustls::pki_types::pem::PemObject;
+        use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+        let certs = CertificateDer::pem_file_iter(&self.server_cert)
+            .unwrap()
+            .collect::<Result<Vec<_>, _>>()
+            .unwrap();
+        let key = PrivateKeyDer::from_pem_file(&self.server_key).unwrap();
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(certs, key)
+            .unwrap();
+        let config = Arc::new(config);
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let answered = Arc::new(AtomicUsize::new(0));
+        let count = answered.clone();
+        std::thread::spawn(move || {
+            for tcp in listener.incoming().flatten() {
+                let conn = rustls::ServerConnection::new(config.clone()).unwrap();
+                let count = count.clone();
+                std::thread::spawn(move || answer_ok(rustls::StreamOwned::new(conn, tcp), &count));
+            }
+        });
+        (port, answered)
+    }
+}
+
+/// Reads one request and answers `200 OK`, empty.
+fn answer_ok(
+    mut tls: rustls::StreamOwned<rustls::ServerConnection, std::net::TcpStream>,
+    answered: &AtomicUsize,
+) {
+    if super::http::read_request(&mut tls).is_none() {
+        return;
+    }
+    let _ = tls.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
+    tls.conn.send_close_notify();
+    let _ = tls.flush();
+    answered.fetch_add(1, Ordering::Relaxed);
 }
