@@ -21,6 +21,20 @@ pub fn install_provider() {
     let _ = rustls::crypto::ring::default_provider().install_default();
 }
 
+/// An HTTP client error with its causes. reqwest's message names the URL
+/// but not why (a refused connection, an unknown issuer, no trust store):
+/// that is in its sources.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        source = s.source();
+    }
+    out
+}
+
 /// A client configuration for reqwest's `tls_backend_preconfigured` that
 /// verifies servers against the system's trust store, read on the first
 /// TLS handshake. What reqwest's default rustls path sets and matters here

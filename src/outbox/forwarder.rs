@@ -400,7 +400,7 @@ impl Forwarder {
                 };
                 let why = match answered {
                     Answered::Timeout => format!("no answer within {:?}", self.opts.timeout),
-                    _ => format!("{url}: {}", error_chain(&e)),
+                    _ => format!("{url}: {}", crate::tls::error_chain(&e)),
                 };
                 return (answered, Outcome::Retry { after: None, why });
             }
@@ -516,17 +516,6 @@ fn gzip(body: &[u8]) -> std::io::Result<Vec<u8>> {
     let mut enc = GzEncoder::new(Vec::with_capacity(body.len() / 4), Compression::fast());
     enc.write_all(body)?;
     enc.finish()
-}
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        out.push_str(": ");
-        out.push_str(&s.to_string());
-        source = s.source();
-    }
-    out
 }
 
 /// Applies the age bound every `every` until cancelled.

@@ -78,19 +78,6 @@ impl Clients {
     }
 }
 
-/// reqwest's message names the URL but not the cause (a refused
-/// connection, an unknown issuer, no trust store), which is in its sources.
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        out.push_str(": ");
-        out.push_str(&s.to_string());
-        source = s.source();
-    }
-    out
-}
-
 fn get() -> String {
     "GET".into()
 }
@@ -108,7 +95,7 @@ impl Config {
     pub async fn run_with(&self, clients: &Clients) -> Outcome {
         let client = match clients.get(self.insecure) {
             Ok(c) => c,
-            Err(e) => return Outcome::fail(Code::Error, error_chain(&e)),
+            Err(e) => return Outcome::fail(Code::Error, crate::tls::error_chain(&e)),
         };
         let method = match reqwest::Method::from_bytes(self.method.as_bytes()) {
             Ok(m) => m,
@@ -118,9 +105,9 @@ impl Config {
             Ok(r) => r,
             Err(e) if e.is_timeout() => return Outcome::fail(Code::Timeout, e.to_string()),
             Err(e) if e.is_connect() => {
-                return Outcome::fail(Code::ConnectionFailed, error_chain(&e));
+                return Outcome::fail(Code::ConnectionFailed, crate::tls::error_chain(&e));
             }
-            Err(e) => return Outcome::fail(Code::Error, error_chain(&e)),
+            Err(e) => return Outcome::fail(Code::Error, crate::tls::error_chain(&e)),
         };
         let status = resp.status().as_u16();
         if !self.expect_status.contains(&status) {
