@@ -15,6 +15,8 @@ use outbox::OutboxCommand;
 
 #[path = "benchtel-agent/malloc.rs"]
 mod malloc;
+#[path = "benchtel-agent/no_libm.rs"]
+mod no_libm;
 #[path = "benchtel-agent/outbox.rs"]
 mod outbox;
 
