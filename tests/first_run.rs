@@ -186,6 +186,14 @@ fn wait_get(port: u16, path: &str) -> String {
     }
 }
 
+/// The answer's status line says 200.
+fn assert_200(answer: &str) {
+    assert!(
+        answer.lines().next().is_some_and(|l| l.contains(" 200 ")),
+        "{answer}"
+    );
+}
+
 #[test]
 fn text_logs_into_a_pipe_have_no_colours() {
     let dir = tempfile::tempdir().unwrap();
@@ -318,10 +326,7 @@ fn http_listen_takes_a_host_name_in_the_agent_and_the_watch() {
     cmd.arg("--config").arg(&wcfg);
     let _watch = Piped::spawn(cmd);
     let health = wait_get(watch_port, "/healthz");
-    assert!(
-        health.lines().next().is_some_and(|l| l.contains(" 200 ")),
-        "{health}"
-    );
+    assert_200(&health);
 
     // A name that does not resolve, or no port: the usual config error.
     for (bin, bad) in [
@@ -376,10 +381,7 @@ fn an_http_collector_needs_no_trust_store_an_https_one_does() {
     cmd.arg("--config").arg(&cfg);
     let agent = Piped::spawn(cmd);
     let health = wait_get(port, "/healthz");
-    assert!(
-        health.lines().next().is_some_and(|l| l.contains(" 200 ")),
-        "{health}"
-    );
+    assert_200(&health);
     agent.wait_line(&["health check up", "check=plain"]);
     let down = agent.wait_line(&["health check down", "check=over-tls"]);
     assert!(down.contains("No CA certificates"), "{down}");
