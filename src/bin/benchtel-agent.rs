@@ -19,6 +19,8 @@ mod malloc;
 mod no_libm;
 #[path = "benchtel-agent/outbox.rs"]
 mod outbox;
+#[path = "benchtel-agent/relocs.rs"]
+mod relocs;
 
 #[derive(Subcommand)]
 enum Command {
@@ -121,6 +123,7 @@ enum ProbesCommand {
 
 fn main() -> ExitCode {
     malloc::tune();
+    relocs::release();
     let cli = Cli::<Command>::parse_with(
         "Telemetry agent for hardware test benches",
         "Configuration file [default: $BENCHTEL_CONFIG, else /etc/benchtel/agent.toml]",
