@@ -517,8 +517,9 @@ impl Drop for AgentProcess {
 /// again within 5 s: the console's boots are printed at once.
 fn start_agent(version_port: &Path, console_port: &Path) -> AgentProcess {
     let dir = tempfile::tempdir().unwrap();
-    let metrics = format!("127.0.0.1:{}", support::free_port());
-    let closed = format!("127.0.0.1:{}", support::free_port());
+    // Outside the ephemeral range: no other test's server can take them.
+    let metrics = format!("127.0.0.1:{}", support::port_outside_ephemeral_range());
+    let closed = format!("127.0.0.1:{}", support::port_outside_ephemeral_range());
     let config = dir.path().join("agent.toml");
     std::fs::write(
         &config,
