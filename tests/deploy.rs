@@ -517,8 +517,9 @@ impl Drop for AgentProcess {
 /// again within 5 s: the console's boots are printed at once.
 fn start_agent(version_port: &Path, console_port: &Path) -> AgentProcess {
     let dir = tempfile::tempdir().unwrap();
-    let metrics = format!("127.0.0.1:{}", support::free_port());
-    let closed = format!("127.0.0.1:{}", support::free_port());
+    // Outside the ephemeral range: no other test's server can take them.
+    let metrics = format!("127.0.0.1:{}", support::port_outside_ephemeral_range());
+    let closed = format!("127.0.0.1:{}", support::port_outside_ephemeral_range());
     let config = dir.path().join("agent.toml");
     std::fs::write(
         &config,
@@ -644,14 +645,14 @@ async fn metrics_until(api: &Api, agent: &AgentProcess, what: &str, cond: impl F
     let url = format!("http://{}/metrics", agent.metrics);
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        if let Some(text) = api.text(&url).await
-            && cond(&text)
-        {
+        let text = api.text(&url).await;
+        if text.as_deref().is_some_and(&cond) {
             return;
         }
         assert!(
             Instant::now() < deadline,
-            "the agent's /metrics never showed {what}"
+            "the agent's /metrics never showed {what}; they last said:\n{}",
+            text.unwrap_or_default()
         );
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
@@ -689,6 +690,14 @@ async fn boot_until_ready(api: &Api, agent: &AgentProcess, console: &Firmware) {
 /// and the bench is ready again (a reset timed into
 /// `bench_dut_ready_seconds`).
 async fn dut_resets_panics_and_recovers(api: &Api, agent: &AgentProcess, console: &Firmware) {
+    // From a ready bench only. Right after a console boot the agent still
+    // awaits that reset's readiness (its interval checks have not run again
+    // yet); a mark then is counted but joins the pending reset, whose
+    // failure names the console, not the mark (see `Readiness::dut_reset`).
+    metrics_until(api, agent, "the bench ready after the recorded boot", |m| {
+        sample(m, "bench_state", &[("state", "ready")]) == Some(1.0)
+    })
+    .await;
     mark_reset(agent);
     // The console shows the reset, and then nothing: the watch waits for a
     // boot that does not come.

@@ -5,7 +5,7 @@
 
 mod support;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use benchtel::wire::{Heartbeat, OfflineReason, Presence, ProbeVerdict, Status};
@@ -14,11 +14,48 @@ use support::mosquitto::Mosquitto;
 use support::mqtt::{Msg, Subscriber};
 
 const WAIT: Duration = Duration::from_secs(30);
-const HEARTBEAT: &str = "benchtel/lab/test-bench/heartbeat";
-const STATUS: &str = "benchtel/lab/test-bench/status";
-const CMD: &str = "benchtel/lab/test-bench/cmd";
-/// The agent's default client id for bench `test-bench` at site `lab`.
-const CLIENT_ID: &str = "benchtel-agent-lab-test-bench";
+
+/// One test's bench. Each test has its own id, hence its own topics and
+/// MQTT client id: tests run in parallel, and nothing from another test's
+/// agent (on a broker shared by mistake) may pass for this one's.
+struct Bench {
+    id: &'static str,
+    heartbeat: String,
+    status: String,
+    cmd: String,
+}
+
+impl Bench {
+    fn new(id: &'static str) -> Bench {
+        Bench {
+            id,
+            heartbeat: format!("benchtel/lab/{id}/heartbeat"),
+            status: format!("benchtel/lab/{id}/status"),
+            cmd: format!("benchtel/lab/{id}/cmd"),
+        }
+    }
+
+    /// The agent's default client id for this bench at site `lab`.
+    fn client_id(&self) -> String {
+        format!("benchtel-agent-lab-{}", self.id)
+    }
+
+    fn is_status(&self, m: &Msg, presence: Presence, reason: Option<OfflineReason>) -> bool {
+        m.topic == self.status && {
+            let s = status(m);
+            s.status == presence && s.reason == reason
+        }
+    }
+
+    /// The test agent config for this bench, with `extra` appended.
+    fn config(&self, dir: &Path, extra: &str) -> PathBuf {
+        let opts = agent::Options {
+            bench: self.id,
+            ..agent::Options::default()
+        };
+        agent::config_with(dir, &opts, extra)
+    }
+}
 
 fn status(m: &Msg) -> Status {
     Status::parse(&m.payload).unwrap_or_else(|| panic!("not a status: {}", m.text()))
@@ -26,13 +63,6 @@ fn status(m: &Msg) -> Status {
 
 fn heartbeat(m: &Msg) -> Heartbeat {
     serde_json::from_slice(&m.payload).unwrap_or_else(|e| panic!("{e}: {}", m.text()))
-}
-
-fn is_status(m: &Msg, presence: Presence, reason: Option<OfflineReason>) -> bool {
-    m.topic == STATUS && {
-        let s = status(m);
-        s.status == presence && s.reason == reason
-    }
 }
 
 fn mqtt_section(broker: &Mosquitto, extra: &str) -> String {
@@ -43,54 +73,61 @@ fn mqtt_section(broker: &Mosquitto, extra: &str) -> String {
 }
 
 /// Starts an agent on `broker` and waits for its `online` status.
-fn online_agent(dir: &Path, broker: &Mosquitto, sub: &Subscriber, extra: &str) -> (Agent, Status) {
+fn online_agent(
+    b: &Bench,
+    dir: &Path,
+    broker: &Mosquitto,
+    sub: &Subscriber,
+    extra: &str,
+) -> (Agent, Status) {
     let from = sub.len();
-    let cfg = agent::config(dir, &mqtt_section(broker, extra));
+    let cfg = b.config(dir, &mqtt_section(broker, extra));
     let agent = Agent::start(dir, &cfg);
     let online = sub.wait_for("online status", from, WAIT, |m| {
-        is_status(m, Presence::Online, None)
+        b.is_status(m, Presence::Online, None)
     });
     (agent, status(&online))
 }
 
 #[test]
 fn heartbeats_carry_the_wire_json_with_rising_seq_and_online_is_retained() {
+    let b = Bench::new("beats");
     let broker = Mosquitto::start();
     let sub = Subscriber::connect(broker.port, &["benchtel/#"]);
     let dir = tempfile::tempdir().unwrap();
-    let (agent, online) = online_agent(dir.path(), &broker, &sub, "");
+    let (agent, online) = online_agent(&b, dir.path(), &broker, &sub, "");
     let run_id = online.run_id.clone().unwrap();
     assert!(online.sent_at.is_some(), "{online:?}");
     let from = sub.len();
     sub.wait_for("five heartbeats", from, WAIT, |_| {
-        sub.on(HEARTBEAT, from).len() >= 5
+        sub.on(&b.heartbeat, from).len() >= 5
     });
-    let beats: Vec<Heartbeat> = sub.on(HEARTBEAT, from).iter().map(heartbeat).collect();
+    let beats: Vec<Heartbeat> = sub.on(&b.heartbeat, from).iter().map(heartbeat).collect();
     for pair in beats.windows(2) {
         assert_eq!(pair[1].seq, pair[0].seq + 1, "{beats:?}");
     }
-    let b = &beats[0];
-    assert_eq!((b.bench.as_str(), b.site.as_str()), ("test-bench", "lab"));
-    assert_eq!(b.run_id, run_id, "one run id for status and beats");
+    let beat = &beats[0];
+    assert_eq!((beat.bench.as_str(), beat.site.as_str()), (b.id, "lab"));
+    assert_eq!(beat.run_id, run_id, "one run id for status and beats");
     assert_eq!(
-        b.boot_id,
+        beat.boot_id,
         std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
             .unwrap()
             .trim()
     );
-    assert_eq!(b.state, "ready", "no readiness checks: ready at once");
-    assert_eq!(b.interval_s, Some(0.1));
-    assert_eq!(b.agent_version, env!("CARGO_PKG_VERSION"));
+    assert_eq!(beat.state, "ready", "no readiness checks: ready at once");
+    assert_eq!(beat.interval_s, Some(0.1));
+    assert_eq!(beat.agent_version, env!("CARGO_PKG_VERSION"));
     assert!(
-        humantime::parse_rfc3339(&b.sent_at).is_ok(),
+        humantime::parse_rfc3339(&beat.sent_at).is_ok(),
         "{}",
-        b.sent_at
+        beat.sent_at
     );
-    assert!(sub.on(HEARTBEAT, from).iter().all(|m| !m.retain));
+    assert!(sub.on(&b.heartbeat, from).iter().all(|m| !m.retain));
 
     // A late subscriber gets the status from the broker's retained store.
-    let late = Subscriber::connect(broker.port, &[STATUS]);
-    let kept = late.wait_for("the retained status", 0, WAIT, |m| m.topic == STATUS);
+    let late = Subscriber::connect(broker.port, &[b.status.as_str()]);
+    let kept = late.wait_for("the retained status", 0, WAIT, |m| m.topic == b.status);
     assert!(kept.retain, "status must be retained");
     assert_eq!(status(&kept).status, Presence::Online);
 
@@ -114,44 +151,46 @@ fn heartbeats_carry_the_wire_json_with_rising_seq_and_online_is_retained() {
 
 #[test]
 fn kill_9_makes_the_broker_publish_the_will_offline_connection_lost() {
+    let b = Bench::new("kill-9");
     let broker = Mosquitto::start();
     let sub = Subscriber::connect(broker.port, &["benchtel/#"]);
     let dir = tempfile::tempdir().unwrap();
-    let (agent, online) = online_agent(dir.path(), &broker, &sub, "");
+    let (agent, online) = online_agent(&b, dir.path(), &broker, &sub, "");
     let from = sub.len();
     agent.kill9();
     let will = sub.wait_for("the Last Will", from, WAIT, |m| {
-        is_status(m, Presence::Offline, Some(OfflineReason::ConnectionLost))
+        b.is_status(m, Presence::Offline, Some(OfflineReason::ConnectionLost))
     });
     assert_eq!(
         status(&will).run_id,
         online.run_id,
         "the will names the run"
     );
-    let late = Subscriber::connect(broker.port, &[STATUS]);
-    let kept = late.wait_for("the retained status", 0, WAIT, |m| m.topic == STATUS);
+    let late = Subscriber::connect(broker.port, &[b.status.as_str()]);
+    let kept = late.wait_for("the retained status", 0, WAIT, |m| m.topic == b.status);
     assert!(kept.retain);
     assert_eq!(status(&kept).reason, Some(OfflineReason::ConnectionLost));
 }
 
 #[test]
 fn sigterm_says_offline_shutdown_and_the_will_never_follows() {
+    let b = Bench::new("sigterm");
     let broker = Mosquitto::start();
     let sub = Subscriber::connect(broker.port, &["benchtel/#"]);
     let dir = tempfile::tempdir().unwrap();
-    let (agent, online) = online_agent(dir.path(), &broker, &sub, "");
+    let (agent, online) = online_agent(&b, dir.path(), &broker, &sub, "");
     let from = sub.len();
     let (exit, stderr) = agent.terminate();
     assert!(exit.success(), "{stderr}");
     let bye = sub.wait_for("offline/shutdown", from, WAIT, |m| {
-        is_status(m, Presence::Offline, Some(OfflineReason::Shutdown))
+        b.is_status(m, Presence::Offline, Some(OfflineReason::Shutdown))
     });
     assert_eq!(status(&bye).run_id, online.run_id);
     // The agent is gone and its socket closed. Two round trips through the
     // broker after that: a will, had it been triggered, is routed by then.
     sub.sync();
     sub.sync();
-    let after: Vec<Status> = sub.on(STATUS, from).iter().map(status).collect();
+    let after: Vec<Status> = sub.on(&b.status, from).iter().map(status).collect();
     assert_eq!(
         after.last().map(|s| s.reason),
         Some(Some(OfflineReason::Shutdown)),
@@ -163,25 +202,26 @@ fn sigterm_says_offline_shutdown_and_the_will_never_follows() {
             .any(|s| s.reason == Some(OfflineReason::ConnectionLost)),
         "{after:?}"
     );
-    let late = Subscriber::connect(broker.port, &[STATUS]);
-    let kept = late.wait_for("the retained status", 0, WAIT, |m| m.topic == STATUS);
+    let late = Subscriber::connect(broker.port, &[b.status.as_str()]);
+    let kept = late.wait_for("the retained status", 0, WAIT, |m| m.topic == b.status);
     assert_eq!(status(&kept).reason, Some(OfflineReason::Shutdown));
     // Mosquitto itself saw a DISCONNECT, not a dropped socket.
     let log = broker.output();
     assert!(
-        log.contains(&format!("Client {CLIENT_ID} disconnected.")),
+        log.contains(&format!("Client {} disconnected.", b.client_id())),
         "{log}"
     );
 }
 
 #[test]
 fn after_a_broker_restart_the_agent_reconnects_says_online_and_beats_again() {
+    let b = Bench::new("broker-restart");
     let mut broker = Mosquitto::start();
     let sub = Subscriber::connect(broker.port, &["benchtel/#"]);
     let dir = tempfile::tempdir().unwrap();
-    let (agent, _) = online_agent(dir.path(), &broker, &sub, "");
+    let (agent, _) = online_agent(&b, dir.path(), &broker, &sub, "");
     let from = sub.len();
-    let before = heartbeat(&sub.wait_for("a heartbeat", from, WAIT, |m| m.topic == HEARTBEAT));
+    let before = heartbeat(&sub.wait_for("a heartbeat", from, WAIT, |m| m.topic == b.heartbeat));
 
     // The first beat may have gone out before the connection was up.
     let skipped_before = agent.metric("benchtel_mqtt_heartbeats_skipped_total", &[]);
@@ -193,13 +233,13 @@ fn after_a_broker_restart_the_agent_reconnects_says_online_and_beats_again() {
         v >= skipped_before + 5.0
     });
     let last_seen = sub
-        .on(HEARTBEAT, from)
+        .on(&b.heartbeat, from)
         .last()
         .map_or(before.seq, |m| heartbeat(m).seq);
     broker.restart();
 
     let online = sub.wait_for("online after the restart", from, WAIT, |m| {
-        is_status(m, Presence::Online, None)
+        b.is_status(m, Presence::Online, None)
     });
     assert_eq!(
         status(&online).run_id.as_deref(),
@@ -209,7 +249,7 @@ fn after_a_broker_restart_the_agent_reconnects_says_online_and_beats_again() {
     let back = sub.len();
     let after = heartbeat(
         &sub.wait_for("heartbeats after the restart", back, WAIT, |m| {
-            m.topic == HEARTBEAT
+            m.topic == b.heartbeat
         }),
     );
     assert_eq!(after.run_id, before.run_id);
@@ -233,12 +273,13 @@ fn after_a_broker_restart_the_agent_reconnects_says_online_and_beats_again() {
 
 #[test]
 fn a_frozen_broker_fills_the_small_queue_and_beats_are_skipped_not_hoarded() {
+    let b = Bench::new("frozen-broker");
     use nix::sys::signal::{Signal, kill};
     use nix::unistd::Pid;
     let broker = Mosquitto::start();
     let sub = Subscriber::connect(broker.port, &["benchtel/#"]);
     let dir = tempfile::tempdir().unwrap();
-    let (agent, _) = online_agent(dir.path(), &broker, &sub, "");
+    let (agent, _) = online_agent(&b, dir.path(), &broker, &sub, "");
     agent.wait_metric(
         "benchtel_mqtt_publishes_total",
         &[("topic_kind", "heartbeat"), ("result", "acked")],
@@ -264,7 +305,7 @@ fn a_frozen_broker_fills_the_small_queue_and_beats_are_skipped_not_hoarded() {
     let from = sub.len();
     // What was queued drains, then live beats flow again.
     let later = sub.wait_for("a beat sent after the thaw", from, WAIT, |m| {
-        m.topic == HEARTBEAT && heartbeat(m).seq as f64 > beats_then
+        m.topic == b.heartbeat && heartbeat(m).seq as f64 > beats_then
     });
     assert_eq!(heartbeat(&later).state, "ready");
     // Handed to the client at most 8 in flight + 16 queued while frozen.
@@ -283,38 +324,39 @@ fn a_frozen_broker_fills_the_small_queue_and_beats_are_skipped_not_hoarded() {
 
 #[test]
 fn commands_on_cmd_apply_like_the_control_socket_and_bad_ones_are_counted() {
+    let b = Bench::new("commands");
     let broker = Mosquitto::start();
     let sub = Subscriber::connect(broker.port, &["benchtel/#"]);
     // A command left retained would be re-applied at every reconnect: the
     // agent refuses it when its subscription delivers it.
-    sub.publish(CMD, r#"{"cmd":"maintenance","on":true}"#, true);
+    sub.publish(&b.cmd, r#"{"cmd":"maintenance","on":true}"#, true);
     sub.sync();
     let dir = tempfile::tempdir().unwrap();
-    let (agent, _) = online_agent(dir.path(), &broker, &sub, "");
+    let (agent, _) = online_agent(&b, dir.path(), &broker, &sub, "");
     agent.wait_line(&["MQTT command rejected", "retained"], WAIT);
     let from = sub.len();
     sub.wait_for("a beat after the refusal", from, WAIT, |m| {
-        m.topic == HEARTBEAT
+        m.topic == b.heartbeat
     });
     assert!(
-        sub.on(HEARTBEAT, 0)
+        sub.on(&b.heartbeat, 0)
             .iter()
             .all(|m| heartbeat(m).state == "ready")
     );
     // Clearing the retained command reaches the agent as an empty payload.
-    sub.publish(CMD, "", true);
+    sub.publish(&b.cmd, "", true);
 
-    sub.publish(CMD, r#"{"cmd":"maintenance","on":true}"#, false);
+    sub.publish(&b.cmd, r#"{"cmd":"maintenance","on":true}"#, false);
     let from = sub.len();
     sub.wait_for("a beat in maintenance", from, WAIT, |m| {
-        m.topic == HEARTBEAT && heartbeat(m).state == "maintenance"
+        m.topic == b.heartbeat && heartbeat(m).state == "maintenance"
     });
     agent.wait_line(&["MQTT command applied", "Maintenance"], WAIT);
 
     // Unknown and malformed commands are rejected, logged and counted.
-    sub.publish(CMD, r#"{"cmd":"reboot"}"#, false);
+    sub.publish(&b.cmd, r#"{"cmd":"reboot"}"#, false);
     agent.wait_line(&["MQTT command rejected", "unknown variant `reboot`"], WAIT);
-    sub.publish(CMD, "not json", false);
+    sub.publish(&b.cmd, "not json", false);
     agent.wait_line(&["MQTT command rejected", "not json"], WAIT);
     agent.wait_metric(
         "benchtel_mqtt_commands_total",
@@ -325,15 +367,15 @@ fn commands_on_cmd_apply_like_the_control_socket_and_bad_ones_are_counted() {
 
     // Context set over MQTT, then maintenance off.
     sub.publish(
-        CMD,
+        &b.cmd,
         r#"{"cmd":"context_set","execution_id":"exec-42","task_id":"t-1"}"#,
         false,
     );
     agent.wait_line(&["execution context set", "exec-42"], WAIT);
-    sub.publish(CMD, r#"{"cmd":"maintenance","on":false}"#, false);
+    sub.publish(&b.cmd, r#"{"cmd":"maintenance","on":false}"#, false);
     let from = sub.len();
     sub.wait_for("beats back to ready", from, WAIT, |m| {
-        m.topic == HEARTBEAT && heartbeat(m).state == "ready"
+        m.topic == b.heartbeat && heartbeat(m).state == "ready"
     });
     agent.wait_metric(
         "benchtel_mqtt_commands_total",
@@ -349,6 +391,7 @@ fn commands_on_cmd_apply_like_the_control_socket_and_bad_ones_are_counted() {
 
 #[test]
 fn probe_verdicts_are_published_retained_when_they_change() {
+    let b = Bench::new("probe-verdicts");
     let broker = Mosquitto::start();
     let sub = Subscriber::connect(broker.port, &["benchtel/#"]);
     let dir = tempfile::tempdir().unwrap();
@@ -358,8 +401,9 @@ fn probe_verdicts_are_published_retained_when_they_change() {
         "publish_probes = true\n\n[[checks]]\nname = \"dut-log\"\ntype = \"file\"\npath = \"{}\"\ninterval = \"100ms\"\n",
         watched.display()
     );
-    let (_agent, online) = online_agent(dir.path(), &broker, &sub, &extra);
-    let topic = "benchtel/lab/test-bench/probe/dut-log";
+    let (_agent, online) = online_agent(&b, dir.path(), &broker, &sub, &extra);
+    let topic = format!("benchtel/lab/{}/probe/dut-log", b.id);
+    let topic = topic.as_str();
     let verdict = |m: &Msg| -> ProbeVerdict { serde_json::from_slice(&m.payload).unwrap() };
     let up = sub.wait_for("the up verdict", 0, WAIT, |m| m.topic == topic);
     let v = verdict(&up);
@@ -370,7 +414,7 @@ fn probe_verdicts_are_published_retained_when_they_change() {
     let down = sub.wait_for("the down verdict", from, WAIT, |m| m.topic == topic);
     assert!(!verdict(&down).up);
     let beat = sub.wait_for("a degraded beat", from, WAIT, |m| {
-        m.topic == HEARTBEAT && heartbeat(m).state == "degraded"
+        m.topic == b.heartbeat && heartbeat(m).state == "degraded"
     });
     assert_eq!(heartbeat(&beat).state, "degraded");
     let late = Subscriber::connect(broker.port, &[topic]);
@@ -380,13 +424,14 @@ fn probe_verdicts_are_published_retained_when_they_change() {
 
 #[test]
 fn with_mqtt_off_nothing_is_published_and_no_metric_claims_a_connection() {
+    let b = Bench::new("mqtt-off");
     let broker = Mosquitto::start();
     let sub = Subscriber::connect(broker.port, &["benchtel/#"]);
     let dir = tempfile::tempdir().unwrap();
-    let agent = Agent::start(dir.path(), &agent::config(dir.path(), ""));
+    let agent = Agent::start(dir.path(), &b.config(dir.path(), ""));
     agent.wait_metric("bench_heartbeats_total", &[], WAIT, |v| v >= 5.0);
     sub.sync();
-    assert!(sub.on(HEARTBEAT, 0).is_empty() && sub.on(STATUS, 0).is_empty());
+    assert!(sub.on(&b.heartbeat, 0).is_empty() && sub.on(&b.status, 0).is_empty());
     assert!(!agent.metrics().contains("benchtel_mqtt_connected"));
     agent.wait_line(&["started", "mqtt=off"], WAIT);
 }
@@ -415,10 +460,16 @@ fn tls_listener(pki: &support::pki::Pki, extra: &str) -> String {
 
 /// Starts an agent with `section` as its `[mqtt]` and waits for a
 /// heartbeat from it on the plain listener.
-fn beats_through(dir: &Path, sub: &Subscriber, section: &str, env: &[(&str, &Path)]) -> Agent {
+fn beats_through(
+    b: &Bench,
+    dir: &Path,
+    sub: &Subscriber,
+    section: &str,
+    env: &[(&str, &Path)],
+) -> Agent {
     let from = sub.len();
-    let agent = Agent::start_with(dir, &agent::config(dir, section), env);
-    let beat = sub.try_wait_for(from, WAIT, |m| m.topic == HEARTBEAT);
+    let agent = Agent::start_with(dir, &b.config(dir, section), env);
+    let beat = sub.try_wait_for(from, WAIT, |m| m.topic == b.heartbeat);
     assert!(
         beat.is_some(),
         "no heartbeat through the secured listener; the agent said:\n{}",
@@ -429,6 +480,7 @@ fn beats_through(dir: &Path, sub: &Subscriber, section: &str, env: &[(&str, &Pat
 
 #[test]
 fn tls_with_a_private_ca_verifies_the_broker_by_the_configured_name() {
+    let b = Bench::new("tls");
     let dir = tempfile::tempdir().unwrap();
     // The certificate names only broker.test, not 127.0.0.1.
     let pki = support::pki::Pki::generate(dir.path(), &["broker.test"]);
@@ -436,6 +488,7 @@ fn tls_with_a_private_ca_verifies_the_broker_by_the_configured_name() {
     let sub = Subscriber::connect(broker.port, &["benchtel/#"]);
     let url = format!("mqtts://127.0.0.1:{tls_port}");
     let ok = beats_through(
+        &b,
         dir.path(),
         &sub,
         &format!(
@@ -447,7 +500,7 @@ fn tls_with_a_private_ca_verifies_the_broker_by_the_configured_name() {
     ok.wait_line(&["MQTT connected", "verify as broker.test"], WAIT);
     drop(ok);
     // Without the name, the address does not match the certificate.
-    let cfg = agent::config(
+    let cfg = b.config(
         dir.path(),
         &format!(
             "[mqtt]\nurl = \"{url}\"\n[mqtt.tls]\nca_file = \"{}\"\n",
@@ -465,7 +518,7 @@ fn tls_with_a_private_ca_verifies_the_broker_by_the_configured_name() {
     // Another CA: the broker is not trusted at all.
     let other = tempfile::tempdir().unwrap();
     let stranger = support::pki::Pki::generate(other.path(), &["broker.test"]);
-    let cfg = agent::config(
+    let cfg = b.config(
         dir.path(),
         &format!(
             "[mqtt]\nurl = \"{url}\"\n[mqtt.tls]\nca_file = \"{}\"\nserver_name = \"broker.test\"\n",
@@ -484,6 +537,7 @@ fn tls_with_a_private_ca_verifies_the_broker_by_the_configured_name() {
 
 #[test]
 fn mutual_tls_needs_the_client_certificate() {
+    let b = Bench::new("mutual-tls");
     let dir = tempfile::tempdir().unwrap();
     let pki = support::pki::Pki::generate(dir.path(), &["127.0.0.1"]);
     let (broker, tls_port) =
@@ -491,6 +545,7 @@ fn mutual_tls_needs_the_client_certificate() {
     let sub = Subscriber::connect(broker.port, &["benchtel/#"]);
     let url = format!("mqtts://127.0.0.1:{tls_port}");
     let ok = beats_through(
+        &b,
         dir.path(),
         &sub,
         &format!(
@@ -502,7 +557,7 @@ fn mutual_tls_needs_the_client_certificate() {
         &[],
     );
     drop(ok);
-    let cfg = agent::config(
+    let cfg = b.config(
         dir.path(),
         &format!(
             "[mqtt]\nurl = \"{url}\"\n[mqtt.tls]\nca_file = \"{}\"\n",
@@ -519,6 +574,7 @@ fn mutual_tls_needs_the_client_certificate() {
 
 #[test]
 fn username_and_password_from_a_file_or_the_systemd_credential() {
+    let b = Bench::new("password");
     let dir = tempfile::tempdir().unwrap();
     let passwd = dir.path().join("mosquitto.passwd");
     let tool = support::require("mosquitto_passwd", "apt-get install mosquitto");
@@ -544,13 +600,13 @@ fn username_and_password_from_a_file_or_the_systemd_credential() {
             file.display()
         )
     };
-    let ok = beats_through(dir.path(), &sub, &section(&good), &[]);
+    let ok = beats_through(&b, dir.path(), &sub, &section(&good), &[]);
     let line = ok.wait_line(&["MQTT connected"], WAIT);
     assert!(line.contains("user=bench07 password from file"), "{line}");
     assert!(!ok.output().contains("s3cret-pw"));
     drop(ok);
 
-    let refused = Agent::start(dir.path(), &agent::config(dir.path(), &section(&bad)));
+    let refused = Agent::start(dir.path(), &b.config(dir.path(), &section(&bad)));
     refused.wait_line(
         &["cannot connect to the MQTT broker", "Connection refused"],
         WAIT,
@@ -561,6 +617,7 @@ fn username_and_password_from_a_file_or_the_systemd_credential() {
     std::fs::create_dir(&creds).unwrap();
     std::fs::write(creds.join("mqtt-password"), "s3cret-pw").unwrap();
     let via_cred = beats_through(
+        &b,
         dir.path(),
         &sub,
         &section(&bad),

@@ -17,7 +17,8 @@ pub struct Agent {
 
 /// A config for tests: fast heartbeats and exports, no host metrics, an
 /// unreachable OTLP collector (the outbox keeps everything), `/metrics` on
-/// a free port, and `extra` appended.
+/// a free port (both outside the ephemeral range, where no other test's
+/// server can be started meanwhile), and `extra` appended.
 pub fn config(dir: &Path, extra: &str) -> PathBuf {
     config_with(dir, &Options::default(), extra)
 }
@@ -52,7 +53,7 @@ impl Default for Options<'_> {
 pub fn config_with(dir: &Path, opts: &Options, extra: &str) -> PathBuf {
     let path = dir.join(format!("agent-{}.toml", super::free_port()));
     let otlp = opts.otlp_endpoint.map_or_else(
-        || format!("http://127.0.0.1:{}", super::free_port()),
+        || format!("http://127.0.0.1:{}", super::port_outside_ephemeral_range()),
         str::to_string,
     );
     let text = format!(
@@ -90,7 +91,7 @@ enabled = false
         outbox = dir
             .join(format!("outbox-{}.db", super::free_port()))
             .display(),
-        port = super::free_port(),
+        port = super::port_outside_ephemeral_range(),
         export = opts.export_interval,
         heartbeat = opts.heartbeat,
     );

@@ -1,4 +1,4 @@
-//! A real Mosquitto broker on an ephemeral port, one per test.
+//! A real Mosquitto broker on a port of its own, one per test.
 //!
 //! `Mosquitto::start()` gives a plain listener; `Mosquitto::with_config`
 //! takes extra `mosquitto.conf` lines (TLS listeners, password files, ACLs)
@@ -27,7 +27,8 @@ impl Mosquitto {
     /// `{dir}` for the broker's own temporary directory.
     pub fn with_config(extra: &str) -> Mosquitto {
         let dir = tempfile::tempdir().unwrap();
-        let port = super::free_port();
+        // Not `free_port()`: see `port_outside_ephemeral_range`.
+        let port = super::port_outside_ephemeral_range();
         let conf = dir.path().join("mosquitto.conf");
         let log = dir.path().join("mosquitto.log");
         let extra = extra.replace("{dir}", &dir.path().display().to_string());
@@ -63,7 +64,7 @@ impl Mosquitto {
         format!("mqtt://127.0.0.1:{}", self.port)
     }
 
-    /// Starts (again) on the same port and waits until it accepts.
+    /// Starts (again) on the same port and waits until it listens there.
     pub fn restart(&mut self) {
         assert!(self.child.is_none(), "mosquitto is already running");
         let bin = super::require("mosquitto", "apt-get install mosquitto");
@@ -79,9 +80,19 @@ impl Mosquitto {
             .stderr(Stdio::from(log))
             .spawn()
             .unwrap();
-        self.child = Some(child);
+        let pid = child.id();
+        let child = self.child.insert(child);
+        // Something answering on the port is not enough: it could be another
+        // test's server, and this mosquitto gone with "Address already in use".
         let deadline = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+        while !owns_listener(pid, self.port) {
+            if let Ok(Some(exit)) = child.try_wait() {
+                panic!(
+                    "mosquitto did not listen on {} ({exit}): {}",
+                    self.port,
+                    self.output()
+                );
+            }
             assert!(
                 Instant::now() < deadline,
                 "mosquitto did not listen on {}: {}",
@@ -113,4 +124,24 @@ impl Drop for Mosquitto {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+/// Whether process `pid` holds the TCP socket listening on `port`.
+fn owns_listener(pid: u32, port: u16) -> bool {
+    let table = std::fs::read_to_string("/proc/net/tcp").unwrap_or_default();
+    // sl local_address rem_address st … inode; 0A is LISTEN.
+    let sockets: Vec<String> = table
+        .lines()
+        .skip(1)
+        .map(|l| l.split_whitespace().collect::<Vec<_>>())
+        .filter(|f| f.len() > 9 && f[3] == "0A")
+        .filter(|f| f[1].ends_with(&format!(":{port:04X}")))
+        .map(|f| format!("socket:[{}]", f[9]))
+        .collect();
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|fd| std::fs::read_link(fd.path()).ok())
+        .any(|link| sockets.iter().any(|s| link.as_os_str() == s.as_str()))
 }
