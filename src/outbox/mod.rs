@@ -119,6 +119,6 @@ pub use status::{
     DropCount, ExportEpisode, ExportReport, MovedCount, SignalStats, Status, StatusReport,
 };
 pub use store::{
-    BodySummary, Committed, KEEP_CORRUPT, NewRecord, OpenReport, Outbox, OutboxError, Record,
-    RejectedDetail, RejectedRecord, StoreOptions, Synchronous, not_before_ms,
+    BodySummary, Committed, KEEP_CORRUPT, LeftBehind, NewRecord, OpenReport, Outbox, OutboxError,
+    Record, RejectedDetail, RejectedRecord, StoreOptions, Synchronous, not_before_ms,
 };
