@@ -168,6 +168,9 @@ struct Inner {
     /// `corrupt` drops not yet written into `drops`: the fresh file took
     /// no commit yet (see [`Inner::owe_corrupt`]).
     unwritten: DropCount,
+    /// The highest record id fetched: a fresh file numbers its records
+    /// above it, so a lane's late ack of the old file's ids deletes none.
+    high_id: i64,
 }
 
 impl Outbox {
@@ -184,6 +187,7 @@ impl Outbox {
             corruptions: u64::from(report.quarantined.is_some()),
             drained: 0,
             unwritten: DropCount::default(),
+            high_id: 0,
         };
         if let Some(left) = &report.left_behind {
             inner.owe_corrupt(left.total());
@@ -227,6 +231,7 @@ impl Outbox {
                 corruptions: 0,
                 drained: 0,
                 unwritten: DropCount::default(),
+                high_id: 0,
             }),
             opts: StoreOptions {
                 path: path.to_path_buf(),
@@ -305,6 +310,8 @@ impl Outbox {
                     body,
                 });
             }
+            let last = out.last().map_or(0, |r| r.id);
+            inner.high_id = inner.high_id.max(last);
             Ok(out)
         })
     }

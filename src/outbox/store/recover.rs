@@ -83,6 +83,15 @@ impl Outbox {
             }
         };
         inner.totals = load_totals(&conn).map_err(|e| self.sql(e))?;
+        // Ids above the old file's: a batch a lane has in flight is acked
+        // (or rejected) by id, and must not hit the fresh file's records.
+        if let Err(e) = conn.execute(
+            "INSERT INTO sqlite_sequence (name, seq) VALUES ('records', ?1)",
+            [inner.high_id],
+        ) {
+            tracing::warn!(error = %e, above = inner.high_id,
+                "cannot number the fresh outbox's records above the corrupt one's");
+        }
         inner.conn = conn;
         inner.corruptions += 1;
         inner.drained = 0;

@@ -300,3 +300,45 @@ fn losses_the_fresh_file_cannot_take_at_once_are_written_by_the_next_commit() {
         "written once, by the first commit"
     );
 }
+
+#[test]
+fn a_late_ack_of_the_corrupt_files_records_deletes_none_of_the_fresh_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("outbox.db");
+    let (ob, _) = Outbox::open(opts(dir.path())).unwrap();
+    fill(&ob, 600);
+    ob.checkpoint().unwrap();
+    // A lane has the metrics in flight when the file turns out corrupt.
+    let in_flight: Vec<i64> = ob
+        .fetch(Signal::Metrics, 0, 10, u64::MAX)
+        .unwrap()
+        .iter()
+        .map(|r| r.id)
+        .collect();
+    {
+        let mut f = std::fs::OpenOptions::new().write(true).open(&db).unwrap();
+        f.seek(SeekFrom::Start(20 * 4096)).unwrap();
+        f.write_all(&vec![0x5a; 400 * 4096]).unwrap();
+        f.sync_all().unwrap();
+    }
+    assert!(
+        ob.fetch(Signal::Logs, 0, 1000, u64::MAX)
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(ob.status().unwrap().corruptions, 1);
+    for _ in 0..5 {
+        ob.append(rec(Signal::Metrics, 1, 10)).unwrap();
+    }
+    // Its 2xx comes back: the ack finds none of those ids in the fresh file.
+    ob.ack(Signal::Metrics, &in_flight).unwrap();
+    let fresh = ob.fetch(Signal::Metrics, 0, 10, u64::MAX).unwrap();
+    assert_eq!(
+        fresh.len(),
+        5,
+        "ids {:?}",
+        fresh.iter().map(|r| r.id).collect::<Vec<_>>()
+    );
+    assert!(fresh.iter().all(|r| r.id > in_flight[4]));
+    assert_eq!(ob.totals().unwrap().records, 5);
+}
