@@ -70,7 +70,9 @@
 //!    once with the numbers; a commit of the count that fails keeps it in
 //!    memory (shown by `status`) until the next commit that holds carries
 //!    it. A batch a lane had in flight is counted too, even if its answer
-//!    comes back 2xx: over-counted, never lost uncounted. The newest
+//!    comes back 2xx: over-counted, never lost uncounted; the fresh file
+//!    numbers its records above the ids fetched from the old one, so that
+//!    batch's late ack deletes none of them. The newest
 //!    [`KEEP_CORRUPT`] quarantined files are kept; older ones are deleted,
 //!    each deletion logged.
 //! 8. **Drained space goes back to the file system.** The file runs with

@@ -162,14 +162,15 @@ impl OpenReport {
             match &self.left_behind {
                 Some(left @ LeftBehind::Counted(_)) => {
                     let n = left.total();
-                    tracing::error!(path = %path, moved_to = %moved, detail = %detail,
+                    tracing::error!(path = %path, moved_to = %moved,
                         lost_records = n.records, lost_items = n.items, lost = %left,
+                        detail = %detail,
                         "outbox database was corrupt: moved it aside and started a fresh one; \
                          the records queued in it are counted as dropped (reason corrupt)");
                 }
                 Some(LeftBehind::Unknown(why)) => {
-                    tracing::error!(path = %path, moved_to = %moved, detail = %detail,
-                        count_error = %why,
+                    tracing::error!(path = %path, moved_to = %moved,
+                        count_error = %why, detail = %detail,
                         "outbox database was corrupt: moved it aside and started a fresh one; \
                          it could not be read, so an unknown number of records queued in it \
                          are lost and not counted");
