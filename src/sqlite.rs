@@ -88,6 +88,8 @@ pub fn open_checked(path: &Path, spec: &Spec<'_>) -> Result<Connection, OpenErro
         .query_row("PRAGMA quick_check", [], |r| r.get(0))
         .map_err(classify)?;
     if check != "ok" {
+        // One line: SQLite puts several findings into one row.
+        let check = check.lines().collect::<Vec<_>>().join("; ");
         return Err(corrupt(format!("quick_check: {check}")));
     }
     conn.execute_batch(spec.schema).map_err(classify)?;

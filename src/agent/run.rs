@@ -119,14 +119,7 @@ async fn start_core(cfg: &AgentConfig) -> Result<Core, AgentError> {
         },
         Some(&telemetry.logs),
     )?;
-    if let Some((moved, detail)) = &report.quarantined {
-        tracing::error!(path = %cfg.outbox.path.display(), moved_to = %moved.display(), detail = %detail,
-            "outbox database was corrupt: moved it aside and started a fresh one");
-    }
-    for gone in &report.pruned {
-        tracing::warn!(deleted = %gone.display(), keep = outbox::KEEP_CORRUPT,
-            "deleted an old quarantined outbox database");
-    }
+    report.log(&cfg.outbox.path);
     warn_unstable_ports(cfg);
     let meter = telemetry.meter();
     outbox::self_metrics::register(&meter, &outbox);

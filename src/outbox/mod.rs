@@ -25,7 +25,8 @@
 //!    in records and in items), updated in the same transaction as the loss
 //!    itself, so the counters are exact and survive restarts — except the
 //!    losses of a full-disk episode (6), held in memory until the disk
-//!    takes a commit again. `benchtel-agent outbox rejected replay` puts a
+//!    takes a commit again. The records a corrupt file takes with it
+//!    (4, 7) are counted as `corrupt`. `benchtel-agent outbox rejected replay` puts a
 //!    rejected record back at the end of the queue (a new id, `created_ms`
 //!    = the replay time, so `max_age` counts from then); the `rejected`
 //!    count is never lowered, and replays and `outbox drop --rejected` are
@@ -36,7 +37,14 @@
 //!    not a database, fails `PRAGMA quick_check`, or carries an unknown schema,
 //!    it is renamed aside (`outbox.db.corrupt-<unix seconds>`, with its `-wal`
 //!    and `-shm` files) and a fresh database is started; the caller logs it
-//!    and the `corruptions` counter goes up.
+//!    and the `corruptions` counter goes up. The records still queued in
+//!    the moved file are lost to the agent: it reads the moved file
+//!    read-only with the query of the cached totals, and counts what it
+//!    finds, per signal in the log line, as `corrupt` drops in the fresh
+//!    file. A file too damaged to count (not a database at all, say) is
+//!    logged as losing an unknown number, and nothing is counted. The drop
+//!    counters of the moved file stay in it: the fresh file's start at
+//!    zero, which Prometheus reads as a counter reset.
 //! 5. **Memory stays flat.** Nothing is held in memory but running totals;
 //!    the forwarder streams from disk in batches bounded by records and bytes.
 //!    The one exception is live mode's queue, bounded by `live_max_bytes`
@@ -56,9 +64,17 @@
 //!    The WAL never outgrows 4 MiB after a checkpoint (`journal_size_limit`).
 //! 7. **Corruption found while running is survived once, not looped on.**
 //!    SQLITE_CORRUPT or SQLITE_NOTADB on any read or write quarantines the
-//!    file as in 4 and the operation runs once more on the fresh file. The
-//!    newest [`KEEP_CORRUPT`] quarantined files are kept; older ones are
-//!    deleted, each deletion logged.
+//!    file as in 4 and the operation runs once more on the fresh file. What
+//!    was queued in it, as the cached totals (records and items per signal)
+//!    knew it, is counted as `corrupt` drops in the fresh file and logged
+//!    once with the numbers; a commit of the count that fails keeps it in
+//!    memory (shown by `status`) until the next commit that holds carries
+//!    it. A batch a lane had in flight is counted too, even if its answer
+//!    comes back 2xx: over-counted, never lost uncounted; the fresh file
+//!    numbers its records above the ids fetched from the old one, so that
+//!    batch's late ack deletes none of them. The newest
+//!    [`KEEP_CORRUPT`] quarantined files are kept; older ones are deleted,
+//!    each deletion logged.
 //! 8. **Drained space goes back to the file system.** The file runs with
 //!    `auto_vacuum = INCREMENTAL` (a file from before is converted by one
 //!    `VACUUM` at open when it is at most 64 MiB; a larger one at a later
@@ -91,11 +107,15 @@
 //!           body BLOB)                                    -- one encoded OTLP Export*ServiceRequest
 //! rejected (id, signal, created_ms, rejected_ms, status, reason, items, body)
 //! drops    (reason TEXT PRIMARY KEY, records INTEGER, items INTEGER)
+//!                                                        -- max_bytes, max_age, rejected,
+//!                                                        -- partial_success, too_large,
+//!                                                        -- disk_full, corrupt
 //! ```
 //!
 //! `auto_vacuum` is a property of the file, not of the schema: converting
 //! it (8) leaves the version at 1, and an older agent reads the file as
-//! before (it ignores `disk_full.last`).
+//! before (it ignores `disk_full.last`, and a `drops` reason it does not
+//! know, such as `corrupt`).
 //!
 //! `body` is the protobuf encoding of one `ExportMetricsServiceRequest`,
 //! `ExportLogsServiceRequest` or `ExportTraceServiceRequest`, uncompressed.
@@ -119,6 +139,6 @@ pub use status::{
     DropCount, ExportEpisode, ExportReport, MovedCount, SignalStats, Status, StatusReport,
 };
 pub use store::{
-    BodySummary, Committed, KEEP_CORRUPT, NewRecord, OpenReport, Outbox, OutboxError, Record,
-    RejectedDetail, RejectedRecord, StoreOptions, Synchronous, not_before_ms,
+    BodySummary, Committed, KEEP_CORRUPT, LeftBehind, NewRecord, OpenReport, Outbox, OutboxError,
+    Record, RejectedDetail, RejectedRecord, StoreOptions, Synchronous, not_before_ms,
 };

@@ -66,16 +66,20 @@ pub enum DropReason {
     /// The outbox could not commit (full disk, read-only file system) and
     /// the record was not delivered live either.
     DiskFull,
+    /// Still queued in an outbox file found corrupt, which was moved aside
+    /// (rules 4 and 7 of the module essay): never delivered from there.
+    Corrupt,
 }
 
 impl DropReason {
-    pub const ALL: [DropReason; 6] = [
+    pub const ALL: [DropReason; 7] = [
         DropReason::MaxBytes,
         DropReason::MaxAge,
         DropReason::Rejected,
         DropReason::PartialSuccess,
         DropReason::TooLarge,
         DropReason::DiskFull,
+        DropReason::Corrupt,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -86,6 +90,7 @@ impl DropReason {
             DropReason::PartialSuccess => "partial_success",
             DropReason::TooLarge => "too_large",
             DropReason::DiskFull => "disk_full",
+            DropReason::Corrupt => "corrupt",
         }
     }
 }

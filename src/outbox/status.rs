@@ -15,6 +15,9 @@ use super::signal::{DropReason, Signal};
 pub struct SignalStats {
     pub records: u64,
     pub bytes: u64,
+    /// Data points / log records / spans in those records: what a
+    /// corrupt file takes with it is counted in items too.
+    pub items: u64,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -298,6 +301,7 @@ mod tests {
             SignalStats {
                 records: 3,
                 bytes: 300,
+                items: 3,
             },
         );
         status.per_signal.insert(
@@ -305,6 +309,7 @@ mod tests {
             SignalStats {
                 records: 2,
                 bytes: 2048,
+                items: 20,
             },
         );
         status.drops.insert(
@@ -334,6 +339,7 @@ dropped (records / items)
   partial_success  0 / 0
   too_large        0 / 0
   disk_full        0 / 0
+  corrupt          0 / 0
 rejected    1 kept for inspection (`outbox rejected list`)
 export      no problem reported
 ";
@@ -379,6 +385,10 @@ export      no problem reported
       "items": 0
     },
     "disk_full": {
+      "records": 0,
+      "items": 0
+    },
+    "corrupt": {
       "records": 0,
       "items": 0
     }

@@ -14,9 +14,11 @@ pub(crate) use super::status::unix_ms;
 pub use super::status::{DropCount, SignalStats, Status};
 pub use episode::Committed;
 pub use maintain::not_before_ms;
+pub use quarantined::{LeftBehind, OpenReport};
 
 mod episode;
 mod maintain;
+mod quarantined;
 mod recover;
 mod report;
 #[cfg(test)]
@@ -144,15 +146,6 @@ pub struct Record {
     pub body: Vec<u8>,
 }
 
-/// What [`Outbox::open`] found.
-#[derive(Debug, Clone, Default)]
-pub struct OpenReport {
-    /// Where a corrupt database was moved, with what was wrong with it.
-    pub quarantined: Option<(PathBuf, String)>,
-    /// Older quarantined files deleted to keep [`KEEP_CORRUPT`].
-    pub pruned: Vec<PathBuf>,
-}
-
 /// The outbox. Cheap operations under one lock: SQLite serialises writers
 /// anyway, and the lock keeps the cached totals consistent with the file.
 pub struct Outbox {
@@ -172,6 +165,12 @@ struct Inner {
     corruptions: u64,
     /// Bytes deleted since the file last gave space back.
     drained: u64,
+    /// `corrupt` drops not yet written into `drops`: the fresh file took
+    /// no commit yet (see [`Inner::owe_corrupt`]).
+    unwritten: DropCount,
+    /// The highest record id fetched: a fresh file numbers its records
+    /// above it, so a lane's late ack of the old file's ids deletes none.
+    high_id: i64,
 }
 
 impl Outbox {
@@ -179,23 +178,22 @@ impl Outbox {
     pub fn open(opts: StoreOptions) -> Result<(Outbox, OpenReport), OutboxError> {
         let pragmas = pragmas(opts.synchronous);
         let (conn, quarantined) = sqlite::open_or_quarantine(&opts.path, &spec(&pragmas))?;
-        let pruned = match quarantined {
-            Some(_) => sqlite::prune_quarantined(&opts.path, KEEP_CORRUPT),
-            None => Vec::new(),
-        };
-        let report = OpenReport {
-            quarantined,
-            pruned,
-        };
+        let report = OpenReport::new(&opts.path, quarantined);
         maintain::ensure_incremental_vacuum(&conn, &opts.path);
         let totals = load_totals(&conn).map_err(|e| sql_err(&opts.path, e))?;
+        let mut inner = Inner {
+            conn,
+            totals,
+            corruptions: u64::from(report.quarantined.is_some()),
+            drained: 0,
+            unwritten: DropCount::default(),
+            high_id: 0,
+        };
+        if let Some(left) = &report.left_behind {
+            inner.owe_corrupt(left.total());
+        }
         let outbox = Outbox {
-            inner: Mutex::new(Inner {
-                conn,
-                totals,
-                corruptions: u64::from(report.quarantined.is_some()),
-                drained: 0,
-            }),
+            inner: Mutex::new(inner),
             live: Live::new(opts.live_max_bytes),
             opts,
             pragmas,
@@ -232,6 +230,8 @@ impl Outbox {
                 totals,
                 corruptions: 0,
                 drained: 0,
+                unwritten: DropCount::default(),
+                high_id: 0,
             }),
             opts: StoreOptions {
                 path: path.to_path_buf(),
@@ -310,6 +310,8 @@ impl Outbox {
                     body,
                 });
             }
+            let last = out.last().map_or(0, |r| r.id);
+            inner.high_id = inner.high_id.max(last);
             Ok(out)
         })
     }
@@ -319,16 +321,14 @@ impl Outbox {
     pub fn ack(&self, signal: Signal, ids: &[i64]) -> Result<(), OutboxError> {
         self.write(|tx, totals| {
             let mut del = tx.prepare_cached(
-                "DELETE FROM records WHERE id = ?1 AND signal = ?2 RETURNING length(body)",
+                "DELETE FROM records WHERE id = ?1 AND signal = ?2 RETURNING length(body), items",
             )?;
             for id in ids {
-                let len: Option<i64> = del
-                    .query_row(params![id, signal.code()], |r| r.get(0))
+                let gone: Option<(i64, i64)> = del
+                    .query_row(params![id, signal.code()], |r| Ok((r.get(0)?, r.get(1)?)))
                     .optional()?;
-                if let Some(len) = len {
-                    let t = &mut totals[signal.index()];
-                    t.records -= 1;
-                    t.bytes -= to_u64(len);
+                if let Some((len, items)) = gone {
+                    forget_row(totals, signal.code(), len, items);
                 }
             }
             Ok(())
@@ -361,9 +361,7 @@ impl Outbox {
                         .query_row(params![id, signal.code()], |r| Ok((r.get(0)?, r.get(1)?)))
                         .optional()?;
                     if let Some((len, items)) = gone {
-                        let t = &mut totals[signal.index()];
-                        t.records -= 1;
-                        t.bytes -= to_u64(len);
+                        forget_row(totals, signal.code(), len, items);
                         moved.records += 1;
                         moved.items += to_u64(items);
                     }
@@ -399,6 +397,7 @@ impl Outbox {
             .fold(SignalStats::default(), |acc, t| SignalStats {
                 records: acc.records + t.records,
                 bytes: acc.bytes + t.bytes,
+                items: acc.items + t.items,
             }))
     }
 
@@ -409,9 +408,13 @@ impl Outbox {
         self.with_conn(|inner| {
             // Work on a copy so the cached totals change only if the commit does.
             let mut totals = inner.totals;
+            let owed = inner.unwritten;
             let tx = inner.conn.transaction()?;
             let out = f(&tx, &mut totals)?;
+            // A corrupt file's losses the fresh one could not take at once.
+            add_drop(&tx, DropReason::Corrupt, owed)?;
             tx.commit()?;
+            inner.unwritten = DropCount::default();
             let (before, after) = (bytes_of(&inner.totals), bytes_of(&totals));
             inner.drained += before.saturating_sub(after);
             inner.totals = totals;
@@ -483,7 +486,6 @@ fn bytes_of(totals: &[SignalStats; 3]) -> u64 {
     totals.iter().map(|t| t.bytes).sum()
 }
 
-/// Inserts `records` stamped `now`; returns their ids.
 /// Inserts `(signal, items, body)` rows stamped `now`; returns their ids.
 fn insert_records<'a>(
     tx: &Transaction<'_>,
@@ -501,6 +503,7 @@ fn insert_records<'a>(
         let t = &mut totals[signal.index()];
         t.records += 1;
         t.bytes += body.len() as u64;
+        t.items += items;
     }
     Ok(ids)
 }
@@ -508,7 +511,8 @@ fn insert_records<'a>(
 fn load_totals(conn: &Connection) -> rusqlite::Result<[SignalStats; 3]> {
     let mut totals = [SignalStats::default(); 3];
     let mut stmt = conn.prepare(
-        "SELECT signal, count(*), coalesce(sum(length(body)), 0) FROM records GROUP BY signal",
+        "SELECT signal, count(*), coalesce(sum(length(body)), 0), coalesce(sum(items), 0)
+         FROM records GROUP BY signal",
     )?;
     let mut rows = stmt.query([])?;
     while let Some(row) = rows.next()? {
@@ -516,6 +520,7 @@ fn load_totals(conn: &Connection) -> rusqlite::Result<[SignalStats; 3]> {
             totals[signal.index()] = SignalStats {
                 records: to_u64(row.get(1)?),
                 bytes: to_u64(row.get(2)?),
+                items: to_u64(row.get(3)?),
             };
         }
     }
@@ -542,7 +547,7 @@ fn evict_for_bytes(
         while excess > 0 {
             let Some(row) = rows.next()? else { break };
             let len = to_u64(row.get(2)?);
-            forget_row(totals, row.get(1)?, row.get(2)?);
+            forget_row(totals, row.get(1)?, row.get(2)?, row.get(3)?);
             excess = excess.saturating_sub(len);
             gone.records += 1;
             gone.items += to_u64(row.get(3)?);
@@ -555,11 +560,12 @@ fn evict_for_bytes(
     add_drop(tx, DropReason::MaxBytes, gone)
 }
 
-fn forget_row(totals: &mut [SignalStats; 3], signal: i64, len: i64) {
+fn forget_row(totals: &mut [SignalStats; 3], signal: i64, len: i64, items: i64) {
     if let Some(s) = Signal::from_code(signal) {
         let t = &mut totals[s.index()];
         t.records = t.records.saturating_sub(1);
         t.bytes = t.bytes.saturating_sub(to_u64(len));
+        t.items = t.items.saturating_sub(to_u64(items));
     }
 }
 

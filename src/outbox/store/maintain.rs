@@ -81,7 +81,7 @@ impl Outbox {
                 )?;
                 let mut rows = del.query(params![cutoff])?;
                 while let Some(row) = rows.next()? {
-                    forget_row(totals, row.get(0)?, row.get(1)?);
+                    forget_row(totals, row.get(0)?, row.get(1)?, row.get(2)?);
                     gone.records += 1;
                     gone.items += to_u64(row.get(2)?);
                 }

@@ -1,9 +1,10 @@
 //! Sorting SQLite's errors: corruption found while running (quarantine the
-//! file, start fresh) and a file system that takes no writes (live mode).
+//! file, start fresh, count what it held as dropped) and a file system
+//! that takes no writes (live mode).
 
 use rusqlite::{Connection, ErrorCode, ffi};
 
-use super::{Inner, KEEP_CORRUPT, Outbox, OutboxError, load_totals, spec};
+use super::{Inner, KEEP_CORRUPT, LeftBehind, Outbox, OutboxError, load_totals, spec};
 use crate::sqlite;
 
 /// SQLITE_CORRUPT or SQLITE_NOTADB, on a read or a write.
@@ -45,14 +46,16 @@ impl OutboxError {
 
 impl Outbox {
     /// Moves the corrupt file aside and continues on a fresh one, as at
-    /// start-up. The records still queued stay in the moved file.
+    /// start-up. The records still queued stay in the moved file; the
+    /// cached totals say how many, and they are counted as dropped
+    /// (`corrupt`) in the fresh one.
     pub(super) fn recover(
         &self,
         inner: &mut Inner,
         cause: &rusqlite::Error,
     ) -> Result<(), OutboxError> {
         let path = &self.opts.path;
-        let left: u64 = inner.totals.iter().map(|t| t.records).sum();
+        let left = LeftBehind::from_totals(&inner.totals);
         let placeholder = Connection::open_in_memory().map_err(|e| self.sql(e))?;
         // Closed before the rename, so no handle writes into the moved file.
         if let Err((conn, e)) = std::mem::replace(&mut inner.conn, placeholder).close() {
@@ -80,12 +83,24 @@ impl Outbox {
             }
         };
         inner.totals = load_totals(&conn).map_err(|e| self.sql(e))?;
+        // Ids above the old file's: a batch a lane has in flight is acked
+        // (or rejected) by id, and must not hit the fresh file's records.
+        if let Err(e) = conn.execute(
+            "INSERT INTO sqlite_sequence (name, seq) VALUES ('records', ?1)",
+            [inner.high_id],
+        ) {
+            tracing::warn!(error = %e, above = inner.high_id,
+                "cannot number the fresh outbox's records above the corrupt one's");
+        }
         inner.conn = conn;
         inner.corruptions += 1;
         inner.drained = 0;
+        let lost = left.total();
+        inner.owe_corrupt(lost);
         tracing::error!(path = %path.display(), moved_to = %moved.display(), error = %cause,
-            records_left_in_it = left,
-            "outbox database found corrupt while running: moved it aside and started a fresh one");
+            lost_records = lost.records, lost_items = lost.items, lost = %left,
+            "outbox database found corrupt while running: moved it aside and started a fresh one; \
+             the records queued in it are counted as dropped (reason corrupt)");
         for gone in sqlite::prune_quarantined(path, KEEP_CORRUPT) {
             tracing::warn!(deleted = %gone.display(), keep = KEEP_CORRUPT,
                 "deleted an old quarantined outbox database");

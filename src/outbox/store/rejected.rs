@@ -146,6 +146,7 @@ impl Outbox {
                         let t = &mut totals[s.index()];
                         t.records += 1;
                         t.bytes += body.len() as u64;
+                        t.items += to_u64(items);
                     }
                     moved.records += 1;
                     moved.items += to_u64(items);

@@ -1,5 +1,6 @@
 //! The outbox's status: what the file holds, with what only this process
-//! knows (losses of a full-disk episode not yet written, the episode).
+//! knows (losses of a full-disk episode or of a corrupt file not yet
+//! written, the episode).
 
 use std::collections::BTreeMap;
 
@@ -16,7 +17,12 @@ impl Outbox {
         // The live lock is never taken under the store lock.
         let (pending, mut disk) = (self.live.pending(), self.live.state());
         let mut status = self.with_conn(|inner| {
-            let (oldest, drops, rejected_kept, last) = read(&inner.conn)?;
+            let (oldest, mut drops, rejected_kept, last) = read(&inner.conn)?;
+            if inner.unwritten != DropCount::default() {
+                let d = drops.entry(DropReason::Corrupt).or_default();
+                d.records += inner.unwritten.records;
+                d.items += inner.unwritten.items;
+            }
             Ok(Status {
                 per_signal: Signal::ALL
                     .into_iter()
