@@ -143,10 +143,15 @@ fn whole_pages(start: usize, len: usize, img: &Image) -> Option<(usize, usize)> 
 mod tests {
     use super::*;
 
+    fn page() -> usize {
+        // SAFETY: sysconf has no preconditions.
+        usize::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) }).unwrap()
+    }
+
     /// Whether the page at `addr` is mapped into this process.
     fn present(addr: usize) -> bool {
         use std::io::{Read, Seek, SeekFrom};
-        let page = 4096;
+        let page = page();
         let mut map = std::fs::File::open("/proc/self/pagemap").unwrap();
         map.seek(SeekFrom::Start((addr / page * 8) as u64)).unwrap();
         let mut entry = [0u8; 8];
@@ -157,7 +162,7 @@ mod tests {
     #[test]
     fn the_table_is_found_dropped_and_still_reads_the_same() {
         let (start, len) = table().expect("a PIE test binary has a relocation table");
-        assert!(len >= 4096 && start % 4096 == 0, "{start:#x} + {len}");
+        assert!(len >= page() && start % page() == 0, "{start:#x} + {len}");
         // SAFETY: `table` returned mapped, readable memory.
         let before: Vec<u8> =
             unsafe { std::slice::from_raw_parts(start as *const u8, len) }.to_vec();
@@ -167,7 +172,7 @@ mod tests {
         );
         assert_eq!(release(), len);
         let dropped = (0..len)
-            .step_by(4096)
+            .step_by(page())
             .filter(|o| !present(start + o))
             .count();
         assert!(dropped > 0, "no page of the table was dropped");
