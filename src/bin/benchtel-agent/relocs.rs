@@ -25,6 +25,12 @@ const DT_NULL: i64 = 0;
 const DT_RELA: i64 = 7;
 #[cfg(all(target_os = "linux", target_env = "gnu", target_pointer_width = "64"))]
 const DT_RELASZ: i64 = 8;
+#[cfg(all(target_os = "linux", target_env = "gnu", target_pointer_width = "64"))]
+const DT_TEXTREL: i64 = 22;
+#[cfg(all(target_os = "linux", target_env = "gnu", target_pointer_width = "64"))]
+const DT_FLAGS: i64 = 30;
+#[cfg(all(target_os = "linux", target_env = "gnu", target_pointer_width = "64"))]
+const DF_TEXTREL: u64 = 0x4;
 
 /// Drops the relocation table's whole pages from the process's memory.
 /// Returns how many bytes were given back (0 when there was nothing to do
@@ -83,7 +89,7 @@ fn table() -> Option<(usize, usize)> {
     let img = image()?;
     let dynamic = img.headers.iter().find(|p| p.p_type == libc::PT_DYNAMIC)?;
     let mut entry = (img.base + dynamic.p_vaddr as usize) as *const Dyn;
-    let (mut rela, mut size) = (None, None);
+    let (mut rela, mut size, mut text_relocs) = (None, None, false);
     // SAFETY: PT_DYNAMIC points at the loaded dynamic section, an array
     // that ends with DT_NULL.
     unsafe {
@@ -91,6 +97,10 @@ fn table() -> Option<(usize, usize)> {
             match (*entry).tag {
                 DT_RELA => rela = Some((*entry).val as usize),
                 DT_RELASZ => size = Some((*entry).val as usize),
+                // The loader wrote into read-only segments: their pages are
+                // no longer the file's.
+                DT_TEXTREL => text_relocs = true,
+                DT_FLAGS => text_relocs |= (*entry).val & DF_TEXTREL != 0,
                 _ => {}
             }
             entry = entry.add(1);
@@ -98,6 +108,9 @@ fn table() -> Option<(usize, usize)> {
     }
     // glibc rewrites the dynamic section's addresses in place when it can;
     // an unadjusted one is an offset from the load address.
+    if text_relocs {
+        return None;
+    }
     let rela = rela?;
     let start = if rela < img.base {
         img.base + rela
