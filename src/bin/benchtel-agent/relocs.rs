@@ -11,33 +11,12 @@
 //! written, so dropping its pages loses nothing: were anything to read
 //! them again, the kernel would bring them back from the file.
 
-/// `Elf64_Dyn`, which the `libc` crate does not define.
-#[cfg(all(target_os = "linux", target_env = "gnu", target_pointer_width = "64"))]
-#[repr(C)]
-struct Dyn {
-    tag: i64,
-    val: u64,
-}
-
-#[cfg(all(target_os = "linux", target_env = "gnu", target_pointer_width = "64"))]
-const DT_NULL: i64 = 0;
-#[cfg(all(target_os = "linux", target_env = "gnu", target_pointer_width = "64"))]
-const DT_RELA: i64 = 7;
-#[cfg(all(target_os = "linux", target_env = "gnu", target_pointer_width = "64"))]
-const DT_RELASZ: i64 = 8;
-#[cfg(all(target_os = "linux", target_env = "gnu", target_pointer_width = "64"))]
-const DT_TEXTREL: i64 = 22;
-#[cfg(all(target_os = "linux", target_env = "gnu", target_pointer_width = "64"))]
-const DT_FLAGS: i64 = 30;
-#[cfg(all(target_os = "linux", target_env = "gnu", target_pointer_width = "64"))]
-const DF_TEXTREL: u64 = 0x4;
-
 /// Drops the relocation table's whole pages from the process's memory.
 /// Returns how many bytes were given back (0 when there was nothing to do
 /// or the table is not where it is safe to drop).
 pub fn release() -> usize {
     #[cfg(all(target_os = "linux", target_env = "gnu", target_pointer_width = "64"))]
-    if let Some((start, len)) = table() {
+    if let Some((start, len)) = elf::table() {
         // SAFETY: `table` returns whole pages inside a read-only,
         // non-executable, file-backed segment outside RELRO: pages never
         // written, so MADV_DONTNEED only unmaps clean copies of the file.
@@ -47,104 +26,116 @@ pub fn release() -> usize {
     0
 }
 
-/// The executable's segments as the loader mapped them.
 #[cfg(all(target_os = "linux", target_env = "gnu", target_pointer_width = "64"))]
-struct Image {
-    base: usize,
-    headers: &'static [libc::Elf64_Phdr],
-}
-
-#[cfg(all(target_os = "linux", target_env = "gnu", target_pointer_width = "64"))]
-unsafe extern "C" fn first(
-    info: *mut libc::dl_phdr_info,
-    _size: libc::size_t,
-    data: *mut libc::c_void,
-) -> libc::c_int {
-    // SAFETY: glibc hands a valid `dl_phdr_info`, and `data` is the
-    // `Option<Image>` that `image` passes; the executable comes first and
-    // its program headers stay mapped for the process's life.
-    unsafe {
-        let info = &*info;
-        let out = &mut *data.cast::<Option<Image>>();
-        *out = Some(Image {
-            base: info.dlpi_addr as usize,
-            headers: std::slice::from_raw_parts(info.dlpi_phdr, usize::from(info.dlpi_phnum)),
-        });
+mod elf {
+    /// `Elf64_Dyn`, which the `libc` crate does not define.
+    #[repr(C)]
+    struct Dyn {
+        tag: i64,
+        val: u64,
     }
-    1 // stop: only the executable
-}
 
-#[cfg(all(target_os = "linux", target_env = "gnu", target_pointer_width = "64"))]
-fn image() -> Option<Image> {
-    let mut out: Option<Image> = None;
-    // SAFETY: `first` writes only through the pointer it is given.
-    unsafe { libc::dl_iterate_phdr(Some(first), (&raw mut out).cast()) };
-    out
-}
+    const DT_NULL: i64 = 0;
+    const DT_RELA: i64 = 7;
+    const DT_RELASZ: i64 = 8;
+    const DT_TEXTREL: i64 = 22;
+    const DT_FLAGS: i64 = 30;
+    const DF_TEXTREL: u64 = 0x4;
 
-/// Start and length of the relocation table's whole pages, if they lie in
-/// a segment that is only readable and not in RELRO.
-#[cfg(all(target_os = "linux", target_env = "gnu", target_pointer_width = "64"))]
-fn table() -> Option<(usize, usize)> {
-    let img = image()?;
-    let dynamic = img.headers.iter().find(|p| p.p_type == libc::PT_DYNAMIC)?;
-    let mut entry = (img.base + dynamic.p_vaddr as usize) as *const Dyn;
-    let (mut rela, mut size, mut text_relocs) = (None, None, false);
-    // SAFETY: PT_DYNAMIC points at the loaded dynamic section, an array
-    // that ends with DT_NULL.
-    unsafe {
-        while (*entry).tag != DT_NULL {
-            match (*entry).tag {
-                DT_RELA => rela = Some((*entry).val as usize),
-                DT_RELASZ => size = Some((*entry).val as usize),
-                // The loader wrote into read-only segments: their pages are
-                // no longer the file's.
-                DT_TEXTREL => text_relocs = true,
-                DT_FLAGS => text_relocs |= (*entry).val & DF_TEXTREL != 0,
-                _ => {}
-            }
-            entry = entry.add(1);
+    /// The executable's segments as the loader mapped them.
+    struct Image {
+        base: usize,
+        headers: &'static [libc::Elf64_Phdr],
+    }
+
+    unsafe extern "C" fn first(
+        info: *mut libc::dl_phdr_info,
+        _size: libc::size_t,
+        data: *mut libc::c_void,
+    ) -> libc::c_int {
+        // SAFETY: glibc hands a valid `dl_phdr_info`, and `data` is the
+        // `Option<Image>` that `image` passes; the executable comes first and
+        // its program headers stay mapped for the process's life.
+        unsafe {
+            let info = &*info;
+            let out = &mut *data.cast::<Option<Image>>();
+            *out = Some(Image {
+                base: info.dlpi_addr as usize,
+                headers: std::slice::from_raw_parts(info.dlpi_phdr, usize::from(info.dlpi_phnum)),
+            });
         }
+        1 // stop: only the executable
     }
-    // glibc rewrites the dynamic section's addresses in place when it can;
-    // an unadjusted one is an offset from the load address.
-    if text_relocs {
-        return None;
-    }
-    let rela = rela?;
-    let start = if rela < img.base {
-        img.base + rela
-    } else {
-        rela
-    };
-    whole_pages(start, size?, &img)
-}
 
-#[cfg(all(target_os = "linux", target_env = "gnu", target_pointer_width = "64"))]
-fn whole_pages(start: usize, len: usize, img: &Image) -> Option<(usize, usize)> {
-    // SAFETY: sysconf has no preconditions.
-    let page = usize::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) }).ok()?;
-    let lo = start.checked_next_multiple_of(page)?;
-    let hi = (start + len) / page * page;
-    if hi <= lo {
-        return None;
+    fn image() -> Option<Image> {
+        let mut out: Option<Image> = None;
+        // SAFETY: `first` writes only through the pointer it is given.
+        unsafe { libc::dl_iterate_phdr(Some(first), (&raw mut out).cast()) };
+        out
     }
-    let span = |p: &libc::Elf64_Phdr| {
-        let from = img.base + p.p_vaddr as usize;
-        (from, from + p.p_memsz as usize)
-    };
-    let read_only = img.headers.iter().any(|p| {
-        let (from, to) = span(p);
-        p.p_type == libc::PT_LOAD
-            && p.p_flags & (libc::PF_W | libc::PF_X) == 0
-            && from <= lo
-            && hi <= to
-    });
-    let relro = img.headers.iter().any(|p| {
-        let (from, to) = span(p);
-        p.p_type == libc::PT_GNU_RELRO && from < hi && lo < to
-    });
-    (read_only && !relro).then_some((lo, hi - lo))
+
+    /// Start and length of the relocation table's whole pages, if they lie in
+    /// a segment that is only readable and not in RELRO.
+    pub(super) fn table() -> Option<(usize, usize)> {
+        let img = image()?;
+        let dynamic = img.headers.iter().find(|p| p.p_type == libc::PT_DYNAMIC)?;
+        let mut entry = (img.base + dynamic.p_vaddr as usize) as *const Dyn;
+        let (mut rela, mut size, mut text_relocs) = (None, None, false);
+        // SAFETY: PT_DYNAMIC points at the loaded dynamic section, an array
+        // that ends with DT_NULL.
+        unsafe {
+            while (*entry).tag != DT_NULL {
+                match (*entry).tag {
+                    DT_RELA => rela = Some((*entry).val as usize),
+                    DT_RELASZ => size = Some((*entry).val as usize),
+                    // The loader wrote into read-only segments: their pages are
+                    // no longer the file's.
+                    DT_TEXTREL => text_relocs = true,
+                    DT_FLAGS => text_relocs |= (*entry).val & DF_TEXTREL != 0,
+                    _ => {}
+                }
+                entry = entry.add(1);
+            }
+        }
+        // glibc rewrites the dynamic section's addresses in place when it can;
+        // an unadjusted one is an offset from the load address.
+        if text_relocs {
+            return None;
+        }
+        let rela = rela?;
+        let start = if rela < img.base {
+            img.base + rela
+        } else {
+            rela
+        };
+        whole_pages(start, size?, &img)
+    }
+
+    fn whole_pages(start: usize, len: usize, img: &Image) -> Option<(usize, usize)> {
+        // SAFETY: sysconf has no preconditions.
+        let page = usize::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) }).ok()?;
+        let lo = start.checked_next_multiple_of(page)?;
+        let hi = (start + len) / page * page;
+        if hi <= lo {
+            return None;
+        }
+        let span = |p: &libc::Elf64_Phdr| {
+            let from = img.base + p.p_vaddr as usize;
+            (from, from + p.p_memsz as usize)
+        };
+        let read_only = img.headers.iter().any(|p| {
+            let (from, to) = span(p);
+            p.p_type == libc::PT_LOAD
+                && p.p_flags & (libc::PF_W | libc::PF_X) == 0
+                && from <= lo
+                && hi <= to
+        });
+        let relro = img.headers.iter().any(|p| {
+            let (from, to) = span(p);
+            p.p_type == libc::PT_GNU_RELRO && from < hi && lo < to
+        });
+        (read_only && !relro).then_some((lo, hi - lo))
+    }
 }
 
 #[cfg(all(
@@ -154,6 +145,7 @@ fn whole_pages(start: usize, len: usize, img: &Image) -> Option<(usize, usize)> 
     target_pointer_width = "64"
 ))]
 mod tests {
+    use super::elf::table;
     use super::*;
 
     fn page() -> usize {

@@ -277,6 +277,16 @@ proptest! {
     }
 }
 
+/// Garbage over the middle of the file at `db`, far more than the page
+/// cache holds.
+pub(super) fn damage_middle(db: &Path) {
+    use std::io::{Seek, SeekFrom, Write};
+    let mut f = std::fs::OpenOptions::new().write(true).open(db).unwrap();
+    f.seek(SeekFrom::Start(20 * 4096)).unwrap();
+    f.write_all(&vec![0x5a; 400 * 4096]).unwrap();
+    f.sync_all().unwrap();
+}
+
 fn big(tag: u32) -> NewRecord {
     rec(Signal::Logs, tag, 4 << 10)
 }
@@ -295,13 +305,7 @@ fn corruption_found_while_running_is_quarantined_counted_and_survived() {
     }
     ob.checkpoint().unwrap();
     // Garbage over the middle of the file, far more than the page cache.
-    {
-        use std::io::{Seek, SeekFrom, Write};
-        let mut f = std::fs::OpenOptions::new().write(true).open(&db).unwrap();
-        f.seek(SeekFrom::Start(20 * 4096)).unwrap();
-        f.write_all(&vec![0x5a; 400 * 4096]).unwrap();
-        f.sync_all().unwrap();
-    }
+    damage_middle(&db);
     // The read that finds it gets the fresh (empty) database, not an error.
     let got = ob.fetch(Signal::Logs, 0, 1000, u64::MAX).unwrap();
     assert!(

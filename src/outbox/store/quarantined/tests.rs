@@ -107,12 +107,7 @@ fn corruption_found_while_running_counts_what_was_queued_as_dropped() {
         .unwrap();
     ob.checkpoint().unwrap();
     // Garbage over the middle of the file, far more than the page cache.
-    {
-        let mut f = std::fs::OpenOptions::new().write(true).open(&db).unwrap();
-        f.seek(SeekFrom::Start(20 * 4096)).unwrap();
-        f.write_all(&vec![0x5a; 400 * 4096]).unwrap();
-        f.sync_all().unwrap();
-    }
+    super::super::tests::damage_middle(&db);
     let (got, log) = logged(|| ob.fetch(Signal::Logs, 0, 1000, u64::MAX).unwrap());
     assert!(
         got.is_empty(),
@@ -315,12 +310,7 @@ fn a_late_ack_of_the_corrupt_files_records_deletes_none_of_the_fresh_files() {
         .iter()
         .map(|r| r.id)
         .collect();
-    {
-        let mut f = std::fs::OpenOptions::new().write(true).open(&db).unwrap();
-        f.seek(SeekFrom::Start(20 * 4096)).unwrap();
-        f.write_all(&vec![0x5a; 400 * 4096]).unwrap();
-        f.sync_all().unwrap();
-    }
+    super::super::tests::damage_middle(&db);
     assert!(
         ob.fetch(Signal::Logs, 0, 1000, u64::MAX)
             .unwrap()
